@@ -1,0 +1,1 @@
+//! The catalog: features and plans as code (TOML), loaded and validated.

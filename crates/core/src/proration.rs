@@ -1,0 +1,1 @@
+//! Proration of a base price across a mid-period change.
