@@ -1,0 +1,801 @@
+//! Per-customer in-memory state and the decisions made on it.
+//!
+//! Everything here is synchronous and runs under the customer's
+//! `parking_lot::Mutex`: a decision and the update of the counters it implies
+//! are one atomic step, so concurrent callers can never overshoot a limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+use tollgate_core::period::{Anchoring, BillingCycle, Interval, Period, ResetPeriod, usage_window};
+use tollgate_store::{CustomerRecord, SubscriptionRecord, SubscriptionStatus};
+
+use crate::grants::GrantState;
+use crate::lease::LeaseSet;
+use crate::model::{CompiledPlan, Ent};
+use crate::rate::RateLog;
+use crate::types::{Decision, DenyReason};
+
+#[derive(Debug)]
+pub(crate) struct SubState {
+    pub record: SubscriptionRecord,
+    pub plan: Arc<CompiledPlan>,
+    pub cycle: BillingCycle,
+}
+
+/// A metered counter for the current usage window.
+#[derive(Clone, Debug)]
+pub(crate) struct Meter {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Drawn from the plan's allowance.
+    pub plan: Decimal,
+    /// Drawn from grants (all grants together; per grant in `GrantState::drawn`).
+    pub grants: Decimal,
+    /// Beyond the allowance, allowed by a soft limit, `allow_overage` or an
+    /// ingested event.
+    pub overage: Decimal,
+    /// Beyond the allowance, allowed by the admin bypass.
+    pub bypass: Decimal,
+    /// Held by open reservations created in this window.
+    pub reserved: Decimal,
+}
+
+impl Meter {
+    fn empty() -> Meter {
+        Meter {
+            start: Timestamp::MIN,
+            end: Timestamp::MIN,
+            plan: Decimal::ZERO,
+            grants: Decimal::ZERO,
+            overage: Decimal::ZERO,
+            bypass: Decimal::ZERO,
+            reserved: Decimal::ZERO,
+        }
+    }
+
+    pub(crate) fn used(&self) -> Decimal {
+        self.plan + self.grants + self.overage + self.bypass
+    }
+
+    pub(crate) fn window(&self) -> (Timestamp, Timestamp) {
+        (self.start, self.end)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Slot {
+    Meter(Meter),
+    Gauge(Decimal),
+    Rate(RateLog),
+    Leases(LeaseSet),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct OpenResv {
+    pub id: String,
+    pub feature: usize,
+    pub quantity: Decimal,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// The window whose counter holds this reservation's quantity.
+    pub window: (Timestamp, Timestamp),
+    pub idempotency_key: Option<String>,
+}
+
+/// What an idempotency key maps to.
+#[derive(Debug)]
+pub(crate) enum Idem {
+    /// Claimed by a request whose write is being committed; duplicates wait.
+    Pending {
+        feature: usize,
+        notify: Arc<Notify>,
+        /// The request that claimed it (an ingest batch recognises its own).
+        owner: u64,
+    },
+    /// Committed: retries get this answer.
+    Done {
+        feature: usize,
+        answer: Arc<Decision>,
+        at: Timestamp,
+    },
+}
+
+/// How a quantity was drawn.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Alloc {
+    pub plan: Decimal,
+    pub grants: Vec<(String, Decimal)>,
+    pub overage: Decimal,
+    pub bypass: Decimal,
+}
+
+impl Alloc {
+    pub(crate) fn to_map(&self) -> std::collections::BTreeMap<String, Decimal> {
+        let mut m = std::collections::BTreeMap::new();
+        if !self.plan.is_zero() {
+            m.insert("plan".to_string(), self.plan);
+        }
+        for (id, q) in &self.grants {
+            m.insert(id.clone(), *q);
+        }
+        if !self.overage.is_zero() {
+            m.insert("overage".to_string(), self.overage);
+        }
+        if !self.bypass.is_zero() {
+            m.insert("bypass".to_string(), self.bypass);
+        }
+        m
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct CustomerState {
+    pub id: Arc<str>,
+    pub record: CustomerRecord,
+    pub tz: TimeZone,
+    pub sub: Option<SubState>,
+    /// Per-customer overrides: (feature index, compiled, as stored).
+    pub overrides: Vec<(usize, Ent, serde_json::Value)>,
+    /// Counters and logs, sparse by feature index.
+    pub slots: Vec<(u32, Slot)>,
+    /// Grants in burn order.
+    pub grants: Vec<GrantState>,
+    pub resv: Vec<OpenResv>,
+    pub idem: HashMap<Box<str>, Idem>,
+    /// Set while counters are rebuilt from the ledger (after a subscription or
+    /// time-zone change); requests wait for it.
+    pub reloading: Option<Arc<Notify>>,
+    /// Reservations expired by a decision, whose state change the engine
+    /// still has to write.
+    pub expired: Vec<(String, usize)>,
+}
+
+/// The context of a metered decision: the entitlement and the window.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MeterCtx {
+    pub limit: Option<Decimal>,
+    pub hard: bool,
+    pub window: Period,
+    /// The plan would refuse everything (not in plan, inactive) but the admin
+    /// bypass lets it through: everything drawn goes to `bypass`.
+    pub bypass_all: bool,
+    pub bypass: bool,
+}
+
+/// The outcome of a metered decision before it is turned into an answer.
+#[derive(Debug)]
+pub(crate) struct Metered {
+    pub decision: Decision,
+    pub alloc: Alloc,
+    pub window: (Timestamp, Timestamp),
+}
+
+pub(crate) fn cycle_for(
+    plan: Option<&CompiledPlan>,
+    anchor: Timestamp,
+    tz: &TimeZone,
+) -> BillingCycle {
+    match plan {
+        Some(p) => BillingCycle::new(p.interval, p.anchoring, anchor, tz.clone()),
+        None => BillingCycle::new(Interval::Month, Anchoring::Calendar, anchor, tz.clone()),
+    }
+}
+
+impl CustomerState {
+    pub(crate) fn new(record: CustomerRecord, tz: TimeZone) -> CustomerState {
+        CustomerState {
+            id: Arc::from(record.id.as_str()),
+            record,
+            tz,
+            sub: None,
+            overrides: Vec::new(),
+            slots: Vec::new(),
+            grants: Vec::new(),
+            resv: Vec::new(),
+            idem: HashMap::new(),
+            reloading: None,
+            expired: Vec::new(),
+        }
+    }
+
+    pub(crate) fn bypass(&self) -> bool {
+        self.record.admin_bypass
+    }
+
+    /// Whether the subscription lets the customer use anything now.
+    pub(crate) fn gate(&self, now: Timestamp) -> Result<&SubState, DenyReason> {
+        let Some(sub) = &self.sub else {
+            return Err(DenyReason::NoSubscription);
+        };
+        match sub.record.status {
+            SubscriptionStatus::Canceled => Err(DenyReason::SubscriptionInactive),
+            _ if now < sub.record.anchor => Err(DenyReason::SubscriptionInactive),
+            SubscriptionStatus::Trialing
+                if sub.record.trial_ends_at.is_some_and(|end| end <= now) =>
+            {
+                Err(DenyReason::TrialExpired)
+            }
+            _ => Ok(sub),
+        }
+    }
+
+    /// The entitlement in force for a feature: the override, else the plan's.
+    pub(crate) fn ent(&self, feature: usize) -> (&Ent, bool) {
+        if let Some((_, e, _)) = self.overrides.iter().find(|(f, _, _)| *f == feature) {
+            return (e, true);
+        }
+        match &self.sub {
+            Some(s) => (s.plan.ent(feature), false),
+            None => (&Ent::Excluded, false),
+        }
+    }
+
+    pub(crate) fn slot(&self, feature: usize) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|(f, _)| *f as usize == feature)
+            .map(|(_, s)| s)
+    }
+
+    pub(crate) fn slot_mut(&mut self, feature: usize, make: impl FnOnce() -> Slot) -> &mut Slot {
+        let pos = match self.slots.iter().position(|(f, _)| *f as usize == feature) {
+            Some(p) => p,
+            None => {
+                self.slots.push((feature as u32, make()));
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[pos].1
+    }
+
+    /// The window a metered feature counts in at `at`.
+    pub(crate) fn window_at(&self, reset: ResetPeriod, at: Timestamp) -> Option<Period> {
+        match &self.sub {
+            Some(s) => usage_window(reset, &s.cycle, at).ok(),
+            None => {
+                let cycle = cycle_for(None, self.record.created_at, &self.tz);
+                usage_window(reset, &cycle, at).ok()
+            }
+        }
+    }
+
+    /// Gate, entitlement and window of a metered feature at `now`.
+    pub(crate) fn meter_ctx(&self, feature: usize, now: Timestamp) -> Result<MeterCtx, DenyReason> {
+        let bypass = self.bypass();
+        let gate = self.gate(now).map(|_| ());
+        let (ent, _) = self.ent(feature);
+        let (limit, hard, reset, excluded) = match ent {
+            Ent::Metered {
+                limit, hard, reset, ..
+            } => (*limit, *hard, *reset, false),
+            _ => (Some(Decimal::ZERO), true, ResetPeriod::BillingPeriod, true),
+        };
+        if let Err(reason) = gate {
+            if !bypass {
+                return Err(reason);
+            }
+        } else if excluded && !bypass {
+            return Err(DenyReason::FeatureNotInPlan);
+        }
+        let bypass_all = gate.is_err() || excluded;
+        // The hot path: the counter's window still contains `now`, so the
+        // calendar arithmetic of `usage_window` is skipped.
+        if let Some(Slot::Meter(m)) = self.slot(feature) {
+            if m.start <= now && now < m.end {
+                return Ok(MeterCtx {
+                    limit,
+                    hard,
+                    window: Period {
+                        start: m.start,
+                        end: m.end,
+                    },
+                    bypass_all,
+                    bypass,
+                });
+            }
+        }
+        let window = match self.window_at(reset, now) {
+            Some(w) => w,
+            None if bypass => Period {
+                start: now,
+                end: Timestamp::MAX,
+            },
+            None => return Err(DenyReason::SubscriptionInactive),
+        };
+        Ok(MeterCtx {
+            limit,
+            hard,
+            window,
+            bypass_all,
+            bypass,
+        })
+    }
+
+    /// The meter of a feature, rolled over to `window` if it is in another one.
+    pub(crate) fn meter(&mut self, feature: usize, window: Period) -> &mut Meter {
+        let slot = self.slot_mut(feature, || Slot::Meter(Meter::empty()));
+        if !matches!(slot, Slot::Meter(_)) {
+            *slot = Slot::Meter(Meter::empty());
+        }
+        let Slot::Meter(m) = slot else {
+            unreachable!("just made a meter")
+        };
+        if m.start != window.start || m.end != window.end {
+            // Rollover: the counter restarts at 0 for the new window. Holds of
+            // reservations made in the old window do not carry over.
+            *m = Meter::empty();
+            m.start = window.start;
+            m.end = window.end;
+        }
+        m
+    }
+
+    /// Expires open reservations whose time is up; returns their ids.
+    pub(crate) fn expire_reservations(&mut self, now: Timestamp) -> Vec<(String, usize)> {
+        if self.resv.iter().all(|r| r.expires_at > now) {
+            return Vec::new();
+        }
+        let mut gone = Vec::new();
+        let mut keep = Vec::with_capacity(self.resv.len());
+        for r in std::mem::take(&mut self.resv) {
+            if r.expires_at <= now {
+                self.unhold(&r);
+                gone.push((r.id, r.feature));
+            } else {
+                keep.push(r);
+            }
+        }
+        self.resv = keep;
+        gone
+    }
+
+    /// Releases a reservation's hold from its window's counter.
+    pub(crate) fn unhold(&mut self, r: &OpenResv) {
+        if let Some(Slot::Meter(m)) = self
+            .slots
+            .iter_mut()
+            .find(|(f, _)| *f as usize == r.feature)
+            .map(|(_, s)| s)
+        {
+            if m.window() == r.window {
+                m.reserved = (m.reserved - r.quantity).max(Decimal::ZERO);
+            }
+        }
+    }
+
+    /// Puts a reservation back (its commit was denied or failed) and its hold
+    /// with it, if its window is still the counter's.
+    pub(crate) fn rehold(&mut self, r: OpenResv) {
+        if let Some(Slot::Meter(m)) = self
+            .slots
+            .iter_mut()
+            .find(|(f, _)| *f as usize == r.feature)
+            .map(|(_, s)| s)
+        {
+            if m.window() == r.window {
+                m.reserved += r.quantity;
+            }
+        }
+        self.resv.push(r);
+    }
+
+    /// Remaining of active grants for a feature.
+    pub(crate) fn grants_left(&self, feature: usize, now: Timestamp) -> Decimal {
+        self.grants
+            .iter()
+            .filter(|g| g.feature == feature && g.is_active(now))
+            .map(GrantState::remaining)
+            .sum()
+    }
+
+    /// Draws `qty` from the plan's allowance (up to `plan_left`) then from
+    /// grants in burn order; returns what could not be drawn.
+    fn draw(
+        &mut self,
+        feature: usize,
+        now: Timestamp,
+        mut qty: Decimal,
+        plan_left: Option<Decimal>,
+        alloc: &mut Alloc,
+    ) -> Decimal {
+        let from_plan = match plan_left {
+            None => qty,
+            Some(left) => qty.min(left.max(Decimal::ZERO)),
+        };
+        alloc.plan += from_plan;
+        qty -= from_plan;
+        if qty.is_zero() {
+            return qty;
+        }
+        for g in self.grants.iter_mut() {
+            if qty.is_zero() {
+                break;
+            }
+            if g.feature != feature || !g.is_active(now) {
+                continue;
+            }
+            let take = qty.min(g.remaining());
+            if take > Decimal::ZERO {
+                g.drawn += take;
+                qty -= take;
+                alloc.grants.push((g.record.id.clone(), take));
+            }
+        }
+        qty
+    }
+
+    /// Applies an allocation to the window's meter (the grants were already
+    /// drawn by [`CustomerState::draw`]).
+    fn book(&mut self, feature: usize, window: Period, alloc: &Alloc) {
+        let granted: Decimal = alloc.grants.iter().map(|(_, q)| *q).sum();
+        let m = self.meter(feature, window);
+        m.plan += alloc.plan;
+        m.grants += granted;
+        m.overage += alloc.overage;
+        m.bypass += alloc.bypass;
+    }
+
+    /// Undoes a booked allocation (a failed commit), if its window is still current.
+    pub(crate) fn unbook(&mut self, feature: usize, window: (Timestamp, Timestamp), alloc: &Alloc) {
+        for (id, q) in &alloc.grants {
+            if let Some(g) = self.grants.iter_mut().find(|g| &g.record.id == id) {
+                g.drawn = (g.drawn - *q).max(Decimal::ZERO);
+            }
+        }
+        let granted: Decimal = alloc.grants.iter().map(|(_, q)| *q).sum();
+        if let Some(Slot::Meter(m)) = self
+            .slots
+            .iter_mut()
+            .find(|(f, _)| *f as usize == feature)
+            .map(|(_, s)| s)
+        {
+            if m.window() == window {
+                m.plan -= alloc.plan;
+                m.grants -= granted;
+                m.overage -= alloc.overage;
+                m.bypass -= alloc.bypass;
+            }
+        }
+    }
+
+    /// Adds ledger usage to the current counters (replay at start).
+    pub(crate) fn replay_metered(
+        &mut self,
+        feature: usize,
+        window: Period,
+        allocation: &std::collections::BTreeMap<String, Decimal>,
+        count_in_window: bool,
+    ) {
+        let mut granted = Decimal::ZERO;
+        for (bucket, q) in allocation {
+            if crate::ids::is_grant_id(bucket) {
+                if let Some(g) = self.grants.iter_mut().find(|g| &g.record.id == bucket) {
+                    g.drawn += *q;
+                }
+                granted += *q;
+            }
+        }
+        if !count_in_window {
+            return;
+        }
+        let m = self.meter(feature, window);
+        for (bucket, q) in allocation {
+            match bucket.as_str() {
+                "plan" => m.plan += *q,
+                "overage" => m.overage += *q,
+                "bypass" => m.bypass += *q,
+                _ => {}
+            }
+        }
+        m.grants += granted;
+    }
+
+    /// What is left now: plan remaining + active grants − reservations.
+    fn available(
+        &self,
+        feature: usize,
+        ctx: &MeterCtx,
+        now: Timestamp,
+        m: &Meter,
+    ) -> Option<Decimal> {
+        if ctx.bypass_all {
+            return Some(Decimal::ZERO);
+        }
+        let plan_left = ctx.limit.map(|l| (l - m.plan).max(Decimal::ZERO))?;
+        Some(plan_left + self.grants_left(feature, now) - m.reserved)
+    }
+
+    fn answer(&self, feature: usize, ctx: &MeterCtx, now: Timestamp, qty: Decimal) -> Decision {
+        let m = self.current_meter(feature, ctx);
+        let used = m.as_ref().map_or(Decimal::ZERO, Meter::used);
+        let empty = Meter::empty();
+        let remaining = self
+            .available(feature, ctx, now, m.as_ref().unwrap_or(&empty))
+            .map(|r| r.max(Decimal::ZERO));
+        Decision {
+            allowed: true,
+            quantity: qty,
+            limit: if ctx.bypass_all { None } else { ctx.limit },
+            used,
+            remaining,
+            resets_at: Some(ctx.window.end).filter(|e| *e != Timestamp::MAX),
+            reason: None,
+            upgrade_to: None,
+            overage: Decimal::ZERO,
+            over_limit: ctx.limit.is_some_and(|l| {
+                !ctx.bypass_all && used > l + self.grants_total_for_window(feature, now, m.as_ref())
+            }),
+            bypassed: false,
+            replayed: false,
+            reservation_id: None,
+            reservation_expires_at: None,
+        }
+    }
+
+    /// Grants drawn in the window plus still available: the allowance beyond
+    /// the plan's limit.
+    fn grants_total_for_window(
+        &self,
+        feature: usize,
+        now: Timestamp,
+        m: Option<&Meter>,
+    ) -> Decimal {
+        m.map_or(Decimal::ZERO, |m| m.grants) + self.grants_left(feature, now)
+    }
+
+    fn current_meter(&self, feature: usize, ctx: &MeterCtx) -> Option<Meter> {
+        match self.slot(feature) {
+            Some(Slot::Meter(m)) if m.start == ctx.window.start && m.end == ctx.window.end => {
+                Some(m.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Check (`apply == false`) or consume `qty` of a metered feature:
+    /// all-or-nothing, plan first, then grants in burn order; a soft limit
+    /// lets the rest through as overage, a hard limit denies, the admin bypass
+    /// lets it through as `bypass`.
+    pub(crate) fn take_metered(
+        &mut self,
+        feature: usize,
+        qty: Decimal,
+        now: Timestamp,
+        apply: bool,
+    ) -> Result<Metered, (DenyReason, Option<MeterCtx>)> {
+        let ctx = self.meter_ctx(feature, now).map_err(|r| (r, None))?;
+        let gone = self.expire_reservations(now);
+        self.expired.extend(gone);
+        let window = ctx.window;
+        let (avail, plan_left) = {
+            let m = self.meter(feature, window);
+            let plan_left = ctx.limit.map(|l| l - m.plan);
+            let m = m.clone();
+            (self.available(feature, &ctx, now, &m), plan_left)
+        };
+        let short = avail.map_or(Decimal::ZERO, |a| {
+            (qty - a.max(Decimal::ZERO)).max(Decimal::ZERO)
+        });
+        let mut alloc = Alloc::default();
+        let mut decision;
+        if short > Decimal::ZERO && ctx.hard && !ctx.bypass {
+            let mut d = self.answer(feature, &ctx, now, qty);
+            d.allowed = false;
+            d.reason = Some(DenyReason::LimitReached);
+            return Ok(Metered {
+                decision: d,
+                alloc,
+                window: (window.start, window.end),
+            });
+        }
+        if ctx.bypass_all {
+            alloc.bypass = qty;
+        } else if apply {
+            let fit = qty - short;
+            let left = self.draw(feature, now, fit, plan_left, &mut alloc);
+            // `left` is zero unless grants changed under us; treat it as short.
+            let rest = short + left;
+            if ctx.hard {
+                alloc.bypass = rest;
+            } else {
+                alloc.overage = rest;
+            }
+        } else if ctx.hard {
+            alloc.bypass = short;
+        } else {
+            alloc.overage = short;
+        }
+        if apply {
+            self.book(feature, window, &alloc);
+        }
+        decision = self.answer(feature, &ctx, now, qty);
+        decision.overage = alloc.overage;
+        decision.bypassed = !alloc.bypass.is_zero();
+        if !apply {
+            // A dry run reports the state as it is; `over_limit` says whether
+            // this quantity would go beyond the allowance.
+            decision.over_limit = !short.is_zero();
+        } else {
+            decision.over_limit |= !alloc.overage.is_zero() || !alloc.bypass.is_zero();
+        }
+        Ok(Metered {
+            decision,
+            alloc,
+            window: (window.start, window.end),
+        })
+    }
+
+    /// Holds `qty` for a reservation (a hard limit denies when it does not fit).
+    pub(crate) fn hold_metered(
+        &mut self,
+        feature: usize,
+        qty: Decimal,
+        now: Timestamp,
+    ) -> Result<Metered, (DenyReason, Option<MeterCtx>)> {
+        let ctx = self.meter_ctx(feature, now).map_err(|r| (r, None))?;
+        let gone = self.expire_reservations(now);
+        self.expired.extend(gone);
+        let window = ctx.window;
+        let m = self.meter(feature, window).clone();
+        let avail = self.available(feature, &ctx, now, &m);
+        let short = avail.map_or(Decimal::ZERO, |a| {
+            (qty - a.max(Decimal::ZERO)).max(Decimal::ZERO)
+        });
+        if short > Decimal::ZERO && ctx.hard && !ctx.bypass {
+            let mut d = self.answer(feature, &ctx, now, qty);
+            d.allowed = false;
+            d.reason = Some(DenyReason::LimitReached);
+            return Ok(Metered {
+                decision: d,
+                alloc: Alloc::default(),
+                window: (window.start, window.end),
+            });
+        }
+        self.meter(feature, window).reserved += qty;
+        let mut d = self.answer(feature, &ctx, now, qty);
+        d.over_limit = !short.is_zero();
+        d.bypassed = !short.is_zero() && ctx.hard;
+        Ok(Metered {
+            decision: d,
+            alloc: Alloc::default(),
+            window: (window.start, window.end),
+        })
+    }
+
+    /// Commits `actual` against a reservation that held `held` (its hold was
+    /// already released by the caller): `min(actual, held)` is guaranteed, the
+    /// excess is checked like a consume; on a hard limit it is denied unless
+    /// `allow_overage`, which records it as overage.
+    pub(crate) fn commit_metered(
+        &mut self,
+        feature: usize,
+        actual: Decimal,
+        held: Decimal,
+        allow_overage: bool,
+        now: Timestamp,
+    ) -> Result<Metered, (DenyReason, Option<MeterCtx>)> {
+        let ctx = self.meter_ctx(feature, now).map_err(|r| (r, None))?;
+        let window = ctx.window;
+        let m = self.meter(feature, window).clone();
+        let plan_left = ctx.limit.map(|l| l - m.plan);
+        let avail = self.available(feature, &ctx, now, &m);
+        let guaranteed = actual.min(held);
+        let extra = actual - guaranteed;
+        // Room for the extra once the guaranteed part is drawn.
+        let room_after = avail.map(|a| (a - guaranteed).max(Decimal::ZERO));
+        let short = room_after.map_or(Decimal::ZERO, |r| (extra - r).max(Decimal::ZERO));
+        if short > Decimal::ZERO && ctx.hard && !ctx.bypass && !allow_overage {
+            let mut d = self.answer(feature, &ctx, now, actual);
+            d.allowed = false;
+            d.reason = Some(DenyReason::LimitReached);
+            return Ok(Metered {
+                decision: d,
+                alloc: Alloc::default(),
+                window: (window.start, window.end),
+            });
+        }
+        let mut alloc = Alloc::default();
+        if ctx.bypass_all {
+            alloc.bypass = actual;
+        } else {
+            let left = self.draw(feature, now, actual - short, plan_left, &mut alloc);
+            // What the held part could not draw (a backing grant expired) and
+            // the short part are overage, or bypass when the bypass let it through.
+            let rest = short + left;
+            if ctx.hard && ctx.bypass && !allow_overage && !short.is_zero() {
+                alloc.bypass = rest;
+            } else {
+                alloc.overage = rest;
+            }
+        }
+        self.book(feature, window, &alloc);
+        let mut d = self.answer(feature, &ctx, now, actual);
+        d.overage = alloc.overage;
+        d.bypassed = !alloc.bypass.is_zero();
+        d.over_limit |= !alloc.overage.is_zero() || !alloc.bypass.is_zero();
+        Ok(Metered {
+            decision: d,
+            alloc,
+            window: (window.start, window.end),
+        })
+    }
+
+    /// Counts an ingested event (never denied): against the current window if
+    /// its timestamp falls in it. Returns the allocation, the window it counted
+    /// in (if any) and whether usage is now above the limit.
+    pub(crate) fn ingest_metered(
+        &mut self,
+        feature: usize,
+        qty: Decimal,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> (Alloc, Option<Period>, bool, bool) {
+        let (ent, _) = self.ent(feature);
+        let (limit, reset) = match ent {
+            Ent::Metered { limit, reset, .. } => (*limit, *reset),
+            _ => (Some(Decimal::ZERO), ResetPeriod::BillingPeriod),
+        };
+        // Fast path: the counter's window holds both the event and now.
+        let fast = match self.slot(feature) {
+            Some(Slot::Meter(m))
+                if m.start <= at && at < m.end && m.start <= now && now < m.end =>
+            {
+                Some(Period {
+                    start: m.start,
+                    end: m.end,
+                })
+            }
+            _ => None,
+        };
+        if let Some(w) = fast {
+            let m = self.meter(feature, w).clone();
+            let plan_left = limit.map(|l| l - m.plan);
+            let mut alloc = Alloc::default();
+            let left = self.draw(feature, now, qty, plan_left, &mut alloc);
+            alloc.overage = left;
+            self.book(feature, w, &alloc);
+            return (alloc, Some(w), true, !left.is_zero());
+        }
+        let Some(event_window) = self.window_at(reset, at) else {
+            let alloc = Alloc {
+                overage: qty,
+                ..Alloc::default()
+            };
+            return (alloc, None, false, false);
+        };
+        let current = self.window_at(reset, now);
+        if current != Some(event_window) {
+            // Only in the ledger: it belongs to a window that is not current.
+            let alloc = Alloc {
+                plan: qty,
+                ..Alloc::default()
+            };
+            return (alloc, Some(event_window), false, false);
+        }
+        let gone = self.expire_reservations(now);
+        self.expired.extend(gone);
+        let m = self.meter(feature, event_window).clone();
+        let plan_left = limit.map(|l| l - m.plan);
+        let mut alloc = Alloc::default();
+        let left = self.draw(feature, now, qty, plan_left, &mut alloc);
+        alloc.overage = left;
+        self.book(feature, event_window, &alloc);
+        let over = !left.is_zero();
+        (alloc, Some(event_window), true, over)
+    }
+
+    /// The usage (all buckets) in the current window, for summaries.
+    pub(crate) fn meter_snapshot(&self, feature: usize, window: Period) -> Option<Meter> {
+        match self.slot(feature) {
+            Some(Slot::Meter(m)) if m.start == window.start && m.end == window.end => {
+                Some(m.clone())
+            }
+            _ => None,
+        }
+    }
+}

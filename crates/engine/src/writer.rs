@@ -1,0 +1,418 @@
+//! The group-commit writer.
+//!
+//! One task owns the store's write side. Callers send their writes through an
+//! unbounded channel (always while still holding the customer's lock, so the
+//! channel order is the decision order); the task collects messages until the
+//! batch holds `max_batch` writes or `max_wait` has passed since the first one,
+//! commits them with a single [`Store::append_batch`] (one transaction, one
+//! fsync), then acknowledges every caller through its oneshot. A caller answers
+//! its own caller only after that acknowledgement.
+//!
+//! The task also keeps the aggregate of COMMITTED usage per (customer, feature,
+//! window), fed only after a successful commit, and periodically saves it with
+//! the last committed ledger sequence as the counter snapshot: the snapshot is
+//! therefore always exactly "the ledger up to `as_of_seq`".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use tokio::sync::{mpsc, oneshot};
+use tollgate_store::{CounterSnapshot, NewUsageRecord, Store, StoreError, UsageSource, WriteOp};
+
+use crate::clock::Clock;
+
+/// The window a usage write counted against (side information for the
+/// writer's aggregate; never persisted with the write itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// A metered counter window `[start, end)`.
+    Window(Timestamp, Timestamp),
+    /// A gauge level (no window; `GaugeSet` replaces, `GaugeDelta` adds).
+    Gauge,
+    /// Not part of any snapshotted counter (rate hits, reservation state).
+    Nothing,
+}
+
+/// Window bounds used for rows that are not tied to a usage window: grant
+/// draws (a grant spans windows) and gauge levels.
+pub(crate) const LIFETIME_START: Timestamp = Timestamp::MIN;
+pub(crate) const LIFETIME_END: Timestamp = Timestamp::MAX;
+/// The bucket that holds a gauge's level in its lifetime row.
+pub(crate) const GAUGE_LEVEL: &str = "level";
+
+pub(crate) type Ack = oneshot::Sender<Result<Vec<i64>, Arc<StoreError>>>;
+
+/// One write inline (the common case, no extra allocation) or several.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Ops {
+    One(WriteOp, Counted),
+    Many(Vec<(WriteOp, Counted)>),
+}
+
+impl Ops {
+    fn len(&self) -> usize {
+        match self {
+            Ops::One(..) => 1,
+            Ops::Many(v) => v.len(),
+        }
+    }
+}
+
+pub(crate) enum Msg {
+    Write {
+        ops: Ops,
+        ack: Ack,
+    },
+    /// Replaces the aggregate of one counter (after a counter was rebuilt from
+    /// the ledger, e.g. when a subscription change moved its window).
+    Seed {
+        customer: String,
+        feature: String,
+        start: Timestamp,
+        end: Timestamp,
+        used: BTreeMap<String, Decimal>,
+    },
+    /// Answered once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
+    /// Commit what is pending, then save a snapshot now.
+    Snapshot(oneshot::Sender<Result<usize, Arc<StoreError>>>),
+    /// Commit what is pending, save a snapshot and stop.
+    Shutdown(oneshot::Sender<Result<usize, Arc<StoreError>>>),
+}
+
+/// Group-commit tuning.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Most writes per commit (default 2,000; one ingest call may exceed it and
+    /// is then committed alone).
+    pub max_batch: usize,
+    /// Longest a write waits for companions before its batch commits (default 2 ms).
+    pub max_wait: Duration,
+    /// How often the counter snapshot is saved (default 30 s; also at shutdown).
+    pub snapshot_interval: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            max_batch: 2_000,
+            max_wait: Duration::from_millis(2),
+            snapshot_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+type Buckets = BTreeMap<String, Decimal>;
+
+/// COMMITTED usage per customer → (feature, window start, window end) → buckets.
+#[derive(Debug, Default)]
+pub(crate) struct Aggregate {
+    map: HashMap<String, HashMap<(String, Timestamp, Timestamp), Buckets>>,
+}
+
+impl Aggregate {
+    fn buckets(
+        &mut self,
+        customer: &str,
+        feature: &str,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> &mut Buckets {
+        if !self.map.contains_key(customer) {
+            self.map.insert(customer.to_string(), HashMap::new());
+        }
+        let per = self
+            .map
+            .get_mut(customer)
+            .unwrap_or_else(|| unreachable!("inserted above"));
+        per.entry((feature.to_string(), start, end)).or_default()
+    }
+
+    pub(crate) fn seed(
+        &mut self,
+        customer: &str,
+        feature: &str,
+        start: Timestamp,
+        end: Timestamp,
+        used: Buckets,
+    ) {
+        *self.buckets(customer, feature, start, end) = used;
+    }
+
+    /// Adds one committed write.
+    pub(crate) fn apply(&mut self, op: &WriteOp, counted: Counted) {
+        if let WriteOp::AppendUsage(rec) = op {
+            self.apply_record(rec, counted);
+        }
+    }
+
+    /// Adds one committed ledger record.
+    pub(crate) fn apply_record(&mut self, rec: &NewUsageRecord, counted: Counted) {
+        match counted {
+            Counted::Nothing => {}
+            Counted::Gauge => {
+                let b = self.buckets(&rec.customer_id, &rec.feature, LIFETIME_START, LIFETIME_END);
+                let level = b.entry(GAUGE_LEVEL.to_string()).or_default();
+                if rec.source == UsageSource::GaugeSet {
+                    *level = rec.quantity;
+                } else {
+                    *level = (*level + rec.quantity).max(Decimal::ZERO);
+                }
+            }
+            Counted::Window(start, end) => {
+                let b = self.buckets(&rec.customer_id, &rec.feature, start, end);
+                for (bucket, qty) in &rec.allocation {
+                    add(b, bucket, *qty);
+                }
+                let mut grants = rec
+                    .allocation
+                    .iter()
+                    .filter(|(k, _)| crate::ids::is_grant_id(k))
+                    .peekable();
+                if grants.peek().is_some() {
+                    let grants: Vec<_> = grants.map(|(k, v)| (k.clone(), *v)).collect();
+                    let life =
+                        self.buckets(&rec.customer_id, &rec.feature, LIFETIME_START, LIFETIME_END);
+                    for (k, v) in grants {
+                        add(life, &k, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops windows that ended at or before `now` (lifetime rows stay).
+    pub(crate) fn prune(&mut self, now: Timestamp) {
+        for per in self.map.values_mut() {
+            per.retain(|(_, start, end), _| {
+                (*start == LIFETIME_START && *end == LIFETIME_END) || *end > now
+            });
+        }
+        self.map.retain(|_, per| !per.is_empty());
+    }
+
+    pub(crate) fn rows(&self) -> Vec<CounterSnapshot> {
+        let mut rows = Vec::new();
+        for (customer, per) in &self.map {
+            for ((feature, start, end), used) in per {
+                rows.push(CounterSnapshot {
+                    customer_id: customer.clone(),
+                    feature: feature.clone(),
+                    window_start: *start,
+                    window_end: *end,
+                    used: used.clone(),
+                });
+            }
+        }
+        rows
+    }
+}
+
+fn add(b: &mut Buckets, bucket: &str, qty: Decimal) {
+    if let Some(v) = b.get_mut(bucket) {
+        *v += qty;
+    } else {
+        b.insert(bucket.to_string(), qty);
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: WriterConfig,
+    pub(crate) aggregate: Aggregate,
+    pub(crate) last_seq: i64,
+    pub(crate) rx: mpsc::UnboundedReceiver<Msg>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("backend", &self.store.backend())
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do after a batch is committed.
+enum After {
+    Nothing,
+    Flush(oneshot::Sender<()>),
+    Snapshot(oneshot::Sender<Result<usize, Arc<StoreError>>>),
+    Shutdown(oneshot::Sender<Result<usize, Arc<StoreError>>>),
+    Closed,
+}
+
+impl Writer {
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.config.snapshot_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate
+        let mut batch: Vec<(Ops, Ack)> = Vec::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                msg = self.rx.recv() => msg,
+                _ = ticker.tick() => {
+                    if let Err(e) = self.snapshot().await {
+                        tracing::warn!(error = %e, "saving the counter snapshot failed");
+                    }
+                    continue;
+                }
+            };
+            let mut after = After::Nothing;
+            let mut count = 0usize;
+            match first {
+                None => after = After::Closed,
+                Some(msg) => {
+                    if let Some(a) = self.take(msg, &mut batch, &mut count) {
+                        after = a;
+                    }
+                }
+            }
+            if matches!(after, After::Nothing) {
+                let deadline = tokio::time::Instant::now() + self.config.max_wait;
+                while count < self.config.max_batch {
+                    let msg = match self.rx.try_recv() {
+                        Ok(m) => Some(m),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                                Ok(m) => m,
+                                Err(_elapsed) => break,
+                            }
+                        }
+                    };
+                    let Some(msg) = msg else {
+                        after = After::Closed;
+                        break;
+                    };
+                    if let Some(a) = self.take(msg, &mut batch, &mut count) {
+                        after = a;
+                        break;
+                    }
+                }
+            }
+            self.commit(&mut batch).await;
+            match after {
+                After::Nothing => {}
+                After::Flush(tx) => {
+                    let _ = tx.send(());
+                }
+                After::Snapshot(tx) => {
+                    let _ = tx.send(self.snapshot().await);
+                }
+                After::Shutdown(tx) => {
+                    let r = self.snapshot().await;
+                    let _ = tx.send(r);
+                    return;
+                }
+                After::Closed => {
+                    if let Err(e) = self.snapshot().await {
+                        tracing::warn!(error = %e, "saving the final counter snapshot failed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds a message to the batch; returns what ends the batch, if it does.
+    fn take(&mut self, msg: Msg, batch: &mut Vec<(Ops, Ack)>, count: &mut usize) -> Option<After> {
+        match msg {
+            Msg::Write { ops, ack } => {
+                *count += ops.len();
+                batch.push((ops, ack));
+                None
+            }
+            Msg::Seed {
+                customer,
+                feature,
+                start,
+                end,
+                used,
+            } => {
+                // Seeds are computed from the ledger after a flush, so nothing of
+                // theirs is in the pending batch: applying now is in order.
+                self.aggregate.seed(&customer, &feature, start, end, used);
+                None
+            }
+            Msg::Flush(tx) => Some(After::Flush(tx)),
+            Msg::Snapshot(tx) => Some(After::Snapshot(tx)),
+            Msg::Shutdown(tx) => Some(After::Shutdown(tx)),
+        }
+    }
+
+    async fn commit(&mut self, batch: &mut Vec<(Ops, Ack)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let taken = std::mem::take(batch);
+        let mut ops: Vec<WriteOp> = Vec::with_capacity(taken.iter().map(|(o, _)| o.len()).sum());
+        let mut counted: Vec<Counted> = Vec::with_capacity(ops.capacity());
+        let mut acks: Vec<(Ack, usize, usize)> = Vec::with_capacity(taken.len());
+        let mut appends = 0usize;
+        for (o, ack) in taken {
+            let first_append = appends;
+            match o {
+                Ops::One(op, c) => {
+                    appends += usize::from(matches!(op, WriteOp::AppendUsage(_)));
+                    ops.push(op);
+                    counted.push(c);
+                }
+                Ops::Many(v) => {
+                    for (op, c) in v {
+                        appends += usize::from(matches!(op, WriteOp::AppendUsage(_)));
+                        ops.push(op);
+                        counted.push(c);
+                    }
+                }
+            }
+            acks.push((ack, first_append, appends));
+        }
+        match self.store.append_batch(&ops).await {
+            Ok(seqs) => {
+                for (op, c) in ops.iter().zip(counted) {
+                    self.aggregate.apply(op, c);
+                }
+                if let Some(max) = seqs.iter().copied().max() {
+                    self.last_seq = self.last_seq.max(max);
+                }
+                for (ack, from, to) in acks {
+                    let mine = seqs.get(from..to).map(<[i64]>::to_vec).unwrap_or_default();
+                    let _ = ack.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = ops.len(), "group commit failed");
+                let e = Arc::new(e);
+                for (ack, _, _) in acks {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn snapshot(&mut self) -> Result<usize, Arc<StoreError>> {
+        self.aggregate.prune(self.clock.now());
+        let rows = self.aggregate.rows();
+        let n = rows.len();
+        debug_assert_eq!(
+            n,
+            self.aggregate.map.values().map(HashMap::len).sum::<usize>()
+        );
+        self.store
+            .save_snapshot(self.last_seq, &rows)
+            .await
+            .map_err(Arc::new)?;
+        tracing::debug!(
+            counters = n,
+            as_of_seq = self.last_seq,
+            "counter snapshot saved"
+        );
+        Ok(n)
+    }
+}
