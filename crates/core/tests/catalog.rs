@@ -739,7 +739,7 @@ seats = { limit = 3, reset = "day" }
         [
             r#"test.toml: plans.a.entitlements.api.limit: unknown key "limit"; flag entitlements take: enabled"#,
             r#"test.toml: plans.a.entitlements.api.enabled: missing; write { enabled = true } or just true"#,
-            r#"test.toml: plans.a.entitlements.n: n is a integer value feature: expected an integer or "unlimited", got "ten""#,
+            r#"test.toml: plans.a.entitlements.n: n is an integer value feature: expected an integer or "unlimited", got "ten""#,
             r#"test.toml: plans.a.entitlements.q: q is a metered feature: expected a limit (a non-negative integer, a decimal string or "unlimited") or a table such as { limit = 100 }, got true"#,
             r#"test.toml: plans.a.entitlements.seats.reset: unknown key "reset"; gauge entitlements take: limit, enforcement, alert_thresholds"#,
             r#"test.toml: plans.a.entitlements.size.limit: unknown key "limit"; cap entitlements take: max"#,
@@ -1038,6 +1038,31 @@ fn publishing_assigns_versions_new_changed_unchanged_removed() {
 }
 
 #[test]
+fn renumbering_tiers_or_withdrawing_a_plan_keeps_its_version() {
+    let text = std::fs::read_to_string(examples_dir().join("magi.toml")).unwrap();
+    let (published, _) = assign_versions(&[], load_catalog("magi.toml", &text).unwrap());
+    // Teams moves from tier 2 to tier 5 and is withdrawn from sale; solo's name changes.
+    let edited = text
+        .replace("tier = 2", "tier = 5\npublic = false")
+        .replace("name = \"Solo\"", "name = \"Solo (2025)\"");
+    let (next, changes) = assign_versions(
+        &published.plans,
+        load_catalog("magi.toml", &edited).unwrap(),
+    );
+    let summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        summary,
+        [
+            "trial: unchanged, version 1",
+            "solo: changed, version 1 → 2",
+            "teams: unchanged, version 1",
+        ]
+    );
+    let teams = next.plan("teams").unwrap();
+    assert_eq!((teams.tier, teams.public, teams.version), (5, false, 1));
+}
+
+#[test]
 fn diff_lists_gains_losses_and_limits_before_after() {
     let voca = example("voca.toml");
     let pro = voca.plan("pro").unwrap();
@@ -1151,6 +1176,32 @@ price = {{ model = "graduated", tiers = [ {{ up_to = 1000, unit_price = "0" }}, 
 // ---------------------------------------------------------------------------
 // Never a panic
 // ---------------------------------------------------------------------------
+
+#[test]
+fn deeply_nested_input_is_an_error_not_a_crash() {
+    for text in [
+        format!("a = {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("{} = 1", vec!["k"; 100_000].join(".")),
+    ] {
+        let err = load_catalog("deep.toml", &text).unwrap_err();
+        assert!(
+            err.lines()[0].starts_with("deep.toml: TOML syntax error"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn floats_are_shown_as_written_and_rejected() {
+    let text = format!("{HEAD}\n[plans.a]\ntier = 1.0\nbase_price = 9.99\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "test.toml: plans.a.tier: expected a non-negative integer, got 1.0",
+            "test.toml: plans.a.base_price: expected an amount such as \"49.00\" (a decimal string or an integer), got 9.99: TOML floats are inexact and not accepted; write fractional numbers as strings, e.g. \"1.5\"",
+        ]
+    );
+}
 
 fn all_examples() -> Vec<String> {
     [

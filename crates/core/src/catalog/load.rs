@@ -106,7 +106,7 @@ fn describe(v: &Toml) -> String {
             }
         }
         Toml::Integer(i) => i.to_string(),
-        Toml::Float(f) => f.to_string(),
+        Toml::Float(f) => format!("{f:?}"),
         Toml::Boolean(b) => b.to_string(),
         Toml::Datetime(d) => format!("the date-time {d}"),
         Toml::Array(_) => "an array".into(),
@@ -433,7 +433,7 @@ impl Loader {
             Toml::Integer(i) => Some(Decimal::from(*i)),
             Toml::String(s) => Decimal::from_str_exact(s).ok(),
             Toml::Float(f) => {
-                self.err(path, format!("{expected}, got {f}: {FLOAT_HINT}"));
+                self.err(path, format!("{expected}, got {f:?}: {FLOAT_HINT}"));
                 return None;
             }
             _ => None,
@@ -469,13 +469,13 @@ impl Loader {
 
     /// An integer in `min..=max`.
     fn integer(&mut self, path: &str, v: &Toml, min: i64, max: i64) -> Option<i64> {
-        let expected = format!("expected an integer from {min} to {max}");
+        let expected = match (min, max) {
+            (0, m) if m == i64::from(u32::MAX) => "expected a non-negative integer".to_string(),
+            (n, m) if m == i64::from(u32::MAX) => format!("expected an integer of at least {n}"),
+            (n, m) => format!("expected an integer from {n} to {m}"),
+        };
         match v {
             Toml::Integer(i) if (min..=max).contains(i) => Some(*i),
-            Toml::Float(f) => {
-                self.err(path, format!("{expected}, got {f}"));
-                None
-            }
             other => {
                 self.err(path, format!("{expected}, got {}", describe(other)));
                 None
@@ -600,7 +600,7 @@ impl Loader {
                 };
             }
             Toml::Float(f) => {
-                self.err(path, format!("{EXPECTED}, got {f}: {FLOAT_HINT}"));
+                self.err(path, format!("{EXPECTED}, got {f:?}: {FLOAT_HINT}"));
                 return None;
             }
             _ => None,
@@ -636,6 +636,7 @@ impl Loader {
         self.check_keys("", root, ROOT_KEYS, "a catalog file's top-level tables");
 
         let mut name = None;
+        let mut description = Some(None);
         let mut currency = Some(None);
         let mut thresholds = Some(default_alert_thresholds());
         match root.get("catalog") {
@@ -654,7 +655,7 @@ impl Loader {
                             "the catalog needs a name (the product's)",
                         )
                         .and_then(|v| self.non_empty_string("catalog.name", v));
-                    let _ = self.opt_string("catalog", t, "description");
+                    description = self.opt_string("catalog", t, "description");
                     currency = match t.get("currency") {
                         None => Some(None),
                         Some(v) => self.currency("catalog.currency", v).map(Some),
@@ -735,6 +736,7 @@ impl Loader {
         }
         Some(Catalog {
             name: name?,
+            description: description?,
             currency: currency?,
             features: features?,
             plans,
@@ -1327,7 +1329,12 @@ impl Loader {
         let fkey = &feature.key;
         let wrong = |expected: &str| {
             format!(
-                "{fkey} is a {} value feature: expected {expected}, got {}",
+                "{fkey} is {} {} value feature: expected {expected}, got {}",
+                if value_type == ValueType::Integer {
+                    "an"
+                } else {
+                    "a"
+                },
                 value_type.name(),
                 describe(v)
             )

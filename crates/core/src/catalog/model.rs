@@ -20,6 +20,7 @@ use crate::pricing::{BaseFee, Charge, Quote, QuoteError, UsageQuantity, quote};
 pub struct Catalog {
     /// The product's display name.
     pub name: String,
+    pub description: Option<String>,
     /// The default currency of plans that do not name one.
     pub currency: Option<Currency>,
     /// Features by key.

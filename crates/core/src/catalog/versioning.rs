@@ -1,11 +1,17 @@
 //! Plan versions and plan differences.
 //!
-//! A published plan is immutable: publishing a catalog in which a plan's
-//! content changed creates a new version of that plan, and existing
-//! subscribers stay on the version they have until they are migrated. The
-//! content is everything in the plan except its version number (names and
-//! descriptions included), compared through [`fingerprint`], which ignores
-//! how a number is written (`"49"` and `"49.00"` are the same price).
+//! A published plan version is immutable: publishing a catalog in which a
+//! plan's terms changed creates a new version of that plan, and existing
+//! subscribers stay on the version they have until they are migrated.
+//!
+//! The terms are everything in the plan (name and description included, since
+//! customers see them on invoices) except three things that place the plan in
+//! the catalog rather than define it: `version` itself, `tier` (renumbering
+//! tiers to insert a plan does not change anyone's contract) and `public`
+//! (withdrawing a plan from sale does not either). Those two apply to every
+//! version of the plan and are updated in place. [`fingerprint`] compares
+//! terms while ignoring how numbers are written (`"49"` and `"49.00"` are the
+//! same price).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,10 +26,10 @@ use crate::pricing::{Charge, ChargePrice, PriceModel, Tier};
 // Fingerprints
 // ---------------------------------------------------------------------------
 
-/// A stable fingerprint of a plan's content, ignoring its `version`: 16 hex
-/// digits (64-bit FNV-1a of the plan's canonical JSON, with every decimal
-/// normalized). Equal fingerprints mean equal terms; it is a change detector,
-/// not a security hash.
+/// A stable fingerprint of a plan's terms (everything but `version`, `tier`
+/// and `public`): 16 hex digits, the 64-bit FNV-1a of the plan's canonical
+/// JSON with every decimal normalized. Equal fingerprints mean equal terms; it
+/// is a change detector, not a security hash.
 pub fn fingerprint(plan: &Plan) -> String {
     let canonical = normalized(plan);
     // Serializing plain data (strings, decimals, maps with string keys) cannot
@@ -131,10 +137,12 @@ fn norm_charge(c: &Charge) -> Charge {
     c
 }
 
-/// The plan with version 0 and every decimal normalized.
+/// The plan's terms: version, tier and public reset, every decimal normalized.
 fn normalized(plan: &Plan) -> Plan {
     let mut p = plan.clone();
     p.version = 0;
+    p.tier = 0;
+    p.public = true;
     p.base_price.amount = n(p.base_price.amount);
     p.entitlements = p
         .entitlements
@@ -146,7 +154,7 @@ fn normalized(plan: &Plan) -> Plan {
     p
 }
 
-/// Whether two plans have the same content (everything but the version).
+/// Whether two plans have the same terms (everything but version, tier and public).
 pub fn same_content(a: &Plan, b: &Plan) -> bool {
     normalized(a) == normalized(b)
 }
@@ -206,7 +214,8 @@ impl fmt::Display for VersionChange {
 /// (the latest published version of each; if several versions of a key are
 /// given, the highest counts): a new plan gets version 1, a plan whose content
 /// changed gets the latest version + 1, an unchanged plan keeps its version.
-/// Versions written in the incoming catalog are ignored.
+/// Versions written in the incoming catalog are ignored. An unchanged plan may
+/// still come with a new `tier` or `public`: those apply to all its versions.
 ///
 /// Returns the catalog with versions set and one change per incoming plan (in
 /// tier order), followed by one `Removed` per published plan absent from it
