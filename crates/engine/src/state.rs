@@ -303,7 +303,7 @@ impl CustomerState {
             Some(w) => w,
             None if bypass => Period {
                 start: now,
-                end: Timestamp::MAX,
+                end: crate::writer::LIFETIME_END,
             },
             None => return Err(DenyReason::SubscriptionInactive),
         };
@@ -523,7 +523,7 @@ impl CustomerState {
             limit: if ctx.bypass_all { None } else { ctx.limit },
             used,
             remaining,
-            resets_at: Some(ctx.window.end).filter(|e| *e != Timestamp::MAX),
+            resets_at: Some(ctx.window.end).filter(|e| *e != crate::writer::LIFETIME_END),
             reason: None,
             upgrade_to: None,
             overage: Decimal::ZERO,

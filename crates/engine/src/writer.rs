@@ -38,8 +38,10 @@ pub(crate) enum Counted {
 
 /// Window bounds used for rows that are not tied to a usage window: grant
 /// draws (a grant spans windows) and gauge levels.
-pub(crate) const LIFETIME_START: Timestamp = Timestamp::MIN;
-pub(crate) const LIFETIME_END: Timestamp = Timestamp::MAX;
+/// (0001-01-01 and 9999-12-30: whole seconds, so every backend stores them
+/// exactly.)
+pub(crate) const LIFETIME_START: Timestamp = Timestamp::constant(-62_135_596_800, 0);
+pub(crate) const LIFETIME_END: Timestamp = Timestamp::constant(253_402_128_000, 0);
 /// The bucket that holds a gauge's level in its lifetime row.
 pub(crate) const GAUGE_LEVEL: &str = "level";
 
@@ -310,12 +312,10 @@ impl Writer {
                     let _ = tx.send(r);
                     return;
                 }
-                After::Closed => {
-                    if let Err(e) = self.snapshot().await {
-                        tracing::warn!(error = %e, "saving the final counter snapshot failed");
-                    }
-                    return;
-                }
+                // Every engine handle was dropped without `close`: what was
+                // pending is committed above, but no snapshot is saved (like a
+                // crash, the next start replays the ledger after the last one).
+                After::Closed => return,
             }
         }
     }
