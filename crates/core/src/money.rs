@@ -282,12 +282,13 @@ impl fmt::Display for Money {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
 
     #[test]
-    fn minor_units_of_usd_jpy_kwd() {
+    fn semantics_minor_units_of_usd_jpy_kwd() {
         assert_eq!(Currency::from_code("usd").unwrap().minor_units(), 2);
         assert_eq!(Currency::from_code("JPY").unwrap().minor_units(), 0);
         assert_eq!(Currency::from_code("KWD").unwrap().minor_units(), 3);
@@ -298,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn rounding_is_half_away_from_zero_at_the_minor_unit() {
+    fn semantics_rounding_is_half_away_from_zero_at_the_minor_unit() {
         assert_eq!(round_line(dec!(0.125), Currency::USD), dec!(0.13));
         assert_eq!(round_line(dec!(-0.125), Currency::USD), dec!(-0.13));
         assert_eq!(round_line(dec!(0.124999), Currency::USD), dec!(0.12));
@@ -308,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn minor_unit_round_trip() {
+    fn semantics_minor_unit_round_trip() {
         let m = Money::parse("339.50", Currency::USD).unwrap();
         assert_eq!(m.to_minor_units().unwrap(), 33950);
         assert_eq!(Money::from_minor_units(33950, Currency::USD), m);
@@ -317,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn money_serializes_as_decimal_string() {
+    fn semantics_money_serializes_as_decimal_string() {
         let m = Money::parse("339.50", Currency::USD).unwrap();
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"amount":"339.50","currency":"USD"}"#);
@@ -326,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn adding_different_currencies_is_an_error() {
+    fn semantics_adding_different_currencies_is_an_error() {
         let a = Money::zero(Currency::USD);
         let b = Money::zero(Currency::EUR);
         assert!(matches!(a.checked_add(b), Err(MoneyError::CurrencyMismatch(..))));
