@@ -103,8 +103,12 @@ fn validate(files: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
                     display_name(path),
                     errs.errors.len()
                 );
-                for line in errs.to_string().lines() {
-                    println!("      {line}");
+                for e in &errs.errors {
+                    if e.path.is_empty() {
+                        println!("      {}", e.message);
+                    } else {
+                        println!("      {}: {}", e.path, e.message);
+                    }
                 }
             }
             (Err(other), false) => println!("FAIL  {}: {other}", display_name(path)),

@@ -166,3 +166,19 @@ fn plans_show_lists_every_plan_by_tier() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
+
+#[test]
+fn the_ten_mistakes_example_reports_ten_paths() {
+    let out = tollgate(&["plans", "validate", "examples/broken/ten-mistakes.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("10 error(s)"), "{text}");
+    let paths: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().split(':').next().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 10, "{text}");
+    assert!(paths.contains(&"plans.pro.entitlements.queries.limit"), "{text}");
+    assert!(paths.contains(&"plans.team.charges[0].price.tiers[1].up_to"), "{text}");
+}
