@@ -1,0 +1,432 @@
+//! Tollgate's storage layer: one [`Store`] trait, two real implementations.
+//!
+//! - [`sqlite::SqliteStore`]: the embedded default (one file, WAL, one writer).
+//! - [`postgres::PgStore`]: the shared store for several nodes.
+//!
+//! The same behavioural suite (`tests/behaviour.rs`) runs against both.
+//!
+//! Conventions, identical on both backends so that behaviour is identical:
+//! - timestamps are stored as BIGINT microseconds since the Unix epoch (UTC);
+//!   sub-microsecond precision is dropped on write;
+//! - quantities are stored as decimal TEXT (exact; sums are done in Rust, never
+//!   by the database's floating point);
+//! - JSON (properties, metadata, overrides, allocations) is stored as TEXT.
+//!
+//! The store holds no business rules: it persists and reads back what the engine
+//! decided. Every write the hot path makes goes through [`Store::append_batch`],
+//! one transaction per group commit.
+//!
+//! More conventions of every implementation:
+//! - a `limit` of 0 means "no limit";
+//! - lists come back in a stable order (ids compared byte-wise, ledger records by
+//!   sequence);
+//! - a row that references a customer (subscription, override, grant) is refused
+//!   with `NotFound { what: "customer" }` if the customer does not exist; the
+//!   ledger and reservations carry no such check (hot path: the engine only
+//!   writes them for customers it knows);
+//! - the ledger has no unique index on idempotency keys: the engine enforces
+//!   idempotency in memory over a window rebuilt with
+//!   [`Store::usage_recorded_since`];
+//! - a stored value that does not parse is reported as [`StoreError::Corrupt`].
+//!
+//! A store is opened without touching its schema: call [`Store::migrate`] once
+//! after [`connect`] (it is idempotent).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+mod codec;
+pub mod postgres;
+pub mod sqlite;
+
+/// Errors from a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{what} {id:?} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} {id:?} already exists")]
+    Conflict { what: &'static str, id: String },
+    #[error("invalid storage URL {0:?}: expected sqlite://PATH or postgres://…")]
+    InvalidUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A customer of the host application, addressed by the host's own id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// IANA time zone name (periods are computed in it).
+    pub time_zone: String,
+    pub metadata: serde_json::Value,
+    /// Lifts every limit but still records usage.
+    pub admin_bypass: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Soft delete: the customer is hidden and refused, its usage and invoices stay.
+    pub deleted_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Trialing => "trialing",
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::PastDue => "past_due",
+            SubscriptionStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SubscriptionStatus> {
+        Some(match s {
+            "trialing" => SubscriptionStatus::Trialing,
+            "active" => SubscriptionStatus::Active,
+            "past_due" => SubscriptionStatus::PastDue,
+            "canceled" => SubscriptionStatus::Canceled,
+            _ => return None,
+        })
+    }
+}
+
+/// A customer's subscription (one per customer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub customer_id: String,
+    pub plan_key: String,
+    pub plan_version: u32,
+    pub status: SubscriptionStatus,
+    /// Billing periods are computed from this instant (anniversary) or from the
+    /// calendar (see the plan's anchoring).
+    pub anchor: Timestamp,
+    pub trial_ends_at: Option<Timestamp>,
+    pub canceled_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A published plan version: the catalog's plan as JSON, frozen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanVersionRecord {
+    pub plan_key: String,
+    pub version: u32,
+    /// The plan, serialized by the core crate (opaque to the store).
+    pub definition: serde_json::Value,
+    pub published_at: Timestamp,
+}
+
+/// A per-customer override of one feature's entitlement (the entitlement as JSON,
+/// in the core crate's serialized form; opaque to the store).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    pub customer_id: String,
+    pub feature: String,
+    pub entitlement: serde_json::Value,
+    pub updated_at: Timestamp,
+}
+
+/// A grant of extra units: emergency pool, top-up, promotional credit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// `grt_…`
+    pub id: String,
+    pub customer_id: String,
+    pub feature: String,
+    /// `emergency`, `top_up` or `promotional`.
+    pub kind: String,
+    pub quantity: Decimal,
+    /// Lower numbers burn first.
+    pub priority: i32,
+    pub effective_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub voided_at: Option<Timestamp>,
+    pub metadata: serde_json::Value,
+    pub created_at: Timestamp,
+}
+
+/// What produced a usage record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// An atomic check-and-consume on the hot path.
+    Consume,
+    /// The commit of a reservation.
+    Commit,
+    /// An ingested event that happened elsewhere.
+    Event,
+    /// A gauge set to an absolute level (quantity = the new level).
+    GaugeSet,
+    /// A gauge moved by a signed delta (quantity = the delta).
+    GaugeDelta,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Consume => "consume",
+            UsageSource::Commit => "commit",
+            UsageSource::Event => "event",
+            UsageSource::GaugeSet => "gauge_set",
+            UsageSource::GaugeDelta => "gauge_delta",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UsageSource> {
+        Some(match s {
+            "consume" => UsageSource::Consume,
+            "commit" => UsageSource::Commit,
+            "event" => UsageSource::Event,
+            "gauge_set" => UsageSource::GaugeSet,
+            "gauge_delta" => UsageSource::GaugeDelta,
+            _ => return None,
+        })
+    }
+}
+
+/// One immutable entry of the usage ledger, before the store assigns its sequence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewUsageRecord {
+    pub customer_id: String,
+    pub feature: String,
+    pub quantity: Decimal,
+    /// When the usage happened (event time; may be backdated for ingested events).
+    pub timestamp: Timestamp,
+    /// When Tollgate recorded it.
+    pub recorded_at: Timestamp,
+    pub source: UsageSource,
+    pub properties: BTreeMap<String, serde_json::Value>,
+    /// A retried failure can be free: it counts against limits but is not invoiced.
+    pub billable: bool,
+    pub idempotency_key: Option<String>,
+    /// Which allowance the quantity was drawn from: `"plan"`, `"overage"`,
+    /// `"emergency"` or a grant id, with the quantity drawn from each.
+    pub allocation: BTreeMap<String, Decimal>,
+    /// The answer given to the caller, replayed for idempotent retries (opaque JSON).
+    pub answer: serde_json::Value,
+}
+
+/// A usage record as stored, with its ledger sequence number (strictly increasing
+/// in commit order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub record: NewUsageRecord,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    Open,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl ReservationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationState::Open => "open",
+            ReservationState::Committed => "committed",
+            ReservationState::Released => "released",
+            ReservationState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReservationState> {
+        Some(match s {
+            "open" => ReservationState::Open,
+            "committed" => ReservationState::Committed,
+            "released" => ReservationState::Released,
+            "expired" => ReservationState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// Quantity held against a limit until the work's real size is known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    /// `res_…`
+    pub id: String,
+    pub customer_id: String,
+    pub feature: String,
+    pub quantity: Decimal,
+    pub state: ReservationState,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub idempotency_key: Option<String>,
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+/// A cached counter value: the sum of the ledger for one (customer, feature,
+/// window) up to and including ledger sequence `as_of_seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CounterSnapshot {
+    pub customer_id: String,
+    pub feature: String,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    /// Per allocation bucket ("plan", "overage", grant ids…) as in the ledger.
+    pub used: BTreeMap<String, Decimal>,
+}
+
+/// One write of a group commit. All writes of a batch commit in one transaction,
+/// in order, or none does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    AppendUsage(NewUsageRecord),
+    PutReservation(ReservationRecord),
+    SetReservationState { id: String, state: ReservationState },
+}
+
+/// Filters for listing customers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CustomerFilter {
+    pub plan_key: Option<String>,
+    pub include_deleted: bool,
+    /// Cursor: customers with an id greater than this one.
+    pub starting_after: Option<String>,
+    /// At most this many customers, by id; 0 = no limit.
+    pub limit: u32,
+}
+
+/// A query over the ledger.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UsageQuery {
+    pub customer_id: Option<String>,
+    pub feature: Option<String>,
+    /// Event time range `[from, to)`.
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Cursor: records with a sequence greater than this.
+    pub after_seq: Option<i64>,
+    /// At most this many records, in sequence order; 0 = no limit.
+    pub limit: u32,
+}
+
+/// The storage backend. Implementations: SQLite and PostgreSQL.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which backend this is ("sqlite" or "postgres"), for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+
+    // ---- catalog -------------------------------------------------------------
+    /// Publishes a plan version. A published version is frozen: publishing the
+    /// same definition again is a no-op, a different definition under the same
+    /// `(plan_key, version)` is a `Conflict`.
+    async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()>;
+    /// Every published version of every plan.
+    async fn plan_versions(&self) -> Result<Vec<PlanVersionRecord>>;
+
+    // ---- customers and subscriptions -------------------------------------------
+    /// Creates a customer; `Conflict` if the id exists (deleted or not).
+    async fn insert_customer(&self, customer: &CustomerRecord) -> Result<()>;
+    /// Replaces a customer's mutable fields; `NotFound` if absent.
+    async fn update_customer(&self, customer: &CustomerRecord) -> Result<()>;
+    async fn get_customer(&self, id: &str) -> Result<Option<CustomerRecord>>;
+    async fn list_customers(&self, filter: &CustomerFilter) -> Result<Vec<CustomerRecord>>;
+    /// Every customer, deleted or not (for rebuilding the engine's memory).
+    async fn all_customers(&self) -> Result<Vec<CustomerRecord>>;
+
+    /// Creates or replaces the customer's subscription (every field);
+    /// `NotFound` if the customer does not exist.
+    async fn put_subscription(&self, sub: &SubscriptionRecord) -> Result<()>;
+    async fn get_subscription(&self, customer_id: &str) -> Result<Option<SubscriptionRecord>>;
+    async fn all_subscriptions(&self) -> Result<Vec<SubscriptionRecord>>;
+
+    /// Creates or replaces the override of one feature; `NotFound` if the
+    /// customer does not exist.
+    async fn put_override(&self, ov: &OverrideRecord) -> Result<()>;
+    /// Whether an override existed.
+    async fn delete_override(&self, customer_id: &str, feature: &str) -> Result<bool>;
+    async fn all_overrides(&self) -> Result<Vec<OverrideRecord>>;
+
+    // ---- grants --------------------------------------------------------------
+    /// `Conflict` if the id exists; `NotFound` if the customer does not exist.
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<()>;
+    /// Marks a grant voided at `at`; a grant already voided keeps its first void
+    /// time. `NotFound` if absent.
+    async fn void_grant(&self, id: &str, at: Timestamp) -> Result<()>;
+    async fn all_grants(&self) -> Result<Vec<GrantRecord>>;
+
+    // ---- the ledger ------------------------------------------------------------
+    /// Commits a group of writes in one transaction. Returns the ledger sequence
+    /// assigned to each `AppendUsage`, in order (strictly increasing, above every
+    /// seq committed before; not necessarily contiguous). `PutReservation`
+    /// creates or replaces; `SetReservationState` of an absent reservation is
+    /// `NotFound`. If any write fails, nothing of the batch is written.
+    async fn append_batch(&self, ops: &[WriteOp]) -> Result<Vec<i64>>;
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>>;
+    /// Records with `recorded_at >= since` (rebuilding the idempotency window), in
+    /// sequence order.
+    async fn usage_recorded_since(&self, since: Timestamp) -> Result<Vec<UsageRecord>>;
+    /// Records with a sequence greater than `seq`, in order, at most `limit`
+    /// (0 = no limit).
+    async fn usage_after(&self, seq: i64, limit: u32) -> Result<Vec<UsageRecord>>;
+    /// The highest sequence in the ledger (0 when empty).
+    async fn max_seq(&self) -> Result<i64>;
+    /// Sum of quantities per allocation bucket for a customer and feature over
+    /// event time `[from, to)`, computed from the ledger itself (the consistency
+    /// check compares counters against this): the bucket-wise sum of the
+    /// records' `allocation` maps (a record with an empty allocation adds
+    /// nothing), exact in decimal.
+    async fn sum_usage(
+        &self,
+        customer_id: &str,
+        feature: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, Decimal>>;
+
+    // ---- reservations ------------------------------------------------------------
+    /// Reservations in state `Open`, by id.
+    async fn open_reservations(&self) -> Result<Vec<ReservationRecord>>;
+    async fn get_reservation(&self, id: &str) -> Result<Option<ReservationRecord>>;
+
+    // ---- counter snapshots -------------------------------------------------------
+    /// Replaces the snapshot with these counters, valid up to ledger `as_of_seq`
+    /// (atomically: a reader sees the old snapshot or the new one). Two counters
+    /// with the same (customer, feature, window) are a `Conflict`.
+    async fn save_snapshot(&self, as_of_seq: i64, counters: &[CounterSnapshot]) -> Result<()>;
+    /// The latest snapshot and the ledger sequence it covers, if any; counters by
+    /// (customer, feature, window start, window end).
+    async fn load_snapshot(&self) -> Result<Option<(i64, Vec<CounterSnapshot>)>>;
+}
+
+/// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://…`.
+/// Call [`Store::migrate`] on it before use.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::InvalidUrl(url.to_string()))
+    }
+}
