@@ -1,0 +1,16 @@
+//! Shared state of the HTTP handlers.
+
+use std::sync::Arc;
+
+use tollgate_engine::Engine;
+use tollgate_store::Store;
+
+use crate::auth::KeyRing;
+
+/// Cloned into every handler (cheap: all `Arc`s).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyRing>,
+}
