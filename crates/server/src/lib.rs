@@ -9,5 +9,6 @@
 
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod routes;
 pub mod state;

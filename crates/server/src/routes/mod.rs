@@ -1,1 +1,28 @@
-//! One module per resource; each exposes `routes()` and is merged here.
+//! One module per resource; each exposes `routes()` (an `OpenApiRouter`, so the
+//! OpenAPI document is generated from the handlers themselves) and is merged here.
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+pub mod admin;
+pub mod customers;
+pub mod enforcement;
+pub mod events;
+pub mod keys;
+pub mod plans;
+pub mod system;
+pub mod usage;
+
+/// Every `/v1` route and the system routes, with their OpenAPI description.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(system::routes())
+        .merge(keys::routes())
+        .merge(customers::routes())
+        .merge(enforcement::routes())
+        .merge(events::routes())
+        .merge(usage::routes())
+        .merge(plans::routes())
+        .merge(admin::routes())
+}

@@ -1,0 +1,65 @@
+//! Request extractors whose rejections are problem+json with the field at fault.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// `Json<T>` whose failures are RFC 9457 problems naming the field:
+/// not JSON at all → 400; JSON of the wrong shape (unknown field, wrong type,
+/// missing field) → 422 with the path of the field (`events[3].quantity`);
+/// too large → 413. Request types use `#[serde(deny_unknown_fields)]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge(0)
+                } else {
+                    ApiError::BadBody(e.body_text())
+                }
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body, reporting the path of the first offending field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadBody(format!("not valid JSON: {inner}"))
+        } else {
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            ApiError::Validation(vec![FieldError::new(field, clean(&inner.to_string()))])
+        }
+    })
+}
+
+/// serde's messages end with " at line 1 column 42": drop that for the API.
+fn clean(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Kept for handlers that want axum's own rejection type in a match.
+pub type JsonError = JsonRejection;
