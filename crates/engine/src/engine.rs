@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::compile;
 use crate::error::EngineError;
 use crate::grants::{GrantState, insert_sorted};
+use crate::hash::{CustKey, FxBuild};
 use crate::ids::IdGen;
 use crate::model::{CompiledPlan, Ent, Features, Kind};
 use crate::state::{CustomerState, Meter, Slot, SubState, cycle_for};
@@ -80,7 +81,8 @@ pub(crate) struct Inner {
     pub plans: HashMap<(String, u32), Arc<CompiledPlan>>,
     pub latest: HashMap<String, Arc<CompiledPlan>>,
     pub plan_keys: HashMap<String, Arc<str>>,
-    pub customers: DashMap<Box<str>, Mutex<CustomerState>>,
+    /// Boxed states keep the map's buckets small (cache-friendly probing).
+    pub customers: DashMap<CustKey, Box<Mutex<CustomerState>>, FxBuild>,
     /// Open reservation id → customer.
     pub reservations: DashMap<String, Arc<str>>,
     /// Lease id → (customer, feature index).
@@ -271,11 +273,7 @@ impl Inner {
                 ))
             })?;
         let cycle = cycle_for(Some(&plan), record.anchor, tz);
-        Ok(SubState {
-            record,
-            plan,
-            cycle,
-        })
+        Ok(SubState::new(record, plan, cycle))
     }
 
     pub(crate) fn compile_override(
@@ -448,8 +446,8 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         self.inner.customers.insert(
-            record.id.clone().into_boxed_str(),
-            Mutex::new(CustomerState::new(record.clone(), tz)),
+            CustKey::new(&record.id),
+            Box::new(Mutex::new(CustomerState::new(record.clone(), tz))),
         );
         Ok(record)
     }
@@ -459,7 +457,7 @@ impl Engine {
         self.inner
             .customers
             .get(id)
-            .map(|c| c.lock().record.clone())
+            .map(|c| (*c.lock().record).clone())
     }
 
     /// Changes a customer's fields. A time-zone change moves the usage windows,
@@ -506,7 +504,7 @@ impl Engine {
         self.inner.store.update_customer(&record).await?;
         let r2 = record.clone();
         self.rebuild(id, tz_changed, move |st| {
-            st.record = r2.clone();
+            st.set_record(r2.clone());
             if let Some(tz) = &tz {
                 st.tz = tz.clone();
                 if let Some(sub) = &mut st.sub {
@@ -547,7 +545,7 @@ impl Engine {
         record.updated_at = now;
         self.inner.store.update_customer(&record).await?;
         let r2 = record.clone();
-        self.inner.with_customer(id, move |st| st.record = r2)?;
+        self.inner.with_customer(id, move |st| st.set_record(r2))?;
         Ok(record)
     }
 
@@ -563,7 +561,7 @@ impl Engine {
         record.updated_at = self.inner.now();
         self.inner.store.update_customer(&record).await?;
         let r2 = record.clone();
-        self.inner.with_customer(id, move |st| st.record = r2)?;
+        self.inner.with_customer(id, move |st| st.set_record(r2))?;
         Ok(record)
     }
 
@@ -584,10 +582,7 @@ impl Engine {
         }
         .ok_or_else(|| EngineError::UnknownPlan(plan_key.to_string()))?;
         let current = self.inner.with_customer(customer, |st| {
-            (
-                st.record.deleted_at.is_some(),
-                st.sub.as_ref().map(|s| s.record.clone()),
-            )
+            (st.deleted, st.sub.as_ref().map(|s| (*s.record).clone()))
         })?;
         if current.0 {
             return Err(EngineError::CustomerDeleted(customer.to_string()));
@@ -678,7 +673,7 @@ impl Engine {
         let r2 = record.clone();
         self.inner.with_customer(customer, move |st| {
             if let Some(s) = &mut st.sub {
-                s.record = r2;
+                s.set_record(r2);
             }
         })?;
         Ok(record)
@@ -693,7 +688,7 @@ impl Engine {
 
     pub fn subscription(&self, customer: &str) -> Result<Option<SubscriptionRecord>, EngineError> {
         self.inner
-            .with_customer(customer, |st| st.sub.as_ref().map(|s| s.record.clone()))
+            .with_customer(customer, |st| st.sub.as_ref().map(|s| (*s.record).clone()))
     }
 
     // ---- overrides ------------------------------------------------------------
@@ -775,9 +770,7 @@ impl Engine {
                 message: "a grant must expire after it takes effect".into(),
             });
         }
-        let deleted = self
-            .inner
-            .with_customer(&new.customer, |st| st.record.deleted_at.is_some())?;
+        let deleted = self.inner.with_customer(&new.customer, |st| st.deleted)?;
         if deleted {
             return Err(EngineError::CustomerDeleted(new.customer));
         }
@@ -856,7 +849,7 @@ impl Engine {
         // Claim under the lock (the grant is in memory before the store write),
         // so two concurrent draws cannot both pass the once-per-window check.
         let record = self.inner.with_customer(customer, |st| {
-            if st.record.deleted_at.is_some() {
+            if st.deleted {
                 return Err(EngineError::CustomerDeleted(customer.to_string()));
             }
             if let Err(reason) = st.gate(now) {
@@ -986,7 +979,7 @@ impl Engine {
         }
         let inner = &self.inner;
         inner.with_customer(customer, |st| {
-            st.slots.retain(|(_, s)| !matches!(s, Slot::Meter(_)));
+            st.slots.retain(|s| !matches!(s, Slot::Meter(_)));
             for (f, w, used) in sums {
                 let m: &mut Meter = st.meter(f, w);
                 set_meter(m, &used);

@@ -98,7 +98,7 @@ impl Engine {
                     continue;
                 };
                 let mut st = cell.lock();
-                if st.record.deleted_at.is_some() {
+                if st.deleted {
                     results[i] = rejected("customer_deleted");
                     continue;
                 }

@@ -19,6 +19,7 @@ mod compile;
 mod engine;
 mod error;
 mod grants;
+mod hash;
 mod ids;
 mod ingest;
 mod lease;

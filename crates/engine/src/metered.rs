@@ -70,22 +70,12 @@ impl Undo {
                 alloc,
             } => st.unbook(feature, window, &alloc),
             Undo::Gauge { feature, delta } => {
-                if let Some(Slot::Gauge(level)) = st
-                    .slots
-                    .iter_mut()
-                    .find(|(f, _)| *f as usize == feature)
-                    .map(|(_, s)| s)
-                {
+                if let Some(Slot::Gauge(level)) = st.slots.get_mut(feature) {
                     *level = (*level - delta).max(Decimal::ZERO);
                 }
             }
             Undo::Rate { feature, at, qty } => {
-                if let Some(Slot::Rate(log)) = st
-                    .slots
-                    .iter_mut()
-                    .find(|(f, _)| *f as usize == feature)
-                    .map(|(_, s)| s)
-                {
+                if let Some(Slot::Rate(log)) = st.slots.get_mut(feature) {
                     log.undo(at, qty);
                 }
             }
@@ -180,7 +170,7 @@ impl Engine {
         let inner = &*self.inner;
         let step = inner
             .locked(u.customer, |st| {
-                if st.record.deleted_at.is_some() {
+                if st.deleted {
                     return Err(EngineError::CustomerDeleted(u.customer.to_string()));
                 }
                 if let Some(k) = u.key {
@@ -302,7 +292,7 @@ impl Engine {
         let inner = &*self.inner;
         inner
             .locked(&req.customer, |st| {
-                if st.record.deleted_at.is_some() {
+                if st.deleted {
                     return Err(EngineError::CustomerDeleted(req.customer.clone()));
                 }
                 let now = inner.now();
@@ -388,7 +378,7 @@ impl Engine {
         let f = self.inner.feature(feature, Kind::Metered, "consume")?;
         let inner = &*self.inner;
         inner.with_customer(customer, |st| {
-            if st.record.deleted_at.is_some() {
+            if st.deleted {
                 return Err(EngineError::CustomerDeleted(customer.to_string()));
             }
             let now = inner.now();

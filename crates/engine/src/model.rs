@@ -108,7 +108,7 @@ impl CompiledPlan {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Features {
     pub defs: Vec<FeatureDef>,
-    pub index: HashMap<String, usize>,
+    pub index: HashMap<String, usize, crate::hash::FxBuild>,
 }
 
 impl Features {

@@ -299,7 +299,7 @@ impl Engine {
         let f = self.inner.feature(feature, Kind::Concurrency, "acquire")?;
         let inner = &*self.inner;
         inner.with_customer(customer, |st| {
-            if st.record.deleted_at.is_some() {
+            if st.deleted {
                 return Err(EngineError::CustomerDeleted(customer.to_string()));
             }
             let now = inner.now();
@@ -460,7 +460,7 @@ impl Engine {
         }
         let inner = &*self.inner;
         inner.with_customer(customer, |st| {
-            if st.record.deleted_at.is_some() {
+            if st.deleted {
                 return Err(EngineError::CustomerDeleted(customer.to_string()));
             }
             let now = inner.now();
@@ -498,7 +498,7 @@ impl Engine {
         let f = self.inner.feature(feature, Kind::Flag, "flag")?;
         let now = self.inner.now();
         self.inner.with_customer(customer, |st| {
-            if st.record.deleted_at.is_some() {
+            if st.deleted {
                 return Err(EngineError::CustomerDeleted(customer.to_string()));
             }
             if st.bypass() {
@@ -514,7 +514,7 @@ impl Engine {
         let f = self.inner.feature(feature, Kind::Value, "value")?;
         let now = self.inner.now();
         self.inner.with_customer(customer, |st| {
-            if st.record.deleted_at.is_some() {
+            if st.deleted {
                 return Err(EngineError::CustomerDeleted(customer.to_string()));
             }
             if st.gate(now).is_err() {

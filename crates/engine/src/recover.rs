@@ -147,7 +147,8 @@ impl Engine {
             plans,
             latest,
             plan_keys,
-            customers: DashMap::new(),
+            // Many shards: the two cores rarely touch the same shard lock.
+            customers: DashMap::with_hasher_and_shard_amount(crate::hash::FxBuild::default(), 256),
             reservations: DashMap::new(),
             leases: DashMap::new(),
             tx,
@@ -374,7 +375,9 @@ impl Engine {
         }
 
         for (id, st) in states {
-            inner.customers.insert(id.into_boxed_str(), Mutex::new(st));
+            inner
+                .customers
+                .insert(crate::hash::CustKey::new(&id), Box::new(Mutex::new(st)));
         }
         let inner = Arc::new(inner);
         let writer = Writer {

@@ -20,11 +20,41 @@ use crate::model::{CompiledPlan, Ent};
 use crate::rate::RateLog;
 use crate::types::{Decision, DenyReason};
 
+/// A subscription in memory: what every decision reads first (copied out of
+/// the record), the rest behind a pointer.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct SubState {
-    pub record: SubscriptionRecord,
     pub plan: Arc<CompiledPlan>,
+    pub status: SubscriptionStatus,
+    pub anchor: Timestamp,
+    pub trial_ends_at: Option<Timestamp>,
+    pub record: Box<SubscriptionRecord>,
     pub cycle: BillingCycle,
+}
+
+impl SubState {
+    pub(crate) fn new(
+        record: SubscriptionRecord,
+        plan: Arc<CompiledPlan>,
+        cycle: BillingCycle,
+    ) -> SubState {
+        SubState {
+            plan,
+            status: record.status,
+            anchor: record.anchor,
+            trial_ends_at: record.trial_ends_at,
+            record: Box::new(record),
+            cycle,
+        }
+    }
+
+    pub(crate) fn set_record(&mut self, record: SubscriptionRecord) {
+        self.status = record.status;
+        self.anchor = record.anchor;
+        self.trial_ends_at = record.trial_ends_at;
+        *self.record = record;
+    }
 }
 
 /// A metered counter for the current usage window.
@@ -64,6 +94,66 @@ impl Meter {
 
     pub(crate) fn window(&self) -> (Timestamp, Timestamp) {
         (self.start, self.end)
+    }
+}
+
+/// Counters and logs of one customer, by feature index. The first two live
+/// inline in the customer's state (no pointer to chase on the hot path).
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    a: Option<(u32, Slot)>,
+    b: Option<(u32, Slot)>,
+    rest: Vec<(u32, Slot)>,
+}
+
+impl Slots {
+    pub(crate) fn get(&self, f: usize) -> Option<&Slot> {
+        let f = f as u32;
+        match (&self.a, &self.b) {
+            (Some((k, s)), _) if *k == f => Some(s),
+            (_, Some((k, s))) if *k == f => Some(s),
+            _ => self.rest.iter().find(|(k, _)| *k == f).map(|(_, s)| s),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, f: usize) -> Option<&mut Slot> {
+        let f = f as u32;
+        if let Some((k, s)) = &mut self.a {
+            if *k == f {
+                return Some(s);
+            }
+        }
+        if let Some((k, s)) = &mut self.b {
+            if *k == f {
+                return Some(s);
+            }
+        }
+        self.rest.iter_mut().find(|(k, _)| *k == f).map(|(_, s)| s)
+    }
+
+    pub(crate) fn entry(&mut self, f: usize, make: impl FnOnce() -> Slot) -> &mut Slot {
+        if self.get(f).is_none() {
+            let new = Some((f as u32, make()));
+            if self.a.is_none() {
+                self.a = new;
+            } else if self.b.is_none() {
+                self.b = new;
+            } else if let Some(n) = new {
+                self.rest.push(n);
+            }
+        }
+        self.get_mut(f)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    pub(crate) fn retain(&mut self, keep: impl Fn(&Slot) -> bool) {
+        if self.a.as_ref().is_some_and(|(_, s)| !keep(s)) {
+            self.a = None;
+        }
+        if self.b.as_ref().is_some_and(|(_, s)| !keep(s)) {
+            self.b = None;
+        }
+        self.rest.retain(|(_, s)| keep(s));
     }
 }
 
@@ -133,26 +223,35 @@ impl Alloc {
     }
 }
 
+/// One customer in memory. Laid out hot fields first (`repr(C)`): a decision
+/// reads the flags, the subscription's gate fields and plan, the (usually
+/// empty) override/grant/reservation lists and the first counter slots, which
+/// sit in a few adjacent cache lines; the customer record is behind a pointer.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct CustomerState {
-    pub id: Arc<str>,
-    pub record: CustomerRecord,
-    pub tz: TimeZone,
+    /// Soft-deleted (copied from the record).
+    pub deleted: bool,
+    /// Admin bypass (copied from the record).
+    pub bypass_flag: bool,
     pub sub: Option<SubState>,
     /// Per-customer overrides: (feature index, compiled, as stored).
     pub overrides: Vec<(usize, Ent, serde_json::Value)>,
-    /// Counters and logs, sparse by feature index.
-    pub slots: Vec<(u32, Slot)>,
     /// Grants in burn order.
     pub grants: Vec<GrantState>,
     pub resv: Vec<OpenResv>,
-    pub idem: HashMap<Box<str>, Idem>,
+    /// Counters and logs, sparse by feature index.
+    pub slots: Slots,
     /// Set while counters are rebuilt from the ledger (after a subscription or
     /// time-zone change); requests wait for it.
     pub reloading: Option<Arc<Notify>>,
     /// Reservations expired by a decision, whose state change the engine
     /// still has to write.
     pub expired: Vec<(String, usize)>,
+    pub idem: HashMap<Box<str>, Idem>,
+    pub id: Arc<str>,
+    pub tz: TimeZone,
+    pub record: Box<CustomerRecord>,
 }
 
 /// The context of a metered decision: the entitlement and the window.
@@ -186,25 +285,54 @@ pub(crate) fn cycle_for(
     }
 }
 
+/// The meter of a feature in `slots`, rolled over to `window` if it is in
+/// another one (a free function so callers can borrow other fields meanwhile).
+pub(crate) fn meter_in(slots: &mut Slots, feature: usize, window: Period) -> &mut Meter {
+    let slot = slots.entry(feature, || Slot::Meter(Meter::empty()));
+    if !matches!(slot, Slot::Meter(_)) {
+        *slot = Slot::Meter(Meter::empty());
+    }
+    let Slot::Meter(m) = slot else {
+        unreachable!("just made a meter")
+    };
+    if m.start != window.start || m.end != window.end {
+        // Rollover: the counter restarts at 0 for the new window. Holds of
+        // reservations made in the old window do not carry over.
+        *m = Meter::empty();
+        m.start = window.start;
+        m.end = window.end;
+    }
+    m
+}
+
 impl CustomerState {
     pub(crate) fn new(record: CustomerRecord, tz: TimeZone) -> CustomerState {
         CustomerState {
-            id: Arc::from(record.id.as_str()),
-            record,
-            tz,
+            deleted: record.deleted_at.is_some(),
+            bypass_flag: record.admin_bypass,
             sub: None,
             overrides: Vec::new(),
-            slots: Vec::new(),
             grants: Vec::new(),
             resv: Vec::new(),
-            idem: HashMap::new(),
+            slots: Slots::default(),
             reloading: None,
             expired: Vec::new(),
+            idem: HashMap::new(),
+            id: Arc::from(record.id.as_str()),
+            tz,
+            record: Box::new(record),
         }
     }
 
+    /// Replaces the record, keeping the hot copies in step.
+    pub(crate) fn set_record(&mut self, record: CustomerRecord) {
+        self.deleted = record.deleted_at.is_some();
+        self.bypass_flag = record.admin_bypass;
+        *self.record = record;
+    }
+
     pub(crate) fn bypass(&self) -> bool {
-        self.record.admin_bypass
+        self.bypass_flag
     }
 
     /// Whether the subscription lets the customer use anything now.
@@ -212,12 +340,10 @@ impl CustomerState {
         let Some(sub) = &self.sub else {
             return Err(DenyReason::NoSubscription);
         };
-        match sub.record.status {
+        match sub.status {
             SubscriptionStatus::Canceled => Err(DenyReason::SubscriptionInactive),
-            _ if now < sub.record.anchor => Err(DenyReason::SubscriptionInactive),
-            SubscriptionStatus::Trialing
-                if sub.record.trial_ends_at.is_some_and(|end| end <= now) =>
-            {
+            _ if now < sub.anchor => Err(DenyReason::SubscriptionInactive),
+            SubscriptionStatus::Trialing if sub.trial_ends_at.is_some_and(|end| end <= now) => {
                 Err(DenyReason::TrialExpired)
             }
             _ => Ok(sub),
@@ -236,21 +362,11 @@ impl CustomerState {
     }
 
     pub(crate) fn slot(&self, feature: usize) -> Option<&Slot> {
-        self.slots
-            .iter()
-            .find(|(f, _)| *f as usize == feature)
-            .map(|(_, s)| s)
+        self.slots.get(feature)
     }
 
     pub(crate) fn slot_mut(&mut self, feature: usize, make: impl FnOnce() -> Slot) -> &mut Slot {
-        let pos = match self.slots.iter().position(|(f, _)| *f as usize == feature) {
-            Some(p) => p,
-            None => {
-                self.slots.push((feature as u32, make()));
-                self.slots.len() - 1
-            }
-        };
-        &mut self.slots[pos].1
+        self.slots.entry(feature, make)
     }
 
     /// The window a metered feature counts in at `at`.
@@ -318,21 +434,7 @@ impl CustomerState {
 
     /// The meter of a feature, rolled over to `window` if it is in another one.
     pub(crate) fn meter(&mut self, feature: usize, window: Period) -> &mut Meter {
-        let slot = self.slot_mut(feature, || Slot::Meter(Meter::empty()));
-        if !matches!(slot, Slot::Meter(_)) {
-            *slot = Slot::Meter(Meter::empty());
-        }
-        let Slot::Meter(m) = slot else {
-            unreachable!("just made a meter")
-        };
-        if m.start != window.start || m.end != window.end {
-            // Rollover: the counter restarts at 0 for the new window. Holds of
-            // reservations made in the old window do not carry over.
-            *m = Meter::empty();
-            m.start = window.start;
-            m.end = window.end;
-        }
-        m
+        meter_in(&mut self.slots, feature, window)
     }
 
     /// Expires open reservations whose time is up; returns their ids.
@@ -356,12 +458,7 @@ impl CustomerState {
 
     /// Releases a reservation's hold from its window's counter.
     pub(crate) fn unhold(&mut self, r: &OpenResv) {
-        if let Some(Slot::Meter(m)) = self
-            .slots
-            .iter_mut()
-            .find(|(f, _)| *f as usize == r.feature)
-            .map(|(_, s)| s)
-        {
+        if let Some(Slot::Meter(m)) = self.slots.get_mut(r.feature) {
             if m.window() == r.window {
                 m.reserved = (m.reserved - r.quantity).max(Decimal::ZERO);
             }
@@ -371,12 +468,7 @@ impl CustomerState {
     /// Puts a reservation back (its commit was denied or failed) and its hold
     /// with it, if its window is still the counter's.
     pub(crate) fn rehold(&mut self, r: OpenResv) {
-        if let Some(Slot::Meter(m)) = self
-            .slots
-            .iter_mut()
-            .find(|(f, _)| *f as usize == r.feature)
-            .map(|(_, s)| s)
-        {
+        if let Some(Slot::Meter(m)) = self.slots.get_mut(r.feature) {
             if m.window() == r.window {
                 m.reserved += r.quantity;
             }
@@ -448,12 +540,7 @@ impl CustomerState {
             }
         }
         let granted: Decimal = alloc.grants.iter().map(|(_, q)| *q).sum();
-        if let Some(Slot::Meter(m)) = self
-            .slots
-            .iter_mut()
-            .find(|(f, _)| *f as usize == feature)
-            .map(|(_, s)| s)
-        {
+        if let Some(Slot::Meter(m)) = self.slots.get_mut(feature) {
             if m.window() == window {
                 m.plan -= alloc.plan;
                 m.grants -= granted;
@@ -569,9 +656,12 @@ impl CustomerState {
         apply: bool,
     ) -> Result<Metered, (DenyReason, Option<MeterCtx>)> {
         let ctx = self.meter_ctx(feature, now).map_err(|r| (r, None))?;
+        let window = ctx.window;
+        if self.grants.is_empty() && self.resv.is_empty() && !ctx.bypass_all {
+            return Ok(Self::take_plain(&mut self.slots, feature, &ctx, qty, apply));
+        }
         let gone = self.expire_reservations(now);
         self.expired.extend(gone);
-        let window = ctx.window;
         let (avail, plan_left) = {
             let m = self.meter(feature, window);
             let plan_left = ctx.limit.map(|l| l - m.plan);
@@ -628,6 +718,73 @@ impl CustomerState {
             alloc,
             window: (window.start, window.end),
         })
+    }
+
+    /// The hot path of [`CustomerState::take_metered`]: no grants, no
+    /// reservations, no bypass of the whole feature. Same rules, no clones.
+    fn take_plain(
+        slots: &mut Slots,
+        feature: usize,
+        ctx: &MeterCtx,
+        qty: Decimal,
+        apply: bool,
+    ) -> Metered {
+        let window = ctx.window;
+        let m = meter_in(slots, feature, window);
+        let avail = ctx.limit.map(|l| (l - m.plan).max(Decimal::ZERO));
+        let short = avail.map_or(Decimal::ZERO, |a| (qty - a).max(Decimal::ZERO));
+        let deny = !short.is_zero() && ctx.hard && !ctx.bypass;
+        let mut alloc = Alloc::default();
+        if !deny {
+            alloc.plan = qty - short;
+            if ctx.hard {
+                alloc.bypass = short;
+            } else {
+                alloc.overage = short;
+            }
+            if apply {
+                m.plan += alloc.plan;
+                m.overage += alloc.overage;
+                m.bypass += alloc.bypass;
+            }
+        }
+        let booked = apply && !deny;
+        let used = m.used();
+        let decision = Decision {
+            allowed: !deny,
+            quantity: qty,
+            limit: ctx.limit,
+            used,
+            remaining: avail.map(|a| {
+                if booked {
+                    (a - alloc.plan).max(Decimal::ZERO)
+                } else {
+                    a
+                }
+            }),
+            resets_at: Some(window.end).filter(|e| *e != crate::writer::LIFETIME_END),
+            reason: if deny {
+                Some(DenyReason::LimitReached)
+            } else {
+                None
+            },
+            upgrade_to: None,
+            overage: alloc.overage,
+            over_limit: if apply {
+                ctx.limit.is_some_and(|l| used > l)
+            } else {
+                !short.is_zero()
+            },
+            bypassed: !alloc.bypass.is_zero(),
+            replayed: false,
+            reservation_id: None,
+            reservation_expires_at: None,
+        };
+        Metered {
+            decision,
+            alloc,
+            window: (window.start, window.end),
+        }
     }
 
     /// Holds `qty` for a reservation (a hard limit denies when it does not fit).
@@ -797,5 +954,16 @@ impl CustomerState {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// The hot part of a customer's state stays small (see the layout note on
+    /// `CustomerState`); a regression here costs cache misses per decision.
+    #[test]
+    fn customer_state_stays_compact() {
+        assert!(std::mem::size_of::<super::CustomerState>() <= 640);
+        assert!(std::mem::size_of::<super::SubState>() <= 128);
     }
 }

@@ -78,9 +78,8 @@ impl Engine {
                         s.remaining = limit.map(|l| (l - level).max(Decimal::ZERO));
                     }
                     Ent::Rate { limit, window } => {
-                        let (used, next) = match st.slots.iter_mut().find(|(k, _)| *k as usize == f)
-                        {
-                            Some((_, Slot::Rate(log))) => {
+                        let (used, next) = match st.slots.get_mut(f) {
+                            Some(Slot::Rate(log)) => {
                                 (log.used(now, window), log.next_reset(window))
                             }
                             _ => (Decimal::ZERO, None),
@@ -91,8 +90,8 @@ impl Engine {
                         s.resets_at = next;
                     }
                     Ent::Concurrency { limit, .. } => {
-                        let active = match st.slots.iter_mut().find(|(k, _)| *k as usize == f) {
-                            Some((_, Slot::Leases(set))) => set.active(now),
+                        let active = match st.slots.get_mut(f) {
+                            Some(Slot::Leases(set)) => set.active(now),
                             _ => 0,
                         };
                         let active = u32::try_from(active).unwrap_or(u32::MAX);
@@ -241,7 +240,7 @@ impl Engine {
         let ids: Vec<String> = inner
             .customers
             .iter()
-            .map(|e| e.key().to_string())
+            .map(|e| e.key().as_str().to_string())
             .collect();
         let mut out = Vec::new();
         for id in ids {

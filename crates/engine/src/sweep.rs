@@ -53,14 +53,12 @@ pub(crate) fn sweep(inner: &Arc<Inner>, prune_keys: bool) {
         .collect();
     for (id, c, f) in leases {
         let alive = inner
-            .with_customer(&c, |st| {
-                st.slots.iter_mut().any(|(k, s)| match s {
-                    Slot::Leases(set) if *k as usize == f => {
-                        set.expire(now);
-                        set.leases.iter().any(|l| l.id == id)
-                    }
-                    _ => false,
-                })
+            .with_customer(&c, |st| match st.slots.get_mut(f) {
+                Some(Slot::Leases(set)) => {
+                    set.expire(now);
+                    set.leases.iter().any(|l| l.id == id)
+                }
+                _ => false,
             })
             .unwrap_or(false);
         if !alive {
