@@ -16,8 +16,10 @@ use std::collections::HashMap;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
+use jiff::Timestamp;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tollgate_store::{ApiKeyRecord, Store};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -29,6 +31,25 @@ pub enum Scope {
     Admin,
     Server,
     Customer,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Server => "server",
+            Scope::Customer => "customer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Some(match s {
+            "admin" => Scope::Admin,
+            "server" => Scope::Server,
+            "customer" => Scope::Customer,
+            _ => return None,
+        })
+    }
 }
 
 /// A key as the server remembers it (never the secret itself).
@@ -44,7 +65,105 @@ pub struct ApiKey {
     pub digest: String,
     /// The first characters of the secret, to recognise a key in a list.
     pub prefix: String,
-    pub revoked: bool,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    pub fn revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// The stored form.
+    pub fn to_record(&self) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            scope: self.scope.as_str().to_string(),
+            customer_id: self.customer_id.clone(),
+            digest: self.digest.clone(),
+            prefix: self.prefix.clone(),
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+
+    /// Reads a stored key; `None` if its scope is not one this server knows.
+    pub fn from_record(r: ApiKeyRecord) -> Option<ApiKey> {
+        Some(ApiKey {
+            scope: Scope::parse(&r.scope)?,
+            id: r.id,
+            name: r.name,
+            customer_id: r.customer_id,
+            digest: r.digest,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+/// A newly minted key and its secret (shown once, never stored).
+#[derive(Clone, Debug)]
+pub struct MintedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+/// Every secret starts with this.
+pub const SECRET_PREFIX: &str = "tg_";
+
+/// Makes a new key: a random 192-bit secret `tg_…` (48 hex digits), its digest
+/// and a random `key_…` id. Nothing is stored.
+pub fn mint_key(
+    name: &str,
+    scope: Scope,
+    customer_id: Option<String>,
+    now: Timestamp,
+) -> Result<MintedKey, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a key: {e}")))?;
+    let secret = format!("{SECRET_PREFIX}{}", hex(&bytes[..24]));
+    let id = format!("key_{}", hex(&bytes[24..]));
+    let key = ApiKey {
+        id,
+        name: name.to_string(),
+        scope,
+        customer_id,
+        digest: digest(&secret),
+        prefix: secret.chars().take(SECRET_PREFIX.len() + 8).collect(),
+        created_at: now,
+        revoked_at: None,
+    };
+    Ok(MintedKey { key, secret })
+}
+
+/// Mints a key, stores it and puts it in force.
+pub async fn create_key(
+    store: &dyn Store,
+    ring: &KeyRing,
+    name: &str,
+    scope: Scope,
+    customer_id: Option<String>,
+    now: Timestamp,
+) -> Result<MintedKey, ApiError> {
+    let minted = mint_key(name, scope, customer_id, now)?;
+    store
+        .insert_api_key(&minted.key.to_record())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    ring.insert(minted.key.clone());
+    Ok(minted)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// The keys in force, by digest.
@@ -71,19 +190,36 @@ impl KeyRing {
         self.by_digest
             .read()
             .get(digest)
-            .filter(|k| !k.revoked)
+            .filter(|k| !k.revoked())
             .cloned()
     }
 
-    /// Marks a key revoked; returns whether it was known.
-    pub fn revoke(&self, id: &str) -> bool {
+    /// Marks a key revoked at `at` (a revoked key keeps its first time);
+    /// returns whether it was known.
+    pub fn revoke(&self, id: &str, at: Timestamp) -> bool {
         let mut keys = self.by_digest.write();
         let mut found = false;
         for k in keys.values_mut().filter(|k| k.id == id) {
-            k.revoked = true;
+            k.revoked_at.get_or_insert(at);
             found = true;
         }
         found
+    }
+
+    /// Every key (revoked ones included), by id.
+    pub fn list(&self) -> Vec<ApiKey> {
+        let mut v: Vec<ApiKey> = self.by_digest.read().values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// One key by id.
+    pub fn get(&self, id: &str) -> Option<ApiKey> {
+        self.by_digest.read().values().find(|k| k.id == id).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.read().is_empty()
     }
 }
 
@@ -149,6 +285,7 @@ impl FromRequestParts<AppState> for Principal {
             .keys
             .find(&digest(secret))
             .ok_or(ApiError::Unauthenticated)?;
+        state.limiter.check(&key.id)?;
         Ok(Principal { key })
     }
 }
@@ -156,10 +293,55 @@ impl FromRequestParts<AppState> for Principal {
 /// Hex SHA-256 of a secret.
 pub fn digest(secret: &str) -> String {
     use sha2::{Digest, Sha256};
-    let hash = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in hash {
-        out.push_str(&format!("{b:02x}"));
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Per-key request rate limit: a token bucket per key id (real time, not the
+/// engine's clock: it protects the server, not a plan).
+pub struct KeyLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    per_second: u32,
+}
+
+impl std::fmt::Debug for KeyLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyLimiter")
+            .field("per_second", &self.per_second)
+            .finish_non_exhaustive()
     }
-    out
+}
+
+impl KeyLimiter {
+    /// `per_second` sustained, `burst` at once (both at least 1).
+    pub fn new(per_second: u32, burst: u32) -> KeyLimiter {
+        use std::num::NonZeroU32;
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        KeyLimiter {
+            limiter: governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ),
+            per_second,
+        }
+    }
+
+    /// Takes one request from the key's bucket, or says when to retry.
+    pub fn check(&self, key_id: &str) -> Result<(), ApiError> {
+        use governor::clock::{Clock, DefaultClock};
+        match self.limiter.check_key(&key_id.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                })
+            }
+        }
+    }
+
+    /// Forgets buckets that are full again (keeps memory bounded).
+    pub fn shrink(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
 }

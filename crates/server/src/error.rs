@@ -69,6 +69,10 @@ pub enum ApiError {
     },
     #[error("the service is shutting down")]
     Unavailable,
+    /// Any other HTTP error (unknown route, wrong method, unsupported media
+    /// type, a path parameter that does not parse), with axum's explanation.
+    #[error("{detail}")]
+    Status { status: StatusCode, detail: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -99,6 +103,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Denied { status, .. } => *status,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Status { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +121,11 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited".into(),
             ApiError::Denied { reason, .. } => reason.clone(),
             ApiError::Unavailable => "unavailable".into(),
+            ApiError::Status { status, .. } => status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase()
+                .replace([' ', '-'], "_"),
             ApiError::Internal(_) => "internal".into(),
         }
     }
@@ -132,6 +142,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Denied { .. } => "Denied by the customer's plan",
             ApiError::Unavailable => "Service unavailable",
+            ApiError::Status { status, .. } => status.canonical_reason().unwrap_or("Error"),
             ApiError::Internal(_) => "Internal error",
         }
     }

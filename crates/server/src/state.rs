@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tollgate_engine::Engine;
 use tollgate_store::Store;
 
-use crate::auth::KeyRing;
+use crate::auth::{KeyLimiter, KeyRing};
 
 /// Cloned into every handler (cheap: all `Arc`s).
 #[derive(Clone, Debug)]
@@ -13,4 +13,6 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyRing>,
+    /// Per-key request rate limit (applied by the `Principal` extractor).
+    pub limiter: Arc<KeyLimiter>,
 }

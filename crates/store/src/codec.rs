@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CounterSnapshot, CustomerRecord, GrantRecord, NewUsageRecord, OverrideRecord,
+    ApiKeyRecord, CounterSnapshot, CustomerRecord, GrantRecord, NewUsageRecord, OverrideRecord,
     PlanVersionRecord, ReservationRecord, ReservationState, StoreError, SubscriptionRecord,
     SubscriptionStatus, UsageRecord, UsageSource,
 };
@@ -415,6 +415,37 @@ impl TryFrom<RawSnapshot> for CounterSnapshot {
 }
 
 /// Converts a batch of raw rows, failing on the first corrupt one.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RawApiKey {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub customer_id: Option<String>,
+    pub digest: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+pub(crate) const API_KEY_COLUMNS: &str =
+    "id, name, scope, customer_id, digest, prefix, created_at, revoked_at";
+
+impl TryFrom<RawApiKey> for ApiKeyRecord {
+    type Error = StoreError;
+    fn try_from(r: RawApiKey) -> Result<Self, StoreError> {
+        Ok(ApiKeyRecord {
+            created_at: timestamp("api_keys.created_at", r.created_at)?,
+            revoked_at: opt_timestamp("api_keys.revoked_at", r.revoked_at)?,
+            id: r.id,
+            name: r.name,
+            scope: r.scope,
+            customer_id: r.customer_id,
+            digest: r.digest,
+            prefix: r.prefix,
+        })
+    }
+}
+
 pub(crate) fn convert<R, T>(rows: Vec<R>) -> Result<Vec<T>, StoreError>
 where
     T: TryFrom<R, Error = StoreError>,

@@ -166,6 +166,24 @@ pub struct GrantRecord {
     pub created_at: Timestamp,
 }
 
+/// An API key of the HTTP server. The secret itself is never stored: only its
+/// SHA-256 digest (hex) and its first characters (`prefix`), to recognise it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// `key_…`
+    pub id: String,
+    pub name: String,
+    /// `admin`, `server` or `customer` (opaque to the store).
+    pub scope: String,
+    /// The one customer a `customer` key may read.
+    pub customer_id: Option<String>,
+    /// Hex SHA-256 of the secret; unique.
+    pub digest: String,
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// What produced a usage record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -417,6 +435,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The latest snapshot and the ledger sequence it covers, if any; counters by
     /// (customer, feature, window start, window end).
     async fn load_snapshot(&self) -> Result<Option<(i64, Vec<CounterSnapshot>)>>;
+
+    // ---- API keys ------------------------------------------------------------------
+    /// Stores a new key; `Conflict` if its id or digest exists.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// Every key, revoked ones included, by id.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks a key revoked at `at`; a key already revoked keeps its first
+    /// revocation time. `NotFound` if absent.
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://…`.

@@ -37,12 +37,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Postgres, QueryBuilder};
 
 use crate::codec::{
-    self, CUSTOMER_COLUMNS, GRANT_COLUMNS, RESERVATION_COLUMNS, RawCustomer, RawGrant, RawOverride,
-    RawPlanVersion, RawReservation, RawSnapshot, RawSubscription, RawUsage, SUBSCRIPTION_COLUMNS,
-    USAGE_COLUMNS, UsageColumns, micros, opt_micros,
+    self, API_KEY_COLUMNS, CUSTOMER_COLUMNS, GRANT_COLUMNS, RESERVATION_COLUMNS, RawApiKey,
+    RawCustomer, RawGrant, RawOverride, RawPlanVersion, RawReservation, RawSnapshot,
+    RawSubscription, RawUsage, SUBSCRIPTION_COLUMNS, USAGE_COLUMNS, UsageColumns, micros,
+    opt_micros,
 };
 use crate::{
-    CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
+    ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
     PlanVersionRecord, ReservationRecord, ReservationState, Result, Store, StoreError,
     SubscriptionRecord, UsageQuery, UsageRecord, WriteOp,
 };
@@ -718,5 +719,48 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(Some((seq, codec::convert(rows)?)))
+    }
+
+    async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )))
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.scope)
+        .bind(&k.customer_id)
+        .bind(&k.digest)
+        .bind(&k.prefix)
+        .bind(micros(k.created_at))
+        .bind(opt_micros(k.revoked_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| codec::insert_error(e, "api key", &k.id, ""))?;
+        Ok(())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows: Vec<RawApiKey> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY id COLLATE \"C\""
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        codec::convert(rows)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                .bind(id)
+                .bind(micros(at))
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "api key",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! One module per resource; each exposes `routes()` (an `OpenApiRouter`, so the
 //! OpenAPI document is generated from the handlers themselves) and is merged here.
 
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
@@ -16,7 +17,7 @@ pub mod usage;
 
 /// Every `/v1` route and the system routes, with their OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .merge(system::routes())
         .merge(keys::routes())
         .merge(customers::routes())

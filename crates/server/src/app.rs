@@ -1,0 +1,351 @@
+//! Assembling and running the server: open the store, load the catalog, open
+//! the engine, load the keys (minting the first admin key on a first start),
+//! build the router with its layers, serve until told to stop, then close the
+//! engine (which commits what is pending and writes a snapshot).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tollgate_core::catalog::{Catalog, CatalogErrors, load_catalog};
+use tollgate_engine::{Clock, Engine, EngineError, SystemClock};
+use tollgate_store::{Store, StoreError};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{ApiKey, KeyLimiter, KeyRing, Scope, create_key};
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open the store {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("cannot migrate the store: {0}")]
+    Migrate(StoreError),
+    #[error("cannot read the catalog {path}: {source}")]
+    CatalogRead {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the catalog {path} is invalid:\n{errors}")]
+    Catalog { path: String, errors: CatalogErrors },
+    #[error("cannot open the engine: {0}")]
+    Engine(EngineError),
+    #[error("cannot read the API keys: {0}")]
+    Keys(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("the engine did not shut down cleanly: {0}")]
+    Close(EngineError),
+}
+
+/// A started application, not yet serving.
+#[derive(Debug)]
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+    /// On a first start (no key in the store), the admin key minted now. It is
+    /// stored only as a digest: show it once.
+    pub first_admin_key: Option<String>,
+    pub body_limit: usize,
+}
+
+/// Reads and validates a catalog file, with every error at its path.
+pub fn read_catalog(path: &std::path::Path) -> Result<Catalog, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::CatalogRead {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    load_catalog(&name, &text).map_err(|errors| StartError::Catalog {
+        path: path.display().to_string(),
+        errors,
+    })
+}
+
+/// Opens the configured store and migrates it.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    let store = tollgate_store::connect(&settings.storage_url)
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact(&settings.storage_url),
+            source,
+        })?;
+    store.migrate().await.map_err(StartError::Migrate)?;
+    Ok(store)
+}
+
+/// A storage URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Builds the application from the configuration: the configured store, the
+/// catalog file and the system clock.
+pub async fn build(settings: &Settings) -> Result<App, StartError> {
+    let catalog = read_catalog(&settings.catalog)?;
+    let store = open_store(settings).await?;
+    start(store, catalog, Arc::new(SystemClock), settings).await
+}
+
+/// Builds the application on a given store, catalog and clock (tests run it on
+/// a test clock).
+pub async fn start(
+    store: Arc<dyn Store>,
+    catalog: Catalog,
+    clock: Arc<dyn Clock>,
+    settings: &Settings,
+) -> Result<App, StartError> {
+    store.migrate().await.map_err(StartError::Migrate)?;
+    let engine = Engine::open(store.clone(), catalog, clock, settings.engine.clone())
+        .await
+        .map_err(StartError::Engine)?;
+    let records = store
+        .api_keys()
+        .await
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+    let mut keys = Vec::with_capacity(records.len());
+    for r in records {
+        let id = r.id.clone();
+        match ApiKey::from_record(r) {
+            Some(k) => keys.push(k),
+            None => tracing::warn!(key = %id, "an API key with an unknown scope is ignored"),
+        }
+    }
+    let ring = Arc::new(KeyRing::new(keys));
+    let first_admin_key = if ring.is_empty() {
+        let minted = create_key(
+            store.as_ref(),
+            &ring,
+            "initial admin key",
+            Scope::Admin,
+            None,
+            jiff::Timestamp::now(),
+        )
+        .await
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+        Some(minted.secret)
+    } else {
+        None
+    };
+    crate::metrics::install();
+    crate::metrics::active_keys(ring.list().iter().filter(|k| !k.revoked()).count());
+    let state = AppState {
+        engine: Arc::new(engine),
+        store,
+        keys: ring,
+        limiter: Arc::new(KeyLimiter::new(
+            settings.rate_limit.per_second,
+            settings.rate_limit.burst,
+        )),
+    };
+    let router = router(state.clone(), settings.body_limit);
+    Ok(App {
+        router,
+        state,
+        first_admin_key,
+        body_limit: settings.body_limit,
+    })
+}
+
+/// Every route with its layers:
+/// problem+json for every error → metrics → tracing → body limit → routes.
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let (routes, _doc) = crate::routes::router().split_for_parts();
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            limit_body(body_limit, req, next)
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(problem_errors))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::Status {
+        status: StatusCode::NOT_FOUND,
+        detail: format!("no route {} {}", req.method(), req.uri().path()),
+    }
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::Status {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        detail: format!(
+            "{} is not allowed on {} (see the Allow header)",
+            req.method(),
+            req.uri().path()
+        ),
+    }
+}
+
+/// Refuses a body announced larger than the limit before reading it, and
+/// tells extractors the limit (so their 413 names it).
+async fn limit_body(limit: usize, mut req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return ApiError::BodyTooLarge(limit).into_response();
+    }
+    req.extensions_mut().insert(BodyLimit(limit));
+    next.run(req).await
+}
+
+/// Turns every error response that is not already problem+json (axum's
+/// rejections of a path or query, 405s, 415s) into one, keeping its headers.
+async fn problem_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let problem = ApiError::Status { status, detail }.into_response();
+    let (mut new_parts, new_body) = problem.into_parts();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new_parts.headers.insert(name.clone(), value.clone());
+        }
+    }
+    new_parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    Response::from_parts(new_parts, Body::new(new_body))
+}
+
+/// Serves the application on a bound listener until `shutdown` completes, then
+/// stops accepting, lets requests in flight finish, and closes the engine
+/// (committing what is pending and writing a snapshot).
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let limiter = app.state.limiter.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.shrink();
+        }
+    });
+    let served = axum::serve(listener, app.router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    housekeeping.abort();
+    let closed = app.state.engine.close().await;
+    served.map_err(StartError::Serve)?;
+    closed.map_err(StartError::Close)?;
+    Ok(())
+}
+
+/// `tollgate serve`: builds the application, prints the first admin key if
+/// one was minted, listens, and serves until `shutdown` (see
+/// [`shutdown_signal`]).
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let app = build(&settings).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen.to_string(),
+        source,
+    })?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Some(secret) = &app.first_admin_key {
+            let _ = writeln!(out, "admin API key (shown once, store it now): {secret}");
+        }
+        let _ = writeln!(out, "tollgate listening on http://{addr}");
+        let _ = out.flush();
+    }
+    tracing::info!(%addr, backend = app.state.store.backend(), "listening");
+    run(app, listener, shutdown).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,142 @@
+//! Prometheus metrics: the recorder (installed once per process), the request
+//! middleware, and small helpers handlers call to count what they decide.
+//!
+//! Exposed at `GET /metrics`:
+//! - `tollgate_http_requests_total{method, route, status}`
+//! - `tollgate_http_request_duration_seconds{method, route, status}` (histogram)
+//! - `tollgate_decisions_total{feature, allowed}` and
+//!   `tollgate_denials_total{feature, reason}`
+//! - `tollgate_events_ingested_total{status}`
+//! - `tollgate_api_keys_active`
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets (seconds): the hot path answers in well under a millisecond
+/// before its group commit.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the Prometheus recorder as the process's global recorder (once;
+/// later calls return the same handle). `None` if another recorder was
+/// installed first by the embedding program.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "tollgate_http_requests_total",
+        "HTTP requests answered, by method, route and status"
+    );
+    metrics::describe_histogram!(
+        "tollgate_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency, by method, route and status"
+    );
+    metrics::describe_counter!(
+        "tollgate_decisions_total",
+        "Enforcement decisions, by feature and outcome"
+    );
+    metrics::describe_counter!(
+        "tollgate_denials_total",
+        "Enforcement denials, by feature and reason"
+    );
+    metrics::describe_counter!(
+        "tollgate_events_ingested_total",
+        "Ingested usage events, by outcome (accepted, duplicate, rejected)"
+    );
+    metrics::describe_gauge!("tollgate_api_keys_active", "API keys in force");
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    match install() {
+        Some(h) => {
+            h.run_upkeep();
+            h.render()
+        }
+        None => String::new(),
+    }
+}
+
+/// Counts one enforcement decision.
+pub fn decision(feature: &str, allowed: bool) {
+    metrics::counter!(
+        "tollgate_decisions_total",
+        "feature" => feature.to_string(),
+        "allowed" => if allowed { "true" } else { "false" }
+    )
+    .increment(1);
+}
+
+/// Counts one denial with its reason (`limit_reached`, `rate_limited`, …).
+pub fn denial(feature: &str, reason: &str) {
+    metrics::counter!(
+        "tollgate_denials_total",
+        "feature" => feature.to_string(),
+        "reason" => reason.to_string()
+    )
+    .increment(1);
+}
+
+/// Counts ingested events by outcome (`accepted`, `duplicate`, `rejected`).
+pub fn events_ingested(status: &'static str, count: u64) {
+    if count > 0 {
+        metrics::counter!("tollgate_events_ingested_total", "status" => status).increment(count);
+    }
+}
+
+/// Sets the number of keys in force.
+pub fn active_keys(count: usize) {
+    metrics::gauge!("tollgate_api_keys_active").set(count as f64);
+}
+
+/// Middleware: counts every request and its latency by matched route
+/// (`/v1/customers/{id}`, never the raw path, so labels stay few).
+pub async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = start.elapsed().as_secs_f64();
+    metrics::counter!(
+        "tollgate_http_requests_total",
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => status.clone()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "tollgate_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => status
+    )
+    .record(elapsed);
+    response
+}
