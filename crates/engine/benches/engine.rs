@@ -23,6 +23,16 @@ use tollgate_engine::{Engine, EngineConfig, IngestEvent, SystemClock, UsageReque
 use tollgate_store::sqlite::SqliteStore;
 use tollgate_store::{CustomerRecord, Store, SubscriptionRecord, SubscriptionStatus};
 
+/// Whether a group is selected by the command line's filter (criterion runs
+/// every group function; this skips their expensive setup when filtered out).
+fn wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| group.contains(f.as_str()))
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -101,6 +111,9 @@ fn next(x: &mut u64) -> u64 {
 }
 
 fn in_memory_decisions(c: &mut Criterion) {
+    if !wanted("in_memory_decisions") {
+        return;
+    }
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     const N: usize = 100_000;
@@ -154,6 +167,9 @@ fn in_memory_decisions(c: &mut Criterion) {
 }
 
 fn durable_consume_sqlite(c: &mut Criterion) {
+    if !wanted("durable_consume_sqlite") {
+        return;
+    }
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     const N: usize = 10_000;
@@ -254,6 +270,9 @@ fn ingest(c: &mut Criterion, name: &str, store: Arc<dyn Store>, rt: &tokio::runt
 }
 
 fn ingest_sqlite(c: &mut Criterion) {
+    if !wanted("ingest_sqlite") {
+        return;
+    }
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
@@ -262,6 +281,9 @@ fn ingest_sqlite(c: &mut Criterion) {
 }
 
 fn ingest_postgres(c: &mut Criterion) {
+    if !wanted("ingest_postgres") {
+        return;
+    }
     let Ok(url) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
         eprintln!("ingest_postgres: TOLLGATE_TEST_POSTGRES_URL not set, skipped");
         return;

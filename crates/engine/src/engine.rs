@@ -110,6 +110,7 @@ impl std::fmt::Debug for Inner {
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
     pub(crate) writer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    pub(crate) writer_stats: Arc<crate::writer::WriterStats>,
 }
 
 impl Inner {
@@ -379,6 +380,11 @@ impl Engine {
     /// The latest published version of a plan.
     pub fn latest_version(&self, plan_key: &str) -> Option<u32> {
         self.inner.latest.get(plan_key).map(|p| p.version)
+    }
+
+    /// The group-commit writer's counters (batches, writes, commit time).
+    pub fn writer_stats(&self) -> &crate::writer::WriterStats {
+        &self.writer_stats
     }
 
     /// Waits until every write sent so far is committed.

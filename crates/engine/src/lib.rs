@@ -45,4 +45,4 @@ pub use types::{
     FeatureSummary, IngestEvent, IngestResult, LeaseDecision, NewCustomer, NewGrant, UsageRequest,
     VerifyReport,
 };
-pub use writer::WriterConfig;
+pub use writer::{WriterConfig, WriterStats};

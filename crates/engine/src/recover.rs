@@ -380,7 +380,9 @@ impl Engine {
                 .insert(crate::hash::CustKey::new(&id), Box::new(Mutex::new(st)));
         }
         let inner = Arc::new(inner);
+        let writer_stats = Arc::new(crate::writer::WriterStats::default());
         let writer = Writer {
+            stats: writer_stats.clone(),
             store,
             clock,
             config: config.writer.clone(),
@@ -392,6 +394,7 @@ impl Engine {
         let engine = Engine {
             inner,
             writer: Arc::new(Mutex::new(Some(handle))),
+            writer_stats,
         };
         crate::sweep::spawn(&engine);
         tracing::info!(

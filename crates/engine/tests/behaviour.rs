@@ -42,7 +42,7 @@ fn total(recs: &[UsageRecord]) -> Decimal {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_overshoot_with_64_concurrent_tasks() {
+async fn semantics_no_overshoot_64_concurrent_tasks() {
     for b in backends("overshoot") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -87,7 +87,7 @@ async fn no_overshoot_with_64_concurrent_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn period_rolls_over_at_the_window_boundary() {
+async fn semantics_rollover_at_window_boundary() {
     for b in backends("rollover") {
         // Day reset (minutes: 10.5 per day on free), UTC customer.
         let clock = TestClock::new(ts("2025-01-15T23:59:00Z"));
@@ -145,7 +145,7 @@ async fn period_rolls_over_at_the_window_boundary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grants_burn_after_the_plan_in_the_documented_order() {
+async fn semantics_grant_burn_order() {
     for b in backends("grants") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -243,7 +243,7 @@ async fn grants_burn_after_the_plan_in_the_documented_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emergency_allowance_is_drawn_once_per_window() {
+async fn semantics_emergency_once_per_window() {
     for b in backends("emergency") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -307,7 +307,7 @@ async fn emergency_allowance_is_drawn_once_per_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reservations_hold_commit_release_and_expire() {
+async fn semantics_reservation_hold_commit_release_expire() {
     for b in backends("reservations") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -468,7 +468,7 @@ async fn reservations_hold_commit_release_and_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_expire_when_their_holder_stops_heartbeating() {
+async fn semantics_lease_expiry() {
     for b in backends("leases") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -512,7 +512,7 @@ async fn leases_expire_when_their_holder_stops_heartbeating() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_windows_are_exact_at_the_edges_and_survive_restarts() {
+async fn semantics_rate_window_exact_edges() {
     for b in backends("rates") {
         let clock = TestClock::new(ts("2025-01-15T12:00:00Z"));
         let engine = open(&b, &clock).await;
@@ -562,7 +562,7 @@ async fn rate_windows_are_exact_at_the_edges_and_survive_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soft_limit_allows_and_flags_the_overage() {
+async fn semantics_soft_limit_overage() {
     for b in backends("soft") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -594,7 +594,7 @@ async fn soft_limit_allows_and_flags_the_overage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_bypass_lifts_limits_and_still_records_usage() {
+async fn semantics_admin_bypass_records_usage() {
     for b in backends("bypass") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -648,7 +648,7 @@ async fn admin_bypass_lifts_limits_and_still_records_usage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inactive_subscription_and_expired_trial_deny() {
+async fn semantics_subscription_inactive_and_trial_expired() {
     for b in backends("subscription") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -726,7 +726,7 @@ async fn inactive_subscription_and_expired_trial_deny() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_retries_return_the_first_answer_and_count_once() {
+async fn semantics_idempotent_replay() {
     for b in backends("idempotency") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -815,7 +815,7 @@ async fn idempotent_retries_return_the_first_answer_and_count_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_rebuilds_counters_from_snapshot_plus_ledger() {
+async fn semantics_restart_rebuilds_counters() {
     for b in backends("restart") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -888,7 +888,7 @@ async fn restart_rebuilds_counters_from_snapshot_plus_ledger() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_a_typed_error_that_changes_nothing() {
+async fn semantics_bad_input_changes_nothing() {
     for b in backends("bad_input") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -1007,7 +1007,7 @@ async fn bad_input_is_a_typed_error_that_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gauges_go_up_within_the_limit_and_down_freely() {
+async fn semantics_gauge_limits() {
     for b in backends("gauges") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -1050,7 +1050,7 @@ async fn gauges_go_up_within_the_limit_and_down_freely() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn caps_flags_and_values_come_from_the_plan_and_overrides() {
+async fn semantics_caps_flags_values_overrides() {
     for b in backends("caps_flags") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -1142,7 +1142,7 @@ async fn caps_flags_and_values_come_from_the_plan_and_overrides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingest_accepts_dedupes_rejects_and_never_denies() {
+async fn semantics_ingest_results() {
     for b in backends("ingest") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -1256,7 +1256,7 @@ async fn ingest_accepts_dedupes_rejects_and_never_denies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_versions_are_published_and_pinned() {
+async fn semantics_plan_versions_pinned() {
     for b in backends("versions") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;
@@ -1299,7 +1299,7 @@ async fn plan_versions_are_published_and_pinned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entitlements_summary_lists_every_feature() {
+async fn semantics_entitlements_summary() {
     for b in backends("summary") {
         let clock = TestClock::new(t0());
         let engine = open(&b, &clock).await;

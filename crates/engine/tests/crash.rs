@@ -26,7 +26,7 @@ use tollgate_store::{Store, SubscriptionStatus, UsageQuery};
 const DB_VAR: &str = "TOLLGATE_CRASH_DB";
 
 #[test]
-#[ignore = "child process of killed_mid_stream_counts_every_acknowledged_unit_exactly_once"]
+#[ignore = "child process of semantics_sigkill_no_loss_no_double_count"]
 fn child_entry() {
     let Ok(db) = std::env::var(DB_VAR) else {
         return;
@@ -162,7 +162,7 @@ fn run_child(db: &std::path::Path, lines: Vec<String>, kill_after: Option<usize>
 }
 
 #[test]
-fn killed_mid_stream_counts_every_acknowledged_unit_exactly_once() {
+fn semantics_sigkill_no_loss_no_double_count() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
     let n = 3_000;
