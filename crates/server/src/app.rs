@@ -129,18 +129,9 @@ pub async fn start(
     let engine = Engine::open(store.clone(), catalog, clock, settings.engine.clone())
         .await
         .map_err(StartError::Engine)?;
-    let records = store
-        .api_keys()
+    let keys = load_keys(store.as_ref())
         .await
         .map_err(|e| StartError::Keys(e.to_string()))?;
-    let mut keys = Vec::with_capacity(records.len());
-    for r in records {
-        let id = r.id.clone();
-        match ApiKey::from_record(r) {
-            Some(k) => keys.push(k),
-            None => tracing::warn!(key = %id, "an API key with an unknown scope is ignored"),
-        }
-    }
     let ring = Arc::new(KeyRing::new(keys));
     let first_admin_key = if ring.is_empty() {
         let minted = create_key(
@@ -176,6 +167,23 @@ pub async fn start(
         body_limit: settings.body_limit,
     })
 }
+
+/// The keys in the store (keys of an unknown scope are skipped with a warning).
+pub async fn load_keys(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
+    let records = store.api_keys().await?;
+    let mut keys = Vec::with_capacity(records.len());
+    for r in records {
+        let id = r.id.clone();
+        match ApiKey::from_record(r) {
+            Some(k) => keys.push(k),
+            None => tracing::warn!(key = %id, "an API key with an unknown scope is ignored"),
+        }
+    }
+    Ok(keys)
+}
+
+/// How often the key ring is refreshed from the store.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Every route with its layers:
 /// problem+json for every error → metrics → tracing → body limit → routes.
@@ -275,12 +283,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let limiter = app.state.limiter.clone();
+    let state = app.state.clone();
     let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        tick.tick().await;
+        let mut n: u64 = 0;
         loop {
             tick.tick().await;
-            limiter.shrink();
+            n += 1;
+            // Keys minted or revoked by `tollgate keys` (or another node).
+            match load_keys(state.store.as_ref()).await {
+                Ok(keys) => {
+                    state.keys.merge(keys);
+                    crate::metrics::active_keys(
+                        state.keys.list().iter().filter(|k| !k.revoked()).count(),
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reload the API keys"),
+            }
+            if n % 12 == 0 {
+                state.limiter.shrink();
+            }
         }
     });
     let served = axum::serve(listener, app.router)

@@ -218,6 +218,26 @@ impl KeyRing {
         self.by_digest.read().values().find(|k| k.id == id).cloned()
     }
 
+    /// Merges the store's current list: keys minted or revoked elsewhere (by
+    /// `tollgate keys` or another node) come into force. Monotone: a key is
+    /// never forgotten and a revoked key never comes back, whatever the order
+    /// of a reload and a concurrent change.
+    pub fn merge(&self, keys: impl IntoIterator<Item = ApiKey>) {
+        let mut ring = self.by_digest.write();
+        for k in keys {
+            match ring.get_mut(&k.digest) {
+                Some(known) => {
+                    if known.revoked_at.is_none() {
+                        known.revoked_at = k.revoked_at;
+                    }
+                }
+                None => {
+                    ring.insert(k.digest.clone(), k);
+                }
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_digest.read().is_empty()
     }
@@ -286,8 +306,30 @@ impl FromRequestParts<AppState> for Principal {
             .find(&digest(secret))
             .ok_or(ApiError::Unauthenticated)?;
         state.limiter.check(&key.id)?;
+        if key.scope == Scope::Customer && !customer_may(parts) {
+            return Err(ApiError::Forbidden(
+                "change anything (customer keys are read-only)".into(),
+            ));
+        }
         Ok(Principal { key })
     }
+}
+
+/// Routes that a customer key may call with a method other than GET: they
+/// compute an answer and change nothing. Every other POST, PUT, PATCH and
+/// DELETE refuses customer keys with 403 before its body is even read, so a
+/// customer key learns nothing from a mutating route.
+pub const CUSTOMER_READ_ONLY_POSTS: &[&str] = &["/v1/quote"];
+
+fn customer_may(parts: &Parts) -> bool {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|p| CUSTOMER_READ_ONLY_POSTS.contains(&p.as_str()))
 }
 
 /// Hex SHA-256 of a secret.

@@ -34,7 +34,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
@@ -256,28 +256,12 @@ impl Config {
                 None
             }
         };
-        let storage_url = match &self.storage_url {
-            Some(url) => {
-                let url = url.trim().to_string();
-                if url.starts_with("sqlite://") {
-                    if url.len() == "sqlite://".len() {
-                        problems.push(
-                            "storage_url: \"sqlite://\" needs a file path, e.g. sqlite://./data/tollgate.db"
-                                .into(),
-                        );
-                    }
-                } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    let scheme = url.split("://").next().unwrap_or_default();
-                    problems.push(format!(
-                        "storage_url: unknown storage scheme {scheme:?} in {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
-                    ));
-                }
-                url
+        let storage_url = match self.storage_url() {
+            Ok(url) => url,
+            Err(e) => {
+                problems.extend(e.problems);
+                String::new()
             }
-            None => format!(
-                "sqlite://{}",
-                self.data_dir.join("tollgate.db").to_string_lossy()
-            ),
         };
         let catalog = match &self.catalog {
             Some(path) => {
@@ -347,6 +331,34 @@ impl Config {
         }
     }
 
+    /// The storage URL (checked), for commands that need only the store
+    /// (`tollgate migrate`, `tollgate keys`).
+    pub fn storage_url(&self) -> Result<String, ConfigError> {
+        match &self.storage_url {
+            Some(url) => {
+                let url = url.trim().to_string();
+                if let Some(path) = url.strip_prefix("sqlite://") {
+                    if path.is_empty() {
+                        return Err(ConfigError::one(
+                            "storage_url: \"sqlite://\" needs a file path, e.g. sqlite://./data/tollgate.db",
+                        ));
+                    }
+                } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    let scheme = url.split("://").next().unwrap_or_default();
+                    return Err(ConfigError::one(format!(
+                        "storage_url: unknown storage scheme {scheme:?} in {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                        crate::app::redact(&url)
+                    )));
+                }
+                Ok(url)
+            }
+            None => Ok(format!(
+                "sqlite://{}",
+                self.data_dir.join("tollgate.db").to_string_lossy()
+            )),
+        }
+    }
+
     /// The engine settings this configuration asks for.
     pub fn engine_config(&self) -> EngineConfig {
         let e = &self.engine;
@@ -393,15 +405,6 @@ impl Settings {
             rate_limit: c.rate_limit.clone(),
             engine: c.engine_config(),
         }
-    }
-}
-
-/// Resolves a path relative to `base` unless absolute.
-pub fn relative_to(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
     }
 }
 

@@ -12,6 +12,8 @@ use tollgate_core::pricing::{QuoteError, UsageQuantity};
 use crate::cli::{Cli, Command, DiffArgs, PlansCommand, QuoteArgs};
 use crate::render;
 
+mod server;
+
 /// Errors a command reports as one clear line.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -34,6 +36,8 @@ pub enum CliError {
     Quote(#[from] QuoteError),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Server(String),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -42,6 +46,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plans(PlansCommand::Show { file, plan, json }) => show(&file, plan, json),
         Command::Plans(PlansCommand::Diff(args)) => diff(&args),
         Command::Quote(args) => quote(&args),
+        Command::Serve(args) => server::serve(args),
+        Command::Migrate(args) => server::migrate(&args),
+        Command::Keys(cmd) => server::keys(cmd),
     }
 }
 
@@ -256,7 +263,12 @@ fn quote(args: &QuoteArgs) -> Result<ExitCode, CliError> {
                 message: format!(
                     "no feature {:?} in the catalog (features: {})",
                     u.metric,
-                    catalog.features.keys().cloned().collect::<Vec<_>>().join(", ")
+                    catalog
+                        .features
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -291,7 +303,14 @@ mod tests {
 
     #[test]
     fn bad_usage_arguments_say_what_is_wrong() {
-        for bad in ["api_requests", "x=abc", "x=-1", "x[model]=1", "=5", "x[a=b=1"] {
+        for bad in [
+            "api_requests",
+            "x=abc",
+            "x=-1",
+            "x[model]=1",
+            "=5",
+            "x[a=b=1",
+        ] {
             let err = parse_usage(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
