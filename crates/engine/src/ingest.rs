@@ -26,7 +26,7 @@ use crate::ids::validate_idempotency_key;
 use crate::metered::{Undo, answer_json};
 use crate::model::Kind;
 use crate::recover::settle_expired;
-use crate::state::Idem;
+use crate::state::{Answer, Idem};
 use crate::types::{Decision, IngestEvent, IngestResult};
 use crate::writer::{Counted, Ops};
 
@@ -58,7 +58,8 @@ impl Engine {
             let notify = Arc::new(Notify::new());
             let mut ops: Vec<(WriteOp, Counted)> = Vec::new();
             let mut undos: Vec<(Arc<str>, Undo)> = Vec::new();
-            let mut claimed: Vec<(Arc<str>, String, usize, Arc<Decision>)> = Vec::new();
+            // (customer, key, feature, index of its write in `ops`)
+            let mut claimed: Vec<(Arc<str>, String, usize, usize)> = Vec::new();
             let mut deferred = Vec::new();
             for i in todo {
                 let Some(ev) = events[i].as_mut() else {
@@ -151,7 +152,6 @@ impl Engine {
                     reservation_expires_at: None,
                 };
                 let answer = answer_json(&decision);
-                let decision = Arc::new(decision);
                 if let Some(k) = &ev.idempotency_key {
                     st.idem.insert(
                         k.as_str().into(),
@@ -161,7 +161,7 @@ impl Engine {
                             owner,
                         },
                     );
-                    claimed.push((st.id.clone(), k.clone(), f, decision));
+                    claimed.push((st.id.clone(), k.clone(), f, ops.len()));
                 }
                 let counted_as = match window {
                     Some(w) => Counted::Window(w.start, w.end),
@@ -208,18 +208,20 @@ impl Engine {
                     Err(e) => Err(e),
                 };
                 let ok = ack.is_ok();
-                for (customer, key, f, answer) in claimed {
-                    let _ = inner.with_customer(&customer, |st| {
-                        if ok {
+                let seqs: &[i64] = ack.as_deref().unwrap_or(&[]);
+                for (customer, key, f, op) in claimed {
+                    let _ = inner.with_customer(&customer, |st| match seqs.get(op) {
+                        Some(seq) if ok => {
                             st.idem.insert(
                                 key.into_boxed_str(),
                                 Idem::Done {
                                     feature: f,
-                                    answer,
+                                    answer: Answer::Ledger(*seq),
                                     at: now,
                                 },
                             );
-                        } else {
+                        }
+                        _ => {
                             st.idem.remove(key.as_str());
                         }
                     });

@@ -40,6 +40,7 @@ pub use error::EngineError;
 pub use ids::{GRANT_PREFIX, MAX_IDEMPOTENCY_KEY_LEN, validate_idempotency_key};
 pub use model::Kind;
 pub use recover::OpenStats;
+pub use sweep::IdempotencyFootprint;
 pub use types::{
     CapDecision, CommitRequest, CustomerUpdate, Decision, DenyReason, EntitlementsSummary,
     FeatureSummary, IngestEvent, IngestResult, LeaseDecision, NewCustomer, NewGrant, UsageRequest,

@@ -14,7 +14,7 @@ use crate::error::EngineError;
 use crate::ids::validate_idempotency_key;
 use crate::model::Kind;
 use crate::recover::{commit_key, settle_expired};
-use crate::state::{Alloc, CustomerState, Idem, OpenResv, Slot};
+use crate::state::{Alloc, Answer, CustomerState, Idem, OpenResv, Slot};
 use crate::types::{CommitRequest, Decision, DenyReason, UsageRequest};
 use crate::writer::{Counted, Ops};
 
@@ -105,7 +105,7 @@ impl Undo {
 
 #[allow(clippy::large_enum_variant)]
 enum Step {
-    Replay(Arc<Decision>),
+    Replay(Answer),
     Answer(Decision),
     Committing {
         rx: AckRx,
@@ -240,7 +240,7 @@ impl Engine {
             .await?;
         match step {
             Step::Replay(a) => {
-                let mut d = (*a).clone();
+                let mut d = replay(inner, &a).await?;
                 d.replayed = true;
                 Ok(d)
             }
@@ -254,8 +254,10 @@ impl Engine {
             } => {
                 let result = Inner::wait_ack(rx).await;
                 let ok = result.is_ok();
-                let answer = Arc::new(decision);
-                let a2 = answer.clone();
+                let stored = match &result {
+                    Ok(seqs) if !seqs.is_empty() => Answer::Ledger(seqs[0]),
+                    _ => Answer::Kept(Arc::new(decision.clone())),
+                };
                 let _ = inner.with_customer(u.customer, move |st| {
                     if ok {
                         if let Some(k) = u.key {
@@ -263,7 +265,7 @@ impl Engine {
                                 k.into(),
                                 Idem::Done {
                                     feature: u.feature,
-                                    answer: a2,
+                                    answer: stored,
                                     at,
                                 },
                             );
@@ -279,7 +281,7 @@ impl Engine {
                     n.notify_waiters();
                 }
                 result?;
-                Ok(Arc::unwrap_or_clone(answer))
+                Ok(decision)
             }
         }
     }
@@ -722,6 +724,24 @@ pub(crate) fn decide_metered(
     let expired = std::mem::take(&mut st.expired);
     settle_expired(inner, st, expired);
     d
+}
+
+/// The first answer of an idempotency key: kept in memory, or read back from
+/// its ledger row.
+pub(crate) async fn replay(inner: &Inner, a: &Answer) -> Result<Decision, EngineError> {
+    match a {
+        Answer::Kept(d) => Ok((**d).clone()),
+        Answer::Ledger(seq) => {
+            let rows = inner.store.usage_after(seq - 1, 1).await?;
+            let row = rows
+                .into_iter()
+                .find(|r| r.seq == *seq)
+                .ok_or_else(|| EngineError::Corrupt(format!("ledger row {seq} is missing")))?;
+            serde_json::from_value(row.record.answer).map_err(|e| {
+                EngineError::Corrupt(format!("ledger row {seq}: unreadable answer: {e}"))
+            })
+        }
+    }
 }
 
 pub(crate) fn answer_json(d: &Decision) -> serde_json::Value {

@@ -25,7 +25,7 @@ use crate::grants::{GrantState, insert_sorted};
 use crate::ids::{IdGen, is_grant_id};
 use crate::model::{CompiledPlan, Ent, Kind};
 use crate::rate::RateLog;
-use crate::state::{CustomerState, Idem, OpenResv, Slot};
+use crate::state::{Answer, CustomerState, Idem, OpenResv, Slot};
 use crate::types::Decision;
 use crate::writer::{Aggregate, Counted, GAUGE_LEVEL, LIFETIME_END, LIFETIME_START, Ops, Writer};
 
@@ -298,7 +298,7 @@ impl Engine {
             .checked_sub(max_rate.max(config.idempotency_window))
             .unwrap_or(Timestamp::MIN);
         for rec in store.usage_recorded_since(since).await? {
-            let r = rec.record;
+            let r = &rec.record;
             let (Some(st), Some(idx)) = (
                 states.get_mut(&r.customer_id),
                 inner.features.get(&r.feature),
@@ -319,37 +319,28 @@ impl Engine {
             if r.recorded_at < idem_since {
                 continue;
             }
-            if r.idempotency_key.is_none() && r.source != UsageSource::Commit {
-                continue;
-            }
-            let answer: Decision = match serde_json::from_value(r.answer) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(customer = %r.customer_id, error = %e, "unreadable stored answer");
-                    continue;
-                }
-            };
             if r.source == UsageSource::Commit {
-                if let Some(res) = &answer.reservation_id {
+                // The reservation id is only in the answer.
+                if let Some(res) = r.answer.get("reservation_id").and_then(|v| v.as_str()) {
                     st.idem.insert(
                         commit_key(res).into_boxed_str(),
                         Idem::Done {
                             feature: idx,
-                            answer: Arc::new(answer.clone()),
+                            answer: Answer::Ledger(rec.seq),
                             at: r.recorded_at,
                         },
                     );
                 }
             }
-            let Some(key) = r.idempotency_key else {
+            let Some(key) = &r.idempotency_key else {
                 continue;
             };
             stats.idempotency_keys += 1;
             st.idem.insert(
-                key.into_boxed_str(),
+                key.as_str().into(),
                 Idem::Done {
                     feature: idx,
-                    answer: Arc::new(answer),
+                    answer: Answer::Ledger(rec.seq),
                     at: r.recorded_at,
                 },
             );
@@ -367,7 +358,7 @@ impl Engine {
                     d.reservation_expires_at = Some(r.expires_at);
                     st.idem.entry(k.into_boxed_str()).or_insert(Idem::Done {
                         feature: r.feature,
-                        answer: Arc::new(d),
+                        answer: Answer::Kept(Arc::new(d)),
                         at: r.created_at,
                     });
                 }

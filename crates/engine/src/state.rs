@@ -190,9 +190,18 @@ pub(crate) enum Idem {
     /// Committed: retries get this answer.
     Done {
         feature: usize,
-        answer: Arc<Decision>,
+        answer: Answer,
         at: Timestamp,
     },
+}
+
+/// Where a remembered answer is. Most answers are in the ledger row the
+/// request wrote, so memory keeps only its sequence (replays are rare and read
+/// it back); answers without a ledger row (reservations) are kept whole.
+#[derive(Clone, Debug)]
+pub(crate) enum Answer {
+    Ledger(i64),
+    Kept(Arc<Decision>),
 }
 
 /// How a quantity was drawn.

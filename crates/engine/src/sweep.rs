@@ -90,3 +90,49 @@ impl Engine {
         sweep(&self.inner, true);
     }
 }
+
+/// What the idempotency window holds in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdempotencyFootprint {
+    /// Keys remembered (done and pending).
+    pub keys: usize,
+    /// Bytes they take: hash-table slots (entry + control byte, at the
+    /// table's capacity), the key strings' heap blocks (glibc malloc: 8 bytes
+    /// of header, 16-byte granules, 32 bytes at least) and answers kept whole.
+    pub bytes: usize,
+}
+
+fn heap_block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).div_ceil(16).max(2) * 16
+    }
+}
+
+impl Engine {
+    /// Counts the idempotency keys held and the memory they take (computed
+    /// from the structures, not measured: the process's resident size also
+    /// moves with the allocator and the database's page cache).
+    pub fn idempotency_footprint(&self) -> IdempotencyFootprint {
+        let slot = std::mem::size_of::<(Box<str>, Idem)>() + 1;
+        let kept = heap_block(std::mem::size_of::<crate::types::Decision>() + 16);
+        let mut f = IdempotencyFootprint::default();
+        for cell in self.inner.customers.iter() {
+            let st = cell.lock();
+            f.keys += st.idem.len();
+            f.bytes += st.idem.capacity() * slot;
+            for (k, v) in &st.idem {
+                f.bytes += heap_block(k.len());
+                if let Idem::Done {
+                    answer: crate::state::Answer::Kept(_),
+                    ..
+                } = v
+                {
+                    f.bytes += kept;
+                }
+            }
+        }
+        f
+    }
+}
