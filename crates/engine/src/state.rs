@@ -976,3 +976,164 @@ mod size_tests {
         assert!(std::mem::size_of::<super::SubState>() <= 128);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod props {
+    use super::*;
+    use crate::model::CompiledPlan;
+    use proptest::prelude::*;
+    use rust_decimal_macros::dec;
+    use tollgate_store::GrantRecord;
+
+    fn state(limit: Decimal, hard: bool) -> CustomerState {
+        let t0: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        let record = CustomerRecord {
+            id: "c".into(),
+            name: None,
+            email: None,
+            currency: "USD".into(),
+            time_zone: "UTC".into(),
+            metadata: serde_json::json!({}),
+            admin_bypass: false,
+            created_at: t0,
+            updated_at: t0,
+            deleted_at: None,
+        };
+        let mut st = CustomerState::new(record, TimeZone::UTC);
+        let plan = Arc::new(CompiledPlan {
+            key: Arc::from("p"),
+            version: 1,
+            tier: 0,
+            interval: Interval::Month,
+            anchoring: Anchoring::Calendar,
+            ents: vec![Ent::Metered {
+                limit: Some(limit),
+                hard,
+                reset: ResetPeriod::BillingPeriod,
+                emergency: None,
+            }],
+        });
+        let sub = SubscriptionRecord {
+            customer_id: "c".into(),
+            plan_key: "p".into(),
+            plan_version: 1,
+            status: SubscriptionStatus::Active,
+            anchor: t0,
+            trial_ends_at: None,
+            canceled_at: None,
+            created_at: t0,
+            updated_at: t0,
+        };
+        let cycle = cycle_for(Some(&plan), t0, &TimeZone::UTC);
+        st.sub = Some(SubState::new(sub, plan, cycle));
+        st
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Consume(u32),
+        Reserve(u32),
+        Commit(usize, u32, bool),
+        Release(usize),
+        Grant(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u32..40).prop_map(Op::Consume),
+            (1u32..40).prop_map(Op::Reserve),
+            (0usize..8, 0u32..60, any::<bool>()).prop_map(|(i, q, o)| Op::Commit(i, q, o)),
+            (0usize..8).prop_map(Op::Release),
+            (1u32..30).prop_map(Op::Grant),
+        ]
+    }
+
+    proptest! {
+        /// On a hard limit, whatever the sequence of consumes, reservations,
+        /// commits (without allow_overage), releases and grants: the plan
+        /// bucket never exceeds the limit, nothing is recorded as overage, the
+        /// counter equals the sum of what was allowed, grants never give more
+        /// than their quantity, and holds plus usage stay within the allowance.
+        #[test]
+        fn hard_limit_is_never_overshot(limit in 0u32..200, ops in proptest::collection::vec(op(), 1..60)) {
+            let limit = Decimal::from(limit);
+            let mut st = state(limit, true);
+            let now: Timestamp = "2025-01-10T00:00:00Z".parse().unwrap();
+            let mut allowed = Decimal::ZERO;
+            let mut granted = Decimal::ZERO;
+            let mut open: Vec<OpenResv> = Vec::new();
+            let mut n = 0;
+            for o in ops {
+                match o {
+                    Op::Consume(q) => {
+                        let q = Decimal::from(q) / dec!(2);
+                        let m = st.take_metered(0, q, now, true).unwrap();
+                        if m.decision.allowed { allowed += q; }
+                    }
+                    Op::Reserve(q) => {
+                        let q = Decimal::from(q);
+                        let m = st.hold_metered(0, q, now).unwrap();
+                        if m.decision.allowed {
+                            n += 1;
+                            let r = OpenResv { id: format!("r{n}"), feature: 0, quantity: q,
+                                created_at: now, expires_at: Timestamp::MAX, window: m.window,
+                                idempotency_key: None };
+                            st.resv.push(r.clone());
+                            open.push(r);
+                        }
+                    }
+                    Op::Commit(i, q, overage) => {
+                        if open.is_empty() { continue; }
+                        let r = open.remove(i % open.len());
+                        let pos = st.resv.iter().position(|x| x.id == r.id).unwrap();
+                        let r = st.resv.remove(pos);
+                        st.unhold(&r);
+                        let q = Decimal::from(q);
+                        let m = st.commit_metered(0, q, r.quantity, overage, now).unwrap();
+                        if m.decision.allowed {
+                            allowed += q;
+                            if !overage { prop_assert!(m.alloc.overage.is_zero()); }
+                        } else {
+                            st.rehold(r.clone());
+                            open.push(r);
+                        }
+                    }
+                    Op::Release(i) => {
+                        if open.is_empty() { continue; }
+                        let r = open.remove(i % open.len());
+                        let pos = st.resv.iter().position(|x| x.id == r.id).unwrap();
+                        let r = st.resv.remove(pos);
+                        st.unhold(&r);
+                    }
+                    Op::Grant(q) => {
+                        n += 1;
+                        let q = Decimal::from(q);
+                        granted += q;
+                        crate::grants::insert_sorted(&mut st.grants, crate::grants::GrantState {
+                            record: GrantRecord { id: format!("grt_{n}"), customer_id: "c".into(),
+                                feature: "f".into(), kind: "top_up".into(), quantity: q,
+                                priority: n % 3, effective_at: now, expires_at: None,
+                                voided_at: None, metadata: serde_json::json!({}), created_at: now },
+                            feature: 0,
+                            drawn: Decimal::ZERO,
+                        });
+                    }
+                }
+                let m = st.meter_snapshot(0, Period { start: st.sub.as_ref().unwrap().cycle.anchor,
+                    end: "2025-02-01T00:00:00Z".parse().unwrap() }).unwrap_or_else(Meter::empty);
+                prop_assert!(m.plan <= limit, "plan {} > limit {}", m.plan, limit);
+                prop_assert!(m.bypass.is_zero());
+                for g in &st.grants { prop_assert!(g.drawn <= g.record.quantity); }
+                let drawn: Decimal = st.grants.iter().map(|g| g.drawn).sum();
+                prop_assert_eq!(m.grants, drawn);
+                let held: Decimal = open.iter().map(|r| r.quantity).sum();
+                prop_assert_eq!(m.reserved, held);
+                // Overage only comes from commits with allow_overage.
+                prop_assert_eq!(m.used(), allowed);
+                // Usage (overage aside) plus holds never exceed the allowance.
+                prop_assert!(m.plan + m.grants + m.reserved <= limit + granted);
+            }
+        }
+    }
+}
