@@ -869,3 +869,55 @@ async fn caps_flags_and_values() {
         srv.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_quantities_never_crash_the_server() {
+    for backend in backends("absurd") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, &catalog()).await;
+        srv.customer("huge", Some("business")).await;
+        let key = srv.server_key().await;
+        let max = "1000000000000000";
+        for _ in 0..2 {
+            let r = srv
+                .post("/v1/check", &key, consume("huge", "minutes", json!(max)))
+                .await;
+            assert!(r.status < 500, "{name}: {r}");
+        }
+        let r = srv
+            .post(
+                "/v1/check",
+                &key,
+                consume("huge", "minutes", json!("79228162514264337593543950335")),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), vec!["quantity"]);
+        let r = srv
+            .post("/v1/check", &key, consume("huge", "api_calls", json!(max)))
+            .await;
+        assert_eq!(r.status, 429, "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/check",
+                &key,
+                consume("huge", "minutes", json!("0.0000000000000000000000000001")),
+            )
+            .await;
+        assert!(r.status < 500, "{name}: {r}");
+        for path in [
+            "/v1/customers/huge/usage",
+            "/v1/customers/huge/entitlements",
+            "/v1/admin/usage/summary",
+            "/v1/admin/usage/top",
+            "/v1/admin/customers/near-limit",
+            "/v1/admin/usage/export",
+        ] {
+            let r = srv.get(path, &srv.admin_key).await;
+            assert_eq!(r.status, 200, "{name}: {path}: {r}");
+        }
+        let r = srv.get("/healthz", "").await;
+        assert_eq!(r.status, 200);
+        srv.stop().await;
+    }
+}

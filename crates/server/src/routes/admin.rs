@@ -36,6 +36,7 @@ use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::routes::enforcement::{norm, parse_decimal};
 use crate::routes::plans::MoneyOut;
+use crate::routes::usage::percentage;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -136,7 +137,7 @@ async fn all_usage(state: &AppState) -> Result<(usize, usize, Vec<CustomerUsage>
                 percentage_used: f
                     .limit
                     .filter(|l| !l.is_zero())
-                    .map(|l| norm((used * Decimal::ONE_HUNDRED / l).round_dp(2))),
+                    .map(|l| norm(percentage(used, l))),
                 hard: f.hard,
                 resets_at: f.resets_at,
             });
@@ -216,7 +217,7 @@ pub async fn usage_summary(
         let Some(t) = features.iter_mut().find(|t| t.feature == r.feature) else {
             continue;
         };
-        t.total_used += r.used;
+        t.total_used = t.total_used.saturating_add(r.used);
         t.customers += 1;
         if !r.used.is_zero() {
             t.customers_with_usage += 1;
@@ -510,8 +511,11 @@ pub async fn plan_distribution(
                 Interval::Month => plan.base_price.amount,
                 Interval::Year => plan.base_price.amount / Decimal::from(12),
             };
-            share.monthly_base_revenue =
-                Money::new(per_month * Decimal::from(paying), plan.currency).into();
+            share.monthly_base_revenue = Money::new(
+                per_month.saturating_mul(Decimal::from(paying)),
+                plan.currency,
+            )
+            .into();
             Some(share)
         })
         .collect();

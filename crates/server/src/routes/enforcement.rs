@@ -65,9 +65,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
 // Quantities: JSON numbers or strings, exact
 // ---------------------------------------------------------------------------
 
+/// The largest quantity (in absolute value) one request may carry: far above
+/// any real usage, and low enough that counters summing many of them stay
+/// exact (a decimal holds 28 digits).
+pub const MAX_MAGNITUDE: i64 = 1_000_000_000_000_000;
+
 /// Parses a decimal from a JSON number's literal text or a string's content:
 /// digits, one optional sign, one optional point and an optional exponent.
-/// `NaN`, `Infinity`, hex, underscores and blanks are refused.
+/// `NaN`, `Infinity`, hex, underscores and blanks are refused, and so is a
+/// magnitude above [`MAX_MAGNITUDE`].
 pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
     let ok_chars = !text.is_empty()
         && text
@@ -81,9 +87,15 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
     } else {
         Decimal::from_str_exact(text)
     };
-    parsed.map_err(|_| {
+    let value = parsed.map_err(|_| {
         format!("{text:?} is not a decimal number within range (at most 28 decimal places)")
-    })
+    })?;
+    if value.abs() > Decimal::from(MAX_MAGNITUDE) {
+        return Err(format!(
+            "{text} is too large: at most {MAX_MAGNITUDE} in one request"
+        ));
+    }
+    Ok(value)
 }
 
 /// Reads a decimal from the raw JSON text of a value (a number or a string).
@@ -131,12 +143,12 @@ impl<'de> Deserialize<'de> for Quantity {
     }
 }
 
-fn decimal_schema(description: &str) -> RefOr<Schema> {
+fn decimal_schema(description: &str, pattern: &str) -> RefOr<Schema> {
     OneOfBuilder::new()
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"))
+                .pattern(Some(pattern))
                 .examples([serde_json::json!("1.5")]),
         )
         .item(ObjectBuilder::new().schema_type(Type::Number))
@@ -148,6 +160,7 @@ impl utoipa::PartialSchema for Amount {
     fn schema() -> RefOr<Schema> {
         decimal_schema(
             "A decimal: a JSON number (read exactly, never as a float) or a decimal string.",
+            r"^[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$",
         )
     }
 }
@@ -157,6 +170,7 @@ impl utoipa::PartialSchema for Quantity {
     fn schema() -> RefOr<Schema> {
         decimal_schema(
             "A non-negative decimal: a JSON number (read exactly, never as a float) or a decimal string.",
+            r"^\+?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$",
         )
     }
 }
@@ -643,7 +657,7 @@ fn rate_dry_run(
         });
     } else if !within && !v.bypass {
         out.reason = Some(DenyReason::RateLimited.as_str().to_string());
-        let needed = s.used.unwrap_or_default() + quantity;
+        let needed = s.used.unwrap_or_default().saturating_add(quantity);
         out.upgrade_to = upgrade_for(engine, v.plan_key.as_deref(), feature, &|e| {
             e.allows(needed)
         });
@@ -1438,6 +1452,15 @@ mod tests {
             r#"{"q": true}"#,
             r#"{"q": "12abc"}"#,
             r#"{"q": 1, "o": "-0.5"}"#,
+            r#"{"q": 1e99999999999}"#,
+            r#"{"q": 1e-99}"#,
+            r#"{"q": 1e40}"#,
+            r#"{"q": 99999999999999999999999999999999999999}"#,
+            r#"{"q": "1e"}"#,
+            r#"{"q": "."}"#,
+            r#"{"q": "1..2"}"#,
+            r#"{"q": "--1"}"#,
+            r#"{"q": ""}"#,
         ] {
             match parse(body) {
                 Err(ApiError::Validation(errs)) => {

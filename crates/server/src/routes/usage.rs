@@ -382,7 +382,7 @@ pub async fn usage_dashboard(
         let percentage = f
             .limit
             .filter(|l| !l.is_zero())
-            .map(|l| (used * Decimal::ONE_HUNDRED / l).round_dp(2));
+            .map(|l| percentage(used, l));
         let overage = f
             .limit
             .map_or(Decimal::ZERO, |l| (used - l).max(Decimal::ZERO));
@@ -430,6 +430,14 @@ pub async fn usage_dashboard(
     Ok(Json(dash))
 }
 
+/// `used / limit × 100`, two decimals (saturating on absurd quantities).
+pub(crate) fn percentage(used: Decimal, limit: Decimal) -> Decimal {
+    used.checked_mul(Decimal::ONE_HUNDRED)
+        .and_then(|x| x.checked_div(limit))
+        .unwrap_or(Decimal::MAX)
+        .round_dp(2)
+}
+
 fn days_ceil(d: SignedDuration) -> i64 {
     if d <= SignedDuration::ZERO {
         return 0;
@@ -445,8 +453,8 @@ pub(crate) fn project(used: Decimal, window: &Period, now: Timestamp) -> Decimal
     if elapsed <= 0 || length <= 0 || elapsed >= length {
         return used;
     }
-    (used * Decimal::from(length))
-        .checked_div(Decimal::from(elapsed))
+    used.checked_mul(Decimal::from(length))
+        .and_then(|x| x.checked_div(Decimal::from(elapsed)))
         .unwrap_or(used)
 }
 
@@ -504,7 +512,7 @@ fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
     // The plan to recommend allows the projected usage (at least one more unit
     // than now once the limit is reached).
     let needed = a.projected.max(a.used).max(if exceeded {
-        a.used + Decimal::ONE
+        a.used.saturating_add(Decimal::ONE)
     } else {
         a.used
     });
@@ -518,7 +526,7 @@ fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
         .or_else(|| {
             catalog.cheapest_plan_allowing(
                 a.feature,
-                &|e: &Entitlement| e.allows(a.used + Decimal::ONE),
+                &|e: &Entitlement| e.allows(a.used.saturating_add(Decimal::ONE)),
                 a.plan.tier,
                 true,
             )
@@ -554,7 +562,7 @@ fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
     }
     if let Some(q) = emergency {
         actions.push(format!(
-            "draw the emergency allowance of {} {} for customer {:?}",
+            "draw the emergency allowance of {} {} (POST /v1/customers/{}/emergency-pool)",
             norm(q),
             a.name,
             a.customer
@@ -660,7 +668,8 @@ pub(crate) async fn billable_usage(
                         .collect()
                 })
                 .unwrap_or_default();
-            *sums.entry((rec.feature.clone(), dims)).or_default() += rec.quantity;
+            let sum = sums.entry((rec.feature.clone(), dims)).or_default();
+            *sum = sum.saturating_add(rec.quantity);
         }
         if !full {
             break;
