@@ -323,7 +323,8 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let app = build(&settings).await?;
+    // Bind first: a first start must not mint (and lose) an admin key when
+    // the address is taken.
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -334,6 +335,7 @@ pub async fn serve(
         addr: settings.listen.to_string(),
         source,
     })?;
+    let app = build(&settings).await?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

@@ -18,9 +18,9 @@ use serde_json::json;
 use tollgate_store::postgres::PgStore;
 use tollgate_store::sqlite::SqliteStore;
 use tollgate_store::{
-    CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, NewUsageRecord, OverrideRecord,
-    PlanVersionRecord, ReservationRecord, ReservationState, Store, StoreError, SubscriptionRecord,
-    SubscriptionStatus, UsageQuery, UsageSource, WriteOp,
+    ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, NewUsageRecord,
+    OverrideRecord, PlanVersionRecord, ReservationRecord, ReservationState, Store, StoreError,
+    SubscriptionRecord, SubscriptionStatus, UsageQuery, UsageSource, WriteOp,
 };
 
 // ---- backends ------------------------------------------------------------------------
@@ -102,7 +102,66 @@ on_every_backend!(
     reservations_put_change_state_list_open,
     snapshot_save_replaces_previous,
     migrate_is_idempotent,
+    api_keys_insert_conflict_list_revoke,
 );
+
+// ---- API keys ------------------------------------------------------------------------
+
+fn api_key(id: &str, digest: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.to_string(),
+        name: format!("key {id}"),
+        scope: "server".to_string(),
+        customer_id: None,
+        digest: digest.to_string(),
+        prefix: "tg_1234abcd".to_string(),
+        created_at: t(1),
+        revoked_at: None,
+    }
+}
+
+async fn api_keys_insert_conflict_list_revoke(store: Arc<dyn Store>) {
+    assert!(store.api_keys().await.unwrap().is_empty());
+    let b = api_key("key_b", "d2");
+    let mut a = api_key("key_a", "d1");
+    a.scope = "customer".into();
+    a.customer_id = Some("cus_1".into());
+    store.insert_api_key(&b).await.unwrap();
+    store.insert_api_key(&a).await.unwrap();
+    // Listed by id, every field round-trips.
+    assert_eq!(store.api_keys().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    // Same id, or same digest: conflict, nothing written.
+    let err = store
+        .insert_api_key(&api_key("key_a", "d9"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let err = store
+        .insert_api_key(&api_key("key_c", "d1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.api_keys().await.unwrap().len(), 2);
+
+    // Revocation keeps the first time.
+    store.revoke_api_key("key_b", t(5)).await.unwrap();
+    store.revoke_api_key("key_b", t(9)).await.unwrap();
+    let keys = store.api_keys().await.unwrap();
+    assert_eq!(keys[1].revoked_at, Some(t(5)));
+    assert_eq!(keys[0].revoked_at, None);
+    let err = store.revoke_api_key("key_zz", t(5)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                what: "api key",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
 
 // ---- fixtures ------------------------------------------------------------------------
 
