@@ -203,6 +203,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let code = self.code();
+        if let ApiError::Denied { body, .. } = &self {
+            // Every enforcement denial is counted here, once, whichever
+            // route answered it.
+            let feature = body
+                .get("feature")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("unknown");
+            crate::metrics::denial(feature, &code);
+        }
         let detail = match &self {
             ApiError::Denied { detail, .. } => detail.clone(),
             ApiError::Internal(_) => "an internal error occurred; it has been logged".into(),

@@ -79,7 +79,10 @@ pub fn render() -> String {
     }
 }
 
-/// Counts one enforcement decision.
+/// Counts one enforcement decision (call it for every decision a route makes,
+/// allowed or not; denials are also counted by reason when an
+/// [`crate::error::ApiError::Denied`] is rendered, so do not call [`denial`]
+/// for those).
 pub fn decision(feature: &str, allowed: bool) {
     metrics::counter!(
         "tollgate_decisions_total",
@@ -90,6 +93,8 @@ pub fn decision(feature: &str, allowed: bool) {
 }
 
 /// Counts one denial with its reason (`limit_reached`, `rate_limited`, …).
+/// Called by the rendering of `ApiError::Denied`; call it directly only for a
+/// denial answered with 200 (a dry-run check).
 pub fn denial(feature: &str, reason: &str) {
     metrics::counter!(
         "tollgate_denials_total",

@@ -72,6 +72,16 @@ async fn metrics_count_requests_by_route_and_status() {
         srv.get("/v1/customers/zz", &srv.admin_key).await.status,
         404
     );
+    // A denial (free allows 100 api_calls) is counted by feature and reason.
+    srv.customer("m2", Some("free")).await;
+    let r = srv
+        .post(
+            "/v1/check",
+            &srv.admin_key,
+            json!({"customer": "m2", "feature": "api_calls", "quantity": 1000, "consume": true}),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{r}");
     let r = srv.client.get(srv.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
@@ -106,6 +116,12 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(text.contains("tollgate_http_request_duration_seconds_bucket"));
     assert!(text.contains("# TYPE tollgate_http_requests_total counter"));
     assert!(text.contains("tollgate_api_keys_active"));
+    assert!(
+        text.lines().any(|l| l.starts_with("tollgate_denials_total")
+            && l.contains("feature=\"api_calls\"")
+            && l.contains("reason=\"limit_reached\"")),
+        "{text}"
+    );
     srv.stop().await;
 }
 
