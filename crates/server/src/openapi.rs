@@ -100,8 +100,9 @@ const STYLE: &str = "
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2330;background:#f7f8fa}
 header{background:#1d2330;color:#fff;padding:24px 40px}header h1{margin:0 0 4px;font-size:26px}
 header p{margin:4px 0;color:#c9d1e0;max-width:900px}
-nav{position:fixed;top:0;bottom:0;left:0;width:250px;overflow:auto;background:#fff;border-right:1px solid #e2e5ea;padding:16px}
-nav a{display:block;color:#1d2330;text-decoration:none;padding:2px 0;font-size:13px}
+nav{position:fixed;top:0;bottom:0;left:0;width:250px;overflow-y:auto;overflow-x:hidden;background:#fff;border-right:1px solid #e2e5ea;padding:16px}
+nav a{display:block;color:#1d2330;text-decoration:none;padding:2px 0;font-size:13px;overflow-wrap:anywhere}
+nav a:hover{text-decoration:underline}
 nav h3{font-size:12px;text-transform:uppercase;color:#68738a;margin:14px 0 4px}
 main{margin-left:283px;padding:0 40px 60px}.wrap{margin-left:283px}
 section.op{background:#fff;border:1px solid #e2e5ea;border-radius:8px;padding:14px 20px;margin:14px 0}
