@@ -59,9 +59,12 @@ impl DenyReason {
 pub struct Decision {
     pub allowed: bool,
     pub quantity: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Decimal>,
     pub used: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<DenyReason>,
@@ -70,23 +73,27 @@ pub struct Decision {
     pub upgrade_to: Option<Arc<str>>,
     /// Part of this request's quantity beyond the allowance (soft limits, or a
     /// commit with `allow_overage`): allowed, flagged and recorded as overage.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub overage: Decimal,
     /// Usage is above the limit after this request (soft limit exceeded, or an
     /// ingested event pushed it over a hard limit).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub over_limit: bool,
     /// The customer's admin bypass allowed what the plan would not.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub bypassed: bool,
     /// This is the stored first answer to an idempotent retry.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub replayed: bool,
     /// Set on the answers of reserve and commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_expires_at: Option<Timestamp>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Decision {
