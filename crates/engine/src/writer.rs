@@ -278,7 +278,7 @@ type Joined =
 
 /// A commit running in its own task.
 struct Inflight {
-    handle: tokio::task::JoinHandle<(Vec<WriteOp>, Result<Vec<i64>, StoreError>, Duration)>,
+    handle: tokio::task::JoinHandle<Committed>,
     counted: Vec<Counted>,
     acks: Vec<(Ack, usize, usize)>,
 }
