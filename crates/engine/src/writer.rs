@@ -273,8 +273,9 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-type Joined =
-    Result<(Vec<WriteOp>, Result<Vec<i64>, StoreError>, Duration), tokio::task::JoinError>;
+/// What a commit task hands back: its writes, the store's answer, its time.
+type Committed = (Vec<WriteOp>, Result<Vec<i64>, StoreError>, Duration);
+type Joined = Result<Committed, tokio::task::JoinError>;
 
 /// A commit running in its own task.
 struct Inflight {
