@@ -273,25 +273,6 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// What a commit task hands back: its writes, the store's answer, its time.
-type Committed = (Vec<WriteOp>, Result<Vec<i64>, StoreError>, Duration);
-type Joined = Result<Committed, tokio::task::JoinError>;
-
-/// A commit running in its own task.
-struct Inflight {
-    handle: tokio::task::JoinHandle<Committed>,
-    counted: Vec<Counted>,
-    acks: Vec<(Ack, usize, usize)>,
-}
-
-/// Waits for the running commit (only polled when there is one).
-async fn join(inflight: &mut Option<Inflight>) -> Joined {
-    match inflight {
-        Some(f) => (&mut f.handle).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What to do after a batch is committed.
 enum After {
     Nothing,
@@ -307,26 +288,16 @@ impl Writer {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
         let mut batch: Vec<(Ops, Ack)> = Vec::new();
-        // At most one commit runs while the next batch is collected
-        // (pipelining); commits still happen one after the other, in order.
-        let mut inflight: Option<Inflight> = None;
         loop {
             let first = tokio::select! {
                 biased;
-                joined = join(&mut inflight), if inflight.is_some() => {
-                    if let Some(f) = inflight.take() {
-                        self.finish(f, joined);
-                    }
-                    continue;
-                }
-                // Before new messages, so a steady load cannot starve it.
-                _ = ticker.tick(), if inflight.is_none() => {
+                msg = self.rx.recv() => msg,
+                _ = ticker.tick() => {
                     if let Err(e) = self.snapshot().await {
                         tracing::warn!(error = %e, "saving the counter snapshot failed");
                     }
                     continue;
                 }
-                msg = self.rx.recv() => msg,
             };
             let mut after = After::Nothing;
             let mut count = 0usize;
@@ -346,22 +317,9 @@ impl Writer {
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let gap = tokio::time::Instant::now() + self.config.idle_gap;
-                            tokio::select! {
-                                biased;
-                                // The running commit finished: answer its
-                                // callers now (they may join this batch).
-                                joined = join(&mut inflight), if inflight.is_some() => {
-                                    if let Some(f) = inflight.take() {
-                                        self.finish(f, joined);
-                                    }
-                                    continue;
-                                }
-                                m = tokio::time::timeout_at(deadline.min(gap), self.rx.recv()) => {
-                                    match m {
-                                        Ok(m) => m,
-                                        Err(_elapsed) => break,
-                                    }
-                                }
+                            match tokio::time::timeout_at(deadline.min(gap), self.rx.recv()).await {
+                                Ok(m) => m,
+                                Err(_elapsed) => break,
                             }
                         }
                     };
@@ -375,20 +333,7 @@ impl Writer {
                     }
                 }
             }
-            // Commits stay in order: the previous one finishes first.
-            if let Some(mut f) = inflight.take() {
-                let joined = (&mut f.handle).await;
-                self.finish(f, joined);
-            }
-            let started = self.start(&mut batch);
-            if matches!(after, After::Nothing) {
-                inflight = started;
-                continue;
-            }
-            if let Some(mut f) = started {
-                let joined = (&mut f.handle).await;
-                self.finish(f, joined);
-            }
+            self.commit(&mut batch).await;
             match after {
                 After::Nothing => {}
                 After::Flush(tx) => {
@@ -436,10 +381,9 @@ impl Writer {
         }
     }
 
-    /// Starts committing a batch in its own task; `None` when it is empty.
-    fn start(&mut self, batch: &mut Vec<(Ops, Ack)>) -> Option<Inflight> {
+    async fn commit(&mut self, batch: &mut Vec<(Ops, Ack)>) {
         if batch.is_empty() {
-            return None;
+            return;
         }
         let taken = std::mem::take(batch);
         let mut ops: Vec<WriteOp> = Vec::with_capacity(taken.iter().map(|(o, _)| o.len()).sum());
@@ -464,36 +408,13 @@ impl Writer {
             }
             acks.push((ack, first_append, appends));
         }
-        let store = self.store.clone();
-        let handle = tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let result = store.append_batch(&ops).await;
-            (ops, result, started.elapsed())
-        });
-        Some(Inflight {
-            handle,
-            counted,
-            acks,
-        })
-    }
-
-    /// Applies a finished commit: the aggregate, the stats, the callers' acks.
-    fn finish(&mut self, f: Inflight, joined: Joined) {
-        let Inflight { counted, acks, .. } = f;
-        let (ops, result, took) = match joined {
-            Ok(j) => j,
-            Err(e) => (
-                Vec::new(),
-                Err(StoreError::Corrupt(format!("the commit task failed: {e}"))),
-                Duration::ZERO,
-            ),
-        };
+        let started = std::time::Instant::now();
+        let result = self.store.append_batch(&ops).await;
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         {
             use std::sync::atomic::Ordering::Relaxed;
             self.stats.batches.fetch_add(1, Relaxed);
-            self.stats
-                .commit_micros
-                .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+            self.stats.commit_micros.fetch_add(took, Relaxed);
             if result.is_ok() {
                 self.stats.writes.fetch_add(ops.len() as u64, Relaxed);
             } else {
@@ -514,7 +435,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = acks.len(), "group commit failed");
+                tracing::error!(error = %e, writes = ops.len(), "group commit failed");
                 let e = Arc::new(e);
                 for (ack, _, _) in acks {
                     let _ = ack.send(Err(e.clone()));
