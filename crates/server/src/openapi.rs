@@ -61,12 +61,132 @@ impl Modify for BearerAuth {
     }
 }
 
+/// An RFC 9457 problem, as every error of the API is rendered (see
+/// [`crate::error::ApiError`]). Enforcement denials add the decision's fields.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDoc {
+    /// The problem type: a URI ending in `code`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// A stable machine-readable code (`validation`, `unauthenticated`, …).
+    pub code: String,
+    /// The invalid fields (422 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldErrorDoc>>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = FieldError)]
+pub struct FieldErrorDoc {
+    pub field: String,
+    pub message: String,
+}
+
+/// The errors any authenticated operation may answer, whatever its handler
+/// does: documented on every operation that does not document them itself,
+/// so clients (and conformance checkers) know every status they can get.
+///
+/// - 400: a body or query string that does not parse; 401: a missing or
+///   invalid key; 403: a key whose scope does not allow the operation;
+///   422: an invalid field; 429: the key's rate limit;
+/// - 404 where the path names a resource;
+/// - 409 on writes and on a customer's paths (the customer is deleted, or the
+///   write conflicts with the current state);
+/// - 413 and 415 where there is a request body.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (name, schema) in [
+        ("Problem", <ProblemDoc as utoipa::PartialSchema>::schema()),
+        (
+            "FieldError",
+            <FieldErrorDoc as utoipa::PartialSchema>::schema(),
+        ),
+    ] {
+        components.schemas.entry(name.to_string()).or_insert(schema);
+    }
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let has_params = path.contains('{');
+        let customer_path = path.starts_with("/v1/customers/{");
+        let ops = [
+            (false, item.get.as_mut()),
+            (true, item.post.as_mut()),
+            (true, item.put.as_mut()),
+            (true, item.patch.as_mut()),
+            (true, item.delete.as_mut()),
+        ];
+        for (write, op) in ops {
+            let Some(op) = op else { continue };
+            let public = op.security.as_ref().is_some_and(|reqs| {
+                reqs.iter().all(|r| {
+                    serde_json::to_value(r)
+                        .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+                })
+            });
+            if public {
+                continue;
+            }
+            let mut add: Vec<(&str, &str)> = vec![
+                (
+                    "400",
+                    "Malformed request (a body or query string that does not parse)",
+                ),
+                ("401", "Missing or invalid API key"),
+                ("403", "This key's scope does not allow the operation"),
+                ("422", "Invalid request (the field is named)"),
+                (
+                    "429",
+                    "Too many requests for this API key (see `Retry-After`)",
+                ),
+            ];
+            if has_params {
+                add.push(("404", "Not found"));
+            }
+            if write || customer_path {
+                add.push((
+                    "409",
+                    "Conflicts with the current state (e.g. the customer is deleted)",
+                ));
+            }
+            if op.request_body.is_some() {
+                add.push(("413", "Request body too large"));
+                add.push(("415", "The body is not `application/json`"));
+            }
+            for (status, description) in add {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| problem(description));
+            }
+        }
+    }
+}
+
 /// The full document (computed once from the routes).
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
     DOC.get_or_init(|| {
         let mut doc = crate::routes::router().into_openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+        document_common_errors(&mut doc);
         doc
     })
 }
