@@ -38,6 +38,143 @@ pub enum Command {
     /// a running server picks changes up within seconds).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Create, show and list customers on a running server.
+    #[command(subcommand)]
+    Customers(CustomersCommand),
+    /// Send, import and export usage on a running server.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Drive realistic traffic through the HTTP API (an embedded server by
+    /// default, or --url) and print each customer's usage at the end.
+    Demo(DemoArgs),
+}
+
+/// How to reach a running server.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The API key (admin or server scope; `tollgate serve` prints an admin key
+    /// on its first start, `tollgate keys create` mints more).
+    #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print the server's JSON instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomersCommand {
+    /// Create a customer (the host application's id), optionally subscribed to a plan.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The customer's id in your application.
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Subscribe at once to this plan (its latest version).
+        #[arg(long)]
+        plan: Option<String>,
+        /// ISO-4217 currency (default USD).
+        #[arg(long)]
+        currency: Option<String>,
+        /// IANA time zone (default UTC).
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
+    /// Show a customer: its subscription and what each feature allows now.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// List customers (follows the pages for you).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only customers subscribed to this plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// At most this many customers (default: all).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Record usage now: an atomic check-and-consume (POST /v1/check with consume=true).
+    ///
+    /// Prints whether it was allowed, with used / limit / remaining.
+    /// Exit status: 0 allowed; 3 denied (limit reached, feature not in the plan,
+    /// ...: nothing was recorded); 2 any other error.
+    #[command(after_help = "Exit status: 0 allowed, 3 denied (nothing recorded), 2 error.")]
+    Send {
+        #[command(flatten)]
+        client: ClientArgs,
+        customer: String,
+        feature: String,
+        /// A decimal quantity such as 1 or 12.5.
+        #[arg(allow_hyphen_values = true)]
+        quantity: String,
+        /// Idempotency key: a retry with the same key counts once.
+        #[arg(long = "key", value_name = "IDEMPOTENCY_KEY")]
+        key: Option<String>,
+        /// A property stored with the usage (dimension for pricing, audit): k=v.
+        #[arg(long = "property", value_name = "K=V")]
+        properties: Vec<String>,
+    },
+    /// Import usage events from a CSV file (POST /v1/events, 10,000 per request).
+    ///
+    /// Columns (a header row names them, in any order): customer, feature,
+    /// quantity, and optionally timestamp (RFC 3339; at most 48 h old),
+    /// idempotency_key (a row already imported is a duplicate, so an import can
+    /// be re-run) and properties (a JSON object).
+    #[command(
+        after_help = "Exit status: 0 every row accepted or duplicate, 3 some rows rejected (the summary names the first ones), 2 error."
+    )]
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Export the usage ledger as CSV (admin key; GET /v1/admin/usage/export).
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        feature: Option<String>,
+        /// Event time from (RFC 3339, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Event time to (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Write to this file (default: stdout).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Drive an existing server instead of starting an embedded one (needs an
+    /// admin --api-key).
+    #[arg(long, env = "TOLLGATE_URL")]
+    pub url: Option<String>,
+    /// The admin key of the server at --url.
+    #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// How long to drive traffic, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
 }
 
 /// Where the configuration comes from. Layers, later ones win: defaults, the
@@ -145,6 +282,19 @@ pub enum PlansCommand {
     /// Compare two plans of a catalog (--from/--to), or the same plans across two
     /// versions of a catalog file (OLD NEW): what a new version would change.
     Diff(DiffArgs),
+    /// Check a catalog file against the plans a running server serves.
+    ///
+    /// The server has no route to replace its catalog at runtime: this validates
+    /// FILE, compares it with the served plans (GET /v1/plans) and says which
+    /// plans would get a new version. The served catalog changes when the
+    /// server restarts with `tollgate serve --catalog FILE`: plans are versioned
+    /// on start, and existing subscribers keep the version they have.
+    Apply {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Catalog file (TOML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use tollgate_core::catalog::{Catalog, Plan, PlanDiffEntry, VersionChange};
 use tollgate_core::pricing::{LineKind, Quote};
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
-fn table(rows: &[Vec<String>]) -> String {
+pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -57,7 +57,12 @@ fn price_line(plan: &Plan) -> String {
 /// A catalog at a glance: features, then a matrix of plans × features.
 pub fn catalog(catalog: &Catalog) -> String {
     let mut out = format!("Catalog {:?}\n\nFeatures\n", catalog.name);
-    let mut rows = vec![vec!["key".into(), "kind".into(), "unit".into(), "name".into()]];
+    let mut rows = vec![vec![
+        "key".into(),
+        "kind".into(),
+        "unit".into(),
+        "name".into(),
+    ]];
     for f in catalog.features.values() {
         rows.push(vec![
             f.key.clone(),
@@ -202,9 +207,8 @@ pub fn quote(plan: &Plan, q: &Quote) -> String {
         ]);
         if line.tiers.len() > 1 {
             for t in &line.tiers {
-                let to = t
-                    .to
-                    .map_or_else(|| "∞".to_string(), |v| v.normalize().to_string());
+                let to =
+                    t.to.map_or_else(|| "∞".to_string(), |v| v.normalize().to_string());
                 let mut price = t.unit_price.normalize().to_string();
                 if !t.flat_fee.is_zero() {
                     let _ = write!(price, " + {} flat", t.flat_fee.normalize());
@@ -232,6 +236,195 @@ pub fn quote(plan: &Plan, q: &Quote) -> String {
             out,
             "\nnot billed on this plan (no charge): {}",
             q.unpriced_metrics.join(", ")
+        );
+    }
+    out
+}
+
+// --- Answers of a running server ---------------------------------------------
+
+use crate::commands::client::{Customer, Dashboard, Entitlements};
+
+fn or_dash(v: Option<&str>) -> String {
+    v.map_or_else(|| "-".to_string(), str::to_string)
+}
+
+/// A customer and what its features allow now.
+pub fn customer(c: &Customer, e: &Entitlements) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "customer  {}", c.id);
+    if let Some(n) = &c.name {
+        let _ = writeln!(out, "name      {n}");
+    }
+    if let Some(m) = &c.email {
+        let _ = writeln!(out, "email     {m}");
+    }
+    let _ = writeln!(out, "currency  {}   time zone {}", c.currency, c.time_zone);
+    match &c.subscription {
+        Some(s) => {
+            let trial = s
+                .trial_ends_at
+                .as_deref()
+                .map(|t| format!(", trial ends {t}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "plan      {} v{} ({}{trial})",
+                s.plan, s.plan_version, s.status
+            );
+        }
+        None => {
+            let _ = writeln!(out, "plan      none (no subscription)");
+        }
+    }
+    if c.admin_bypass {
+        let _ = writeln!(out, "admin bypass on: limits are not enforced");
+    }
+    if let Some(d) = &c.deleted_at {
+        let _ = writeln!(out, "deleted   {d}");
+    }
+    if let Some(b) = &e.blocked {
+        let _ = writeln!(out, "blocked   {b}: no feature is accessible");
+    }
+    let _ = writeln!(out);
+    let mut rows = vec![vec![
+        "FEATURE".to_string(),
+        "KIND".into(),
+        "ACCESS".into(),
+        "USED".into(),
+        "LIMIT".into(),
+        "REMAINING".into(),
+        "NOTES".into(),
+    ]];
+    for f in &e.features {
+        let used = f.used.clone().or_else(|| f.level.clone());
+        let limit = match (&f.limit, f.kind.as_str()) {
+            (Some(l), _) => l.clone(),
+            (None, "metered" | "gauge" | "rate") if f.access => "unlimited".into(),
+            (None, "flag") => if f.enabled == Some(true) { "on" } else { "off" }.into(),
+            (None, "value") => match f.value.as_ref().map(|v| v.get("value").unwrap_or(v)) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => "-".into(),
+            },
+            _ => "-".into(),
+        };
+        let mut notes = Vec::new();
+        if f.hard == Some(false) {
+            notes.push("soft".to_string());
+        }
+        if let Some(g) = f.grants_remaining.as_deref().filter(|g| *g != "0") {
+            notes.push(format!("grants {g}"));
+        }
+        if let Some(r) = &f.resets_at {
+            notes.push(format!("resets {r}"));
+        }
+        if f.overridden {
+            notes.push("override".into());
+        }
+        rows.push(vec![
+            f.feature.clone(),
+            f.kind.clone(),
+            if f.access { "yes" } else { "no" }.into(),
+            or_dash(used.as_deref()),
+            limit,
+            or_dash(f.remaining.as_deref()),
+            notes.join(", "),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out
+}
+
+/// One list of customers.
+pub fn customers(list: &[Customer]) -> String {
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "PLAN".into(),
+        "STATUS".into(),
+        "CREATED".into(),
+        "NAME".into(),
+    ]];
+    for c in list {
+        rows.push(vec![
+            c.id.clone(),
+            c.subscription
+                .as_ref()
+                .map_or_else(|| "-".into(), |s| format!("{} v{}", s.plan, s.plan_version)),
+            match (&c.deleted_at, &c.subscription) {
+                (Some(_), _) => "deleted".into(),
+                (None, Some(s)) => s.status.clone(),
+                (None, None) => "-".into(),
+            },
+            c.created_at.chars().take(19).collect(),
+            c.name.clone().unwrap_or_default(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// A customer's usage dashboard: used / limit / percent per feature, its
+/// alerts and its cost so far.
+pub fn dashboard(d: &Dashboard) -> String {
+    let mut out = String::new();
+    let plan = d
+        .plan
+        .as_ref()
+        .map_or_else(|| "no plan".into(), |p| format!("{} v{}", p.key, p.version));
+    let _ = writeln!(
+        out,
+        "{} ({plan}{})",
+        d.customer,
+        d.status
+            .as_deref()
+            .map(|s| format!(", {s}"))
+            .unwrap_or_default()
+    );
+    let mut rows = vec![vec![
+        "  FEATURE".to_string(),
+        "USED".into(),
+        "LIMIT".into(),
+        "PERCENT".into(),
+        "OVERAGE".into(),
+    ]];
+    for (key, f) in &d.usage_summary {
+        rows.push(vec![
+            format!("  {key}"),
+            f.used.clone(),
+            f.limit.clone().unwrap_or_else(|| "unlimited".into()),
+            f.percentage_used
+                .as_deref()
+                .map_or_else(|| "-".into(), |p| format!("{p}%")),
+            if f.overage == "0" || f.overage.is_empty() {
+                "-".into()
+            } else {
+                f.overage.clone()
+            },
+        ]);
+    }
+    out.push_str(&table(&rows));
+    for a in &d.alerts {
+        let mut extra = String::new();
+        if let Some(u) = &a.upgrade_to {
+            let _ = write!(extra, "; upgrade to {u}");
+        }
+        if let Some(e) = &a.emergency_allowance {
+            let _ = write!(extra, "; emergency allowance {e}");
+        }
+        let _ = writeln!(out, "  alert {}: {}{extra}", a.kind, a.message);
+    }
+    if let Some(c) = &d.cost {
+        let _ = writeln!(
+            out,
+            "  cost so far {} {}, projected {} {}{}",
+            c.current_period.amount,
+            c.current_period.currency,
+            c.projected_period_end.amount,
+            c.projected_period_end.currency,
+            c.recommended_plan
+                .as_deref()
+                .map(|p| format!(" (recommended plan: {p})"))
+                .unwrap_or_default()
         );
     }
     out

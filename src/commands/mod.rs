@@ -10,8 +10,12 @@ use tollgate_core::catalog::{self, Catalog, CatalogErrors};
 use tollgate_core::pricing::{QuoteError, UsageQuantity};
 
 use crate::cli::{Cli, Command, DiffArgs, PlansCommand, QuoteArgs};
+
 use crate::render;
 
+pub mod client;
+mod demo;
+mod remote;
 mod server;
 
 /// Errors a command reports as one clear line.
@@ -38,6 +42,13 @@ pub enum CliError {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Server(String),
+    /// A problem+json answer of the server.
+    #[error("{status} {code}: {detail}")]
+    Api {
+        status: u16,
+        code: String,
+        detail: String,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -49,6 +60,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => server::serve(args),
         Command::Migrate(args) => server::migrate(&args),
         Command::Keys(cmd) => server::keys(cmd),
+        Command::Plans(PlansCommand::Apply { client, file }) => remote::apply(&client, &file),
+        Command::Customers(cmd) => remote::customers(cmd),
+        Command::Usage(cmd) => remote::usage(cmd),
+        Command::Demo(args) => demo::run(&args),
     }
 }
 

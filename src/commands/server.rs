@@ -29,7 +29,7 @@ fn config(args: &ConfigArgs, serve: Option<&ServeArgs>) -> Result<Config, CliErr
     Config::load(&file, &overrides).map_err(|e| CliError::Server(e.to_string()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
