@@ -15,7 +15,12 @@ use clap::{Args, Parser, Subcommand};
         with `tollgate quote`.\n\n\
         Run the HTTP API with `tollgate serve --catalog FILE`: the first start prints an \
         admin API key once. `tollgate keys` mints, lists and revokes keys directly in the \
-        store (for an operator who lost the admin key); `tollgate migrate` prepares a store."
+        store (for an operator who lost the admin key); `tollgate migrate` prepares a store.\n\n\
+        `tollgate customers`, `tollgate usage` and `tollgate plans apply` talk to a running \
+        server: --url (or TOLLGATE_URL, default http://127.0.0.1:8080) and --api-key (or \
+        TOLLGATE_API_KEY). Errors of the server are one line on stderr with exit status 2; \
+        a denial (or rejected rows of an import) exits 3. `tollgate demo` shows it all at \
+        work on an embedded server."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -372,3 +372,62 @@ fn demo_drives_a_running_server_and_prints_each_customers_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-key"));
 }
+
+#[test]
+fn demo_runs_on_an_embedded_server_and_cleans_up() {
+    let out = bin().args(["demo", "--duration", "1"]).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("embedded server on http://127.0.0.1:"),
+        "{first}"
+    );
+    assert!(
+        stdout.contains("EMERGENCY") && stdout.contains("cost so far"),
+        "{stdout}"
+    );
+    // The temporary data directory is gone.
+    let dir = first
+        .split("SQLite in ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap();
+    assert!(!Path::new(dir).exists(), "{dir} was left behind");
+}
+
+#[test]
+fn a_large_import_is_sent_in_chunks_of_ten_thousand() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let (code, _, err) = server.run(&["customers", "create", "big", "--plan", "enterprise"]);
+    assert_eq!(code, 0, "{err}");
+    let csv = dir.path().join("big.csv");
+    let mut text = String::from("feature,customer,quantity,idempotency_key\n");
+    for i in 0..23_456 {
+        text.push_str(&format!("tokens,big,{},k{i}\n", 1 + i % 7));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let (code, out, err) = server.run(&["usage", "import", csv.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accepted"], 23_456, "{out}");
+    assert_eq!(v["rejected"], 0, "{out}");
+    let (code, out, _) = server.run(&["customers", "show", "big", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tokens = v["entitlements"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "tokens")
+        .unwrap()
+        .clone();
+    let expected: u64 = (0..23_456u64).map(|i| 1 + i % 7).sum();
+    assert_eq!(tokens["used"], expected.to_string());
+}

@@ -192,7 +192,11 @@ impl Demo {
     async fn run(mut self) -> Result<ExitCode, CliError> {
         self.setup().await?;
         self.script().await?;
-        self.traffic().await?;
+        // Ctrl-C ends the traffic early; the summary is still printed.
+        tokio::select! {
+            r = self.traffic() => r?,
+            _ = tokio::signal::ctrl_c() => println!("interrupted: stopping the traffic"),
+        }
         self.summary().await?;
         Ok(ExitCode::SUCCESS)
     }
