@@ -313,8 +313,17 @@ mod tests {
         let m = Money::parse("339.50", Currency::USD).unwrap();
         assert_eq!(m.to_minor_units().unwrap(), 33950);
         assert_eq!(Money::from_minor_units(33950, Currency::USD), m);
-        assert_eq!(Money::new(dec!(1500), Currency::JPY).to_minor_units().unwrap(), 1500);
-        assert!(Money::new(dec!(0.001), Currency::USD).to_minor_units().is_err());
+        assert_eq!(
+            Money::new(dec!(1500), Currency::JPY)
+                .to_minor_units()
+                .unwrap(),
+            1500
+        );
+        assert!(
+            Money::new(dec!(0.001), Currency::USD)
+                .to_minor_units()
+                .is_err()
+        );
     }
 
     #[test]
@@ -330,6 +339,9 @@ mod tests {
     fn semantics_adding_different_currencies_is_an_error() {
         let a = Money::zero(Currency::USD);
         let b = Money::zero(Currency::EUR);
-        assert!(matches!(a.checked_add(b), Err(MoneyError::CurrencyMismatch(..))));
+        assert!(matches!(
+            a.checked_add(b),
+            Err(MoneyError::CurrencyMismatch(..))
+        ));
     }
 }
