@@ -1,0 +1,241 @@
+//! A failed group commit undoes the decisions it carried: the callers get an
+//! error, the counters, grants, reservations and idempotency keys are as if the
+//! requests never happened, and a retry with the same key is decided again.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tollgate_engine::{Engine, EngineError, IngestEvent, TestClock, UsageRequest};
+use tollgate_store::*;
+
+/// A store whose `append_batch` fails while `fail` is set; everything else is
+/// the real backend. (When the `Store` trait gains a method, delegate it here.)
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn Store>,
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl Store for Flaky {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> Result<()> {
+        self.inner.migrate().await
+    }
+    async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()> {
+        self.inner.put_plan_version(plan).await
+    }
+    async fn plan_versions(&self) -> Result<Vec<PlanVersionRecord>> {
+        self.inner.plan_versions().await
+    }
+    async fn insert_customer(&self, c: &CustomerRecord) -> Result<()> {
+        self.inner.insert_customer(c).await
+    }
+    async fn update_customer(&self, c: &CustomerRecord) -> Result<()> {
+        self.inner.update_customer(c).await
+    }
+    async fn get_customer(&self, id: &str) -> Result<Option<CustomerRecord>> {
+        self.inner.get_customer(id).await
+    }
+    async fn list_customers(&self, f: &CustomerFilter) -> Result<Vec<CustomerRecord>> {
+        self.inner.list_customers(f).await
+    }
+    async fn all_customers(&self) -> Result<Vec<CustomerRecord>> {
+        self.inner.all_customers().await
+    }
+    async fn put_subscription(&self, s: &SubscriptionRecord) -> Result<()> {
+        self.inner.put_subscription(s).await
+    }
+    async fn get_subscription(&self, c: &str) -> Result<Option<SubscriptionRecord>> {
+        self.inner.get_subscription(c).await
+    }
+    async fn all_subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.inner.all_subscriptions().await
+    }
+    async fn put_override(&self, o: &OverrideRecord) -> Result<()> {
+        self.inner.put_override(o).await
+    }
+    async fn delete_override(&self, c: &str, f: &str) -> Result<bool> {
+        self.inner.delete_override(c, f).await
+    }
+    async fn all_overrides(&self) -> Result<Vec<OverrideRecord>> {
+        self.inner.all_overrides().await
+    }
+    async fn insert_grant(&self, g: &GrantRecord) -> Result<()> {
+        self.inner.insert_grant(g).await
+    }
+    async fn void_grant(&self, id: &str, at: Timestamp) -> Result<()> {
+        self.inner.void_grant(id, at).await
+    }
+    async fn all_grants(&self) -> Result<Vec<GrantRecord>> {
+        self.inner.all_grants().await
+    }
+    async fn append_batch(&self, ops: &[WriteOp]) -> Result<Vec<i64>> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt("injected failure".into()));
+        }
+        self.inner.append_batch(ops).await
+    }
+    async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>> {
+        self.inner.usage(q).await
+    }
+    async fn usage_recorded_since(&self, since: Timestamp) -> Result<Vec<UsageRecord>> {
+        self.inner.usage_recorded_since(since).await
+    }
+    async fn usage_after(&self, seq: i64, limit: u32) -> Result<Vec<UsageRecord>> {
+        self.inner.usage_after(seq, limit).await
+    }
+    async fn max_seq(&self) -> Result<i64> {
+        self.inner.max_seq().await
+    }
+    async fn sum_usage(
+        &self,
+        c: &str,
+        f: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, Decimal>> {
+        self.inner.sum_usage(c, f, from, to).await
+    }
+    async fn open_reservations(&self) -> Result<Vec<ReservationRecord>> {
+        self.inner.open_reservations().await
+    }
+    async fn get_reservation(&self, id: &str) -> Result<Option<ReservationRecord>> {
+        self.inner.get_reservation(id).await
+    }
+    async fn save_snapshot(&self, seq: i64, c: &[CounterSnapshot]) -> Result<()> {
+        self.inner.save_snapshot(seq, c).await
+    }
+    async fn load_snapshot(&self) -> Result<Option<(i64, Vec<CounterSnapshot>)>> {
+        self.inner.load_snapshot().await
+    }
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        self.inner.insert_api_key(key).await
+    }
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        self.inner.api_keys().await
+    }
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
+        self.inner.revoke_api_key(id, at).await
+    }
+}
+
+fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {
+    engine
+        .entitlements(c)
+        .unwrap()
+        .features
+        .into_iter()
+        .find(|s| s.feature == f)
+        .unwrap()
+        .used
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_failed_commit_undoes_the_decision() {
+    for b in common::backends("compensation") {
+        let flaky = Arc::new(Flaky {
+            inner: b.store().await,
+            fail: AtomicBool::new(false),
+        });
+        let clock = TestClock::new(common::t0());
+        let engine = Engine::open(
+            flaky.clone(),
+            common::catalog(),
+            Arc::new(clock.clone()),
+            common::config(),
+        )
+        .await
+        .unwrap();
+        common::customer(&engine, "acme", "free").await; // api_calls hard 100
+        engine
+            .add_grant(tollgate_engine::NewGrant {
+                customer: "acme".into(),
+                feature: "api_calls".into(),
+                kind: "top_up".into(),
+                quantity: dec!(10),
+                priority: 0,
+                effective_at: None,
+                expires_at: None,
+                metadata: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        let ok = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(95)).key("a"))
+            .await
+            .unwrap();
+        assert!(ok.allowed);
+
+        flaky.fail.store(true, Ordering::SeqCst);
+        // 10 would take the plan's last 5 and 5 of the grant: undone.
+        let e = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(10)).key("b"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Store(_)), "{e}");
+        assert_eq!(used(&engine, "acme", "api_calls"), Some(dec!(95)));
+        assert_eq!(engine.grants("acme").unwrap()[0].1, dec!(10));
+        // A reservation and a gauge change are undone too.
+        assert!(
+            engine
+                .reserve(UsageRequest::new("acme", "api_calls", dec!(5)), None)
+                .await
+                .is_err()
+        );
+        assert!(engine.reservations("acme").unwrap().is_empty());
+        assert!(
+            engine
+                .gauge_set(UsageRequest::new("acme", "seats", dec!(2)))
+                .await
+                .is_err()
+        );
+        assert_eq!(engine.gauge_level("acme", "seats").unwrap(), dec!(0));
+        // An ingest batch fails as a whole and counts nothing.
+        let ev = IngestEvent {
+            customer: "acme".into(),
+            feature: "api_calls".into(),
+            quantity: dec!(3),
+            timestamp: common::t0(),
+            idempotency_key: Some("e".into()),
+            properties: BTreeMap::new(),
+            billable: true,
+        };
+        assert!(engine.ingest(vec![ev.clone()]).await.is_err());
+        assert_eq!(used(&engine, "acme", "api_calls"), Some(dec!(95)));
+
+        flaky.fail.store(false, Ordering::SeqCst);
+        // The failed keys were released: their retries are decided afresh.
+        let retry = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(10)).key("b"))
+            .await
+            .unwrap();
+        assert!(retry.allowed && !retry.replayed);
+        assert_eq!(retry.used, dec!(105));
+        assert_eq!(
+            engine.ingest(vec![ev]).await.unwrap(),
+            vec![tollgate_engine::IngestResult::Accepted {
+                counted: true,
+                over_limit: false
+            }]
+        );
+        let replay = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(95)).key("a"))
+            .await
+            .unwrap();
+        assert!(replay.replayed);
+        assert!(engine.verify("acme", "api_calls").await.unwrap().consistent);
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
