@@ -121,7 +121,9 @@ pub enum UsageCommand {
     Send {
         #[command(flatten)]
         client: ClientArgs,
+        /// The customer's id in your application.
         customer: String,
+        /// A metered or rate feature of the customer's plan (e.g. queries_per_month).
         feature: String,
         /// A decimal quantity such as 1 or 12.5.
         #[arg(allow_hyphen_values = true)]
@@ -294,6 +296,10 @@ pub enum PlansCommand {
     /// plans would get a new version. The served catalog changes when the
     /// server restarts with `tollgate serve --catalog FILE`: plans are versioned
     /// on start, and existing subscribers keep the version they have.
+    ///
+    /// The comparison covers what the API shows of a plan (name, tier, price,
+    /// interval, entitlement summaries, charges); `tollgate plans diff OLD NEW`
+    /// on two catalog files is exact. Exit status: 0 (nothing is changed).
     Apply {
         #[command(flatten)]
         client: ClientArgs,
