@@ -36,7 +36,12 @@ fn every_example_catalog_validates() {
     args.extend(names.iter().map(String::as_str));
     let out = tollgate(&args);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(stdout(&out).matches("\nok ").count() + 1, 5, "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out).matches("\nok ").count() + 1,
+        5,
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -108,7 +113,10 @@ fn quote_with_an_unknown_metric_or_plan_fails_with_a_clear_line() {
     let out = tollgate(&["quote", "-c", "examples/catalogs/pulse.toml", "-p", "gold"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("\"gold\"") && err.contains("free, pro, enterprise"), "{err}");
+    assert!(
+        err.contains("\"gold\"") && err.contains("free, pro, enterprise"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +150,10 @@ queries = { limit = -5 }
     let out = tollgate(&["plans", "validate", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("plans.pro.entitlements.queries.limit"), "{text}");
+    assert!(
+        text.contains("plans.pro.entitlements.queries.limit"),
+        "{text}"
+    );
     assert!(text.contains("-5"), "{text}");
     assert!(text.contains("plans.pro.colour"), "{text}");
 }
@@ -152,7 +163,10 @@ fn a_missing_file_is_one_clear_line() {
     let out = tollgate(&["plans", "show", "no/such/catalog.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: cannot read no/such/catalog.toml"), "{err}");
+    assert!(
+        err.starts_with("error: cannot read no/such/catalog.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,6 +193,12 @@ fn the_ten_mistakes_example_reports_ten_paths() {
         .map(|l| l.trim().split(':').next().unwrap())
         .collect();
     assert_eq!(paths.len(), 10, "{text}");
-    assert!(paths.contains(&"plans.pro.entitlements.queries.limit"), "{text}");
-    assert!(paths.contains(&"plans.team.charges[0].price.tiers[1].up_to"), "{text}");
+    assert!(
+        paths.contains(&"plans.pro.entitlements.queries.limit"),
+        "{text}"
+    );
+    assert!(
+        paths.contains(&"plans.team.charges[0].price.tiers[1].up_to"),
+        "{text}"
+    );
 }
