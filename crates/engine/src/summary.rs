@@ -20,6 +20,10 @@ impl Engine {
         inner.with_customer(customer, |st| {
             let gate = st.gate(now).err();
             let bypass = st.bypass();
+            let period = st
+                .sub
+                .as_ref()
+                .and_then(|s| s.cycle.period_containing(now).ok());
             let mut features = Vec::with_capacity(inner.features.defs.len());
             for (f, def) in inner.features.defs.iter().enumerate() {
                 let (ent, overridden) = st.ent(f);
@@ -118,6 +122,8 @@ impl Engine {
                     .sub
                     .as_ref()
                     .map(|s| s.record.status.as_str().to_string()),
+                period_start: period.map(|p| p.start),
+                period_end: period.map(|p| p.end),
                 admin_bypass: bypass,
                 blocked: gate,
                 features,

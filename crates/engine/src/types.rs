@@ -354,6 +354,11 @@ pub struct EntitlementsSummary {
     pub plan_key: Option<String>,
     pub plan_version: Option<u32>,
     pub status: Option<String>,
+    /// The subscription's current billing period `[start, end)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<Timestamp>,
     pub admin_bypass: bool,
     /// Why nothing is accessible, if so (no subscription, canceled, trial over).
     #[serde(default, skip_serializing_if = "Option::is_none")]

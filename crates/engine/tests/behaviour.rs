@@ -1328,6 +1328,8 @@ async fn semantics_entitlements_summary() {
             .unwrap();
         let s = engine.entitlements("acme").unwrap();
         assert_eq!(s.plan_key.as_deref(), Some("pro"));
+        assert_eq!(s.period_start, Some(ts("2025-01-15T12:00:00Z")));
+        assert_eq!(s.period_end, Some(ts("2025-02-15T12:00:00Z")));
         assert_eq!(s.features.len(), 8);
         let f = |k: &str| s.features.iter().find(|f| f.feature == k).unwrap().clone();
         let api = f("api_calls");
