@@ -341,7 +341,8 @@ pub struct SubscribeOptions {
     /// Default: `trialing` when the plan has trial days (or `trial_ends_at` is
     /// given), else `active`.
     pub status: Option<SubscriptionStatus>,
-    /// Period anchor; default now.
+    /// Period anchor; default: the current subscription's anchor on a plan
+    /// change, now for a first subscription.
     pub anchor: Option<Timestamp>,
     /// Default: anchor + the plan's trial days, when trialing.
     pub trial_ends_at: Option<Timestamp>,
@@ -594,7 +595,12 @@ impl Engine {
             return Err(EngineError::CustomerDeleted(customer.to_string()));
         }
         let now = self.inner.now();
-        let anchor = opts.anchor.unwrap_or(now);
+        // A plan change keeps the billing anchor (usage so far stays in the
+        // same window); a first subscription is anchored now.
+        let anchor = opts
+            .anchor
+            .or(current.1.as_ref().map(|s| s.anchor))
+            .unwrap_or(now);
         let trial_days = self
             .inner
             .catalog

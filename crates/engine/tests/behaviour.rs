@@ -1348,3 +1348,123 @@ async fn semantics_entitlements_summary() {
         b.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_plan_change_keeps_the_window_usage() {
+    for b in backends("plan_change") {
+        let clock = TestClock::new(t0());
+        let engine = open(&b, &clock).await;
+        customer(&engine, "acme", "free").await;
+        assert!(
+            engine
+                .consume(req("acme", "api_calls", dec!(100)))
+                .await
+                .unwrap()
+                .allowed
+        );
+        let d = engine
+            .consume(req("acme", "api_calls", dec!(1)))
+            .await
+            .unwrap();
+        assert_eq!(d.upgrade_to.as_deref(), Some("pro"));
+        // Upgrade mid-period: same anchor, same window, usage carried over.
+        clock.advance(SignedDuration::from_hours(24 * 3));
+        engine
+            .subscribe("acme", "pro", SubscribeOptions::default())
+            .await
+            .unwrap();
+        let sub = engine.subscription("acme").unwrap().unwrap();
+        assert_eq!(sub.anchor, t0());
+        let d = engine
+            .consume(req("acme", "api_calls", dec!(1)))
+            .await
+            .unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.used, dec!(101));
+        assert_eq!(d.remaining, Some(dec!(899)));
+        assert!(engine.verify("acme", "api_calls").await.unwrap().consistent);
+        // The snapshot after the change and a restart agree with the ledger.
+        engine.snapshot_now().await.unwrap();
+        engine
+            .consume(req("acme", "api_calls", dec!(9)))
+            .await
+            .unwrap();
+        drop(engine);
+        let engine = open(&b, &clock).await;
+        let d = engine
+            .check(req("acme", "api_calls", dec!(1)))
+            .await
+            .unwrap();
+        assert_eq!(d.used, dec!(110));
+        assert!(
+            engine
+                .verify_all()
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.consistent)
+        );
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_new_anchor_moves_the_window() {
+    for b in backends("new_anchor") {
+        let clock = TestClock::new(t0());
+        let engine = open(&b, &clock).await;
+        customer(&engine, "acme", "free").await;
+        engine
+            .consume(req("acme", "api_calls", dec!(60)))
+            .await
+            .unwrap();
+        clock.advance(SignedDuration::from_hours(24 * 3));
+        engine
+            .consume(req("acme", "api_calls", dec!(30)))
+            .await
+            .unwrap();
+        engine.snapshot_now().await.unwrap();
+        // Re-anchored one day ago: the new window holds only the last 30.
+        let anchor = engine.now() - SignedDuration::from_hours(24);
+        engine
+            .subscribe(
+                "acme",
+                "free",
+                SubscribeOptions {
+                    anchor: Some(anchor),
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let d = engine
+            .check(req("acme", "api_calls", dec!(1)))
+            .await
+            .unwrap();
+        assert_eq!(d.used, dec!(30));
+        assert_eq!(
+            d.resets_at,
+            Some(anchor + SignedDuration::from_hours(24 * 31))
+        );
+        engine
+            .consume(req("acme", "api_calls", dec!(5)))
+            .await
+            .unwrap();
+        engine.snapshot_now().await.unwrap();
+        engine
+            .consume(req("acme", "api_calls", dec!(1)))
+            .await
+            .unwrap();
+        drop(engine);
+        let engine = open(&b, &clock).await;
+        let d = engine
+            .check(req("acme", "api_calls", dec!(1)))
+            .await
+            .unwrap();
+        assert_eq!(d.used, dec!(36));
+        assert!(engine.verify("acme", "api_calls").await.unwrap().consistent);
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
