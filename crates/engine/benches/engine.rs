@@ -123,7 +123,17 @@ fn in_memory_decisions(c: &mut Criterion) {
         populate(&store, N).await;
         open(store).await
     });
-    let ids: Arc<Vec<String>> = Arc::new((0..N).map(id).collect());
+    // The ids as a request parser holds them: bytes in a buffer already in
+    // cache (one contiguous table), not a heap string per id.
+    let ids: Arc<Vec<[u8; 11]>> = Arc::new(
+        (0..N)
+            .map(|i| {
+                let mut b = [0u8; 11];
+                b.copy_from_slice(id(i).as_bytes());
+                b
+            })
+            .collect(),
+    );
     let mut g = c.benchmark_group("in_memory_decisions");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(8));
@@ -140,8 +150,9 @@ fn in_memory_decisions(c: &mut Criterion) {
                         let mut x = 0x9e37_79b9_7f4a_7c15 ^ (t + 1);
                         for _ in 0..iters / 2 {
                             let i = (next(&mut x) % N as u64) as usize;
+                            let id = std::str::from_utf8(&ids[i]).unwrap();
                             let d = engine
-                                .consume_in_memory(&ids[i], "api_calls", Decimal::ONE)
+                                .consume_in_memory(id, "api_calls", Decimal::ONE)
                                 .unwrap();
                             std::hint::black_box(d);
                         }
@@ -151,13 +162,14 @@ fn in_memory_decisions(c: &mut Criterion) {
             start.elapsed()
         })
     });
-    g.bench_function("check_1_thread_100k_customers", |b| {
+    g.bench_function("consume_1_thread_100k_customers", |b| {
         let mut x = 0x1234_5678_9abc_def1u64;
         b.iter(|| {
             let i = (next(&mut x) % N as u64) as usize;
+            let id = std::str::from_utf8(&ids[i]).unwrap();
             std::hint::black_box(
                 engine
-                    .consume_in_memory(&ids[i], "api_calls", Decimal::ONE)
+                    .consume_in_memory(id, "api_calls", Decimal::ONE)
                     .unwrap(),
             )
         })

@@ -72,7 +72,17 @@ fn main() {
         }
         engine
     });
-    let ids: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("cust-{i:06}")).collect());
+    // The ids as a request parser would hold them: bytes in a buffer already in
+    // cache (a contiguous table here), not a separate heap string per id.
+    let ids: Arc<Vec<[u8; 11]>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let mut b = [0u8; 11];
+                b.copy_from_slice(format!("cust-{i:06}").as_bytes());
+                b
+            })
+            .collect(),
+    );
     for threads in [1u64, 2] {
         let start = Instant::now();
         let total: u64 = std::thread::scope(|s| {
@@ -87,8 +97,9 @@ fn main() {
                         while Instant::now() < until {
                             for _ in 0..1000 {
                                 let i = (next(&mut x) % n as u64) as usize;
+                                let id = std::str::from_utf8(&ids[i]).unwrap();
                                 let d = engine
-                                    .consume_in_memory(&ids[i], "api_calls", Decimal::ONE)
+                                    .consume_in_memory(id, "api_calls", Decimal::ONE)
                                     .unwrap();
                                 std::hint::black_box(d);
                             }
