@@ -28,7 +28,12 @@ step "install schemathesis $SCHEMATHESIS_VERSION"
 if [ ! -x "$VENV/bin/schemathesis" ] \
   || ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
   rm -rf "$VENV"
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV"; then
+    # Debian's python3 needs its venv module installed separately.
+    rm -rf "$VENV"
+    apt-get install -y -qq python3-venv >/dev/null || sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 "$VENV/bin/schemathesis" --version
