@@ -1,5 +1,5 @@
 //! Durable consume throughput through the group commit, without criterion:
-//! `cargo run --release -p tollgate-engine --example durable -- [sqlite|postgres] [TASKS] [SECONDS]`
+//! `cargo run --release -p tollgate-engine --example durable -- [sqlite|postgres] [TASKS] [SECONDS] [MAX_WAIT_US] [IDLE_GAP_US]`
 //! (postgres reads TOLLGATE_TEST_POSTGRES_URL). Prints acknowledged consumes/s
 //! and the writer's batch figures.
 #![allow(clippy::unwrap_used)]
@@ -22,6 +22,14 @@ fn main() {
     let backend = args.get(1).cloned().unwrap_or_else(|| "sqlite".into());
     let tasks: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
+    // Optional: max wait and idle gap of the group commit, in microseconds.
+    let mut config = EngineConfig::default();
+    if let Some(w) = args.get(4).and_then(|s| s.parse().ok()) {
+        config.writer.max_wait = Duration::from_micros(w);
+    }
+    if let Some(g) = args.get(5).and_then(|s| s.parse().ok()) {
+        config.writer.idle_gap = Duration::from_micros(g);
+    }
     let customers = 1_000usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -51,7 +59,7 @@ fn main() {
                     .unwrap(),
             ),
         };
-        let engine = Engine::open(store, common::catalog(), Arc::new(SystemClock), EngineConfig::default())
+        let engine = Engine::open(store, common::catalog(), Arc::new(SystemClock), config)
             .await
             .unwrap();
         for i in 0..customers {
