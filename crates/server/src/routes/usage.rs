@@ -446,16 +446,62 @@ fn days_ceil(d: SignedDuration) -> i64 {
     (secs + 86_399) / 86_400
 }
 
-/// `used / elapsed × length` of the window (just `used` at its very start).
+/// Linear projection to the end of the window: `used / observed × length`.
+///
+/// `observed` is the time elapsed in the window, but at least a tenth of the
+/// window, capped at one day (so at least 1 day for a monthly window, 2.4 h
+/// for a daily one, 6 min for an hourly one). Without that floor, 80 queries
+/// in the first minute of a month would project to 3.5 million; with it they
+/// project to 80 × 30 = 2,400 ("if today's pace continues"). The projection is
+/// never below `used` and equals it once the window is over.
 pub(crate) fn project(used: Decimal, window: &Period, now: Timestamp) -> Decimal {
     let elapsed = now.duration_since(window.start).as_secs();
     let length = window.length().as_secs();
-    if elapsed <= 0 || length <= 0 || elapsed >= length {
+    if length <= 0 || elapsed >= length {
         return used;
     }
+    let floor = (length / 10).min(86_400).max(1);
+    let observed = elapsed.max(floor);
     used.checked_mul(Decimal::from(length))
-        .and_then(|x| x.checked_div(Decimal::from(elapsed)))
+        .and_then(|x| x.checked_div(Decimal::from(observed)))
         .unwrap_or(used)
+        .max(used)
+}
+
+#[cfg(test)]
+mod projection_tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn projection_extrapolates_linearly_with_a_floor_on_the_observed_time() {
+        let month = Period {
+            start: at("2026-11-01T00:00:00Z"),
+            end: at("2026-12-01T00:00:00Z"),
+        };
+        // 10 days in, 100 used: 300 by the end of a 30-day month.
+        assert_eq!(
+            project(Decimal::from(100), &month, at("2026-11-11T00:00:00Z")),
+            Decimal::from(300)
+        );
+        // One minute in, 80 used: projected from one day, not one minute.
+        assert_eq!(
+            project(Decimal::from(80), &month, at("2026-11-01T00:01:00Z")),
+            Decimal::from(2400)
+        );
+        // At the very start and after the end: what was used.
+        assert_eq!(
+            project(Decimal::from(5), &month, at("2026-11-01T00:00:00Z")),
+            Decimal::from(150)
+        );
+        assert_eq!(
+            project(Decimal::from(5), &month, at("2026-12-02T00:00:00Z")),
+            Decimal::from(5)
+        );
+    }
 }
 
 /// Features whose emergency allowance was drawn in their current window.
