@@ -460,48 +460,12 @@ pub(crate) fn project(used: Decimal, window: &Period, now: Timestamp) -> Decimal
     if length <= 0 || elapsed >= length {
         return used;
     }
-    let floor = (length / 10).min(86_400).max(1);
+    let floor = (length / 10).clamp(1, 86_400);
     let observed = elapsed.max(floor);
     used.checked_mul(Decimal::from(length))
         .and_then(|x| x.checked_div(Decimal::from(observed)))
         .unwrap_or(used)
         .max(used)
-}
-
-#[cfg(test)]
-mod projection_tests {
-    use super::*;
-
-    fn at(s: &str) -> Timestamp {
-        s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
-    #[test]
-    fn projection_extrapolates_linearly_with_a_floor_on_the_observed_time() {
-        let month = Period {
-            start: at("2026-11-01T00:00:00Z"),
-            end: at("2026-12-01T00:00:00Z"),
-        };
-        // 10 days in, 100 used: 300 by the end of a 30-day month.
-        assert_eq!(
-            project(Decimal::from(100), &month, at("2026-11-11T00:00:00Z")),
-            Decimal::from(300)
-        );
-        // One minute in, 80 used: projected from one day, not one minute.
-        assert_eq!(
-            project(Decimal::from(80), &month, at("2026-11-01T00:01:00Z")),
-            Decimal::from(2400)
-        );
-        // At the very start and after the end: what was used.
-        assert_eq!(
-            project(Decimal::from(5), &month, at("2026-11-01T00:00:00Z")),
-            Decimal::from(150)
-        );
-        assert_eq!(
-            project(Decimal::from(5), &month, at("2026-12-02T00:00:00Z")),
-            Decimal::from(5)
-        );
-    }
 }
 
 /// Features whose emergency allowance was drawn in their current window.
@@ -803,4 +767,40 @@ async fn cost(
         projected_period_end: end_quote.total.into(),
         recommended_plan,
     })
+}
+
+#[cfg(test)]
+mod projection_tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn projection_extrapolates_linearly_with_a_floor_on_the_observed_time() {
+        let month = Period {
+            start: at("2026-11-01T00:00:00Z"),
+            end: at("2026-12-01T00:00:00Z"),
+        };
+        // 10 days in, 100 used: 300 by the end of a 30-day month.
+        assert_eq!(
+            project(Decimal::from(100), &month, at("2026-11-11T00:00:00Z")),
+            Decimal::from(300)
+        );
+        // One minute in, 80 used: projected from one day, not one minute.
+        assert_eq!(
+            project(Decimal::from(80), &month, at("2026-11-01T00:01:00Z")),
+            Decimal::from(2400)
+        );
+        // At the very start and after the end: what was used.
+        assert_eq!(
+            project(Decimal::from(5), &month, at("2026-11-01T00:00:00Z")),
+            Decimal::from(150)
+        );
+        assert_eq!(
+            project(Decimal::from(5), &month, at("2026-12-02T00:00:00Z")),
+            Decimal::from(5)
+        );
+    }
 }
