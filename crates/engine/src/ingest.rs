@@ -65,7 +65,7 @@ impl Engine {
                 let Some(ev) = events[i].as_mut() else {
                     continue;
                 };
-                if ev.quantity <= Decimal::ZERO {
+                if ev.quantity <= Decimal::ZERO || ev.quantity > crate::metered::MAX_QUANTITY {
                     results[i] = rejected("invalid_quantity");
                     continue;
                 }

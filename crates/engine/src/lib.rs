@@ -38,6 +38,7 @@ pub use clock::{Clock, SystemClock, TestClock};
 pub use engine::{Engine, EngineConfig, SubscribeOptions};
 pub use error::EngineError;
 pub use ids::{GRANT_PREFIX, MAX_IDEMPOTENCY_KEY_LEN, validate_idempotency_key};
+pub use metered::MAX_QUANTITY;
 pub use model::Kind;
 pub use recover::OpenStats;
 pub use sweep::IdempotencyFootprint;

@@ -123,6 +123,23 @@ pub(crate) fn check_quantity(q: Decimal) -> Result<(), EngineError> {
             reason: "must be positive",
         });
     }
+    check_magnitude(q)
+}
+
+/// The largest quantity one request may carry: 10^15 units. Counters are exact
+/// decimals (at most ~7.9 × 10^28): with this bound no sequence of requests a
+/// deployment could make in its lifetime overflows a counter, so counter
+/// arithmetic on the hot path can stay unchecked.
+pub const MAX_QUANTITY: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
+
+/// Rejects quantities (of either sign) above [`MAX_QUANTITY`].
+pub(crate) fn check_magnitude(q: Decimal) -> Result<(), EngineError> {
+    if q.abs() > MAX_QUANTITY {
+        return Err(EngineError::InvalidQuantity {
+            quantity: q,
+            reason: "is larger than 10^15, the most one request may carry",
+        });
+    }
     Ok(())
 }
 
@@ -493,6 +510,7 @@ impl Engine {
                 reason: "must not be negative",
             });
         }
+        check_magnitude(req.quantity)?;
         let (customer, _) = self.reservation_owner(&req.reservation_id).await?;
         let key = commit_key(&req.reservation_id);
         // The feature of the reservation, for the idempotency bookkeeping.

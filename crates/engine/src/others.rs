@@ -8,7 +8,9 @@ use tollgate_store::{NewUsageRecord, UsageSource, WriteOp};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::lease::{Lease, LeaseSet};
-use crate::metered::{Outcome, Undo, Usage, answer_json, check_key, check_quantity, gate_denial};
+use crate::metered::{
+    Outcome, Undo, Usage, answer_json, check_key, check_magnitude, check_quantity, gate_denial,
+};
 use crate::model::{Ent, Kind};
 use crate::rate::RateLog;
 use crate::state::Slot;
@@ -35,6 +37,7 @@ impl Engine {
                 reason: "a gauge level cannot be negative",
             });
         }
+        check_magnitude(req.quantity)?;
         self.gauge(req, GaugeChange::Set).await
     }
 

@@ -65,10 +65,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 // Quantities: JSON numbers or strings, exact
 // ---------------------------------------------------------------------------
 
-/// The largest quantity (in absolute value) one request may carry: far above
-/// any real usage, and low enough that counters summing many of them stay
-/// exact (a decimal holds 28 digits).
-pub const MAX_MAGNITUDE: i64 = 1_000_000_000_000_000;
+/// The largest quantity (in absolute value) one request may carry: the engine's
+/// bound (10^15), checked here too so the answer names the request field.
+pub use tollgate_engine::MAX_QUANTITY as MAX_MAGNITUDE;
 
 /// Parses a decimal from a JSON number's literal text or a string's content:
 /// digits, one optional sign, one optional point and an optional exponent.
@@ -90,7 +89,7 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
     let value = parsed.map_err(|_| {
         format!("{text:?} is not a decimal number within range (at most 28 decimal places)")
     })?;
-    if value.abs() > Decimal::from(MAX_MAGNITUDE) {
+    if value.abs() > MAX_MAGNITUDE {
         return Err(format!(
             "{text} is too large: at most {MAX_MAGNITUDE} in one request"
         ));
