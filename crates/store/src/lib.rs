@@ -56,7 +56,9 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{what} {id:?} already exists")]
     Conflict { what: &'static str, id: String },
-    #[error("invalid storage URL {0:?}: expected sqlite://PATH or postgres://…")]
+    #[error(
+        "invalid storage URL {0:?}: expected sqlite://PATH[?synchronous=full|normal] or postgres://…"
+    )]
     InvalidUrl(String),
 }
 
@@ -446,14 +448,76 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
 }
 
-/// Opens a store from a URL: `sqlite://PATH` (created if missing) or `postgres://…`.
+/// Opens a store from a URL: `sqlite://PATH` (created if missing; optionally
+/// `?synchronous=normal`, see [`sqlite::Durability`]) or `postgres://…`.
 /// Call [`Store::migrate`] on it before use.
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let (path, durability) =
+            sqlite_url(rest).ok_or_else(|| StoreError::InvalidUrl(url.to_string()))?;
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open_with(path, durability).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
     } else {
         Err(StoreError::InvalidUrl(url.to_string()))
+    }
+}
+
+/// Splits `PATH[?synchronous=full|normal]`; `None` for an empty path or an
+/// unknown parameter.
+fn sqlite_url(rest: &str) -> Option<(&str, sqlite::Durability)> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() {
+        return None;
+    }
+    let durability = match query {
+        "" | "synchronous=full" => sqlite::Durability::Full,
+        "synchronous=normal" => sqlite::Durability::Process,
+        _ => return None,
+    };
+    Some((path, durability))
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_a_path_and_optionally_the_durability() {
+        assert_eq!(
+            sqlite_url("./data/t.db"),
+            Some(("./data/t.db", sqlite::Durability::Full))
+        );
+        assert_eq!(
+            sqlite_url("/d/t.db?synchronous=normal"),
+            Some(("/d/t.db", sqlite::Durability::Process))
+        );
+        assert_eq!(sqlite_url("/d/t.db?synchronous=off"), None);
+        assert_eq!(sqlite_url("?synchronous=normal"), None);
+    }
+
+    #[tokio::test]
+    async fn a_store_opened_with_process_durability_works() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let dir = match dir {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let url = format!(
+            "sqlite://{}?synchronous=normal",
+            dir.path().join("t.db").display()
+        );
+        let store = match connect(&url).await {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(store.migrate().await.is_ok());
+        assert_eq!(store.max_seq().await.ok(), Some(0));
+        assert!(matches!(
+            connect("sqlite://x.db?synchronous=off").await,
+            Err(StoreError::InvalidUrl(_))
+        ));
     }
 }

@@ -28,6 +28,21 @@
 //! The table is `AUTOINCREMENT`, so a seq is never reused.
 
 use std::collections::BTreeMap;
+
+/// How far an acknowledged write is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL` (the default): each commit is fsynced before it is
+    /// acknowledged; survives a process crash, an OS crash and a power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL` (URL `sqlite://PATH?synchronous=normal`): commits
+    /// reach the OS before they are acknowledged and the WAL is fsynced at
+    /// checkpoints. Survives a crash or kill of the process; an OS crash or power
+    /// loss may drop the last acknowledged batches. For hosts where fsync is slow
+    /// and that trade is acceptable.
+    Process,
+}
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -90,6 +105,11 @@ impl SqliteStore {
     /// Opens (creating if missing, with its parent directories) the database file
     /// at `path`. Call [`Store::migrate`] before use.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, Durability::Full).await
+    }
+
+    /// [`SqliteStore::open`] with a chosen [`Durability`].
+    pub async fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
@@ -100,7 +120,10 @@ impl SqliteStore {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Process => SqliteSynchronous::Normal,
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // 64 MiB of page cache per connection.
