@@ -8,7 +8,9 @@
 # Environment: DURATION (default 15s), CONNECTIONS (64), THREADS (2),
 #   BENCH_CUSTOMERS (1000), BENCH_CONSUME (true; false = dry-run checks, no
 #   write, to separate the HTTP and engine cost from the commit), and any TOLLGATE_* setting for the server,
-#   e.g. TOLLGATE_ENGINE__GROUP_COMMIT_MAX_WAIT_MS=1.
+#   e.g. TOLLGATE_ENGINE__GROUP_COMMIT_MAX_WAIT_MS=1; SQLITE_SYNCHRONOUS=normal runs
+#   the server on sqlite://…?synchronous=normal (process-crash durability, no fsync
+#   per commit) instead of the default FULL.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$(pwd)"
@@ -66,7 +68,8 @@ BASE="http://127.0.0.1:$PORT"
   TOLLGATE_RATE_LIMIT__PER_SECOND="${TOLLGATE_RATE_LIMIT__PER_SECOND:-1000000}" \
   TOLLGATE_RATE_LIMIT__BURST="${TOLLGATE_RATE_LIMIT__BURST:-1000000}" \
     exec "$TARGET/release/tollgate" serve --catalog "$ROOT/examples/catalogs/voca.toml" \
-    --data-dir "$WORK/data" --listen "127.0.0.1:$PORT"
+    --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" \
+    --storage-url "sqlite://$WORK/data/tollgate.db?synchronous=${SQLITE_SYNCHRONOUS:-full}"
 ) >"$WORK/stdout" 2>"$WORK/stderr" &
 PIDS+=($!)
 ADMIN=""
