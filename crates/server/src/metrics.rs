@@ -66,6 +66,22 @@ fn describe() {
         "Ingested usage events, by outcome (accepted, duplicate, rejected)"
     );
     metrics::describe_gauge!("tollgate_api_keys_active", "API keys in force");
+    metrics::describe_counter!(
+        "tollgate_group_commit_batches_total",
+        "Group commits (one transaction each)"
+    );
+    metrics::describe_counter!(
+        "tollgate_group_commit_writes_total",
+        "Ledger writes committed by group commits (÷ batches = mean batch size)"
+    );
+    metrics::describe_counter!(
+        "tollgate_group_commit_failures_total",
+        "Group commits that failed (their decisions were undone)"
+    );
+    metrics::describe_gauge!(
+        "tollgate_group_commit_seconds_total",
+        "Time spent committing group commits"
+    );
 }
 
 /// The Prometheus text exposition of every metric.
@@ -109,6 +125,19 @@ pub fn events_ingested(status: &'static str, count: u64) {
     if count > 0 {
         metrics::counter!("tollgate_events_ingested_total", "status" => status).increment(count);
     }
+}
+
+/// Publishes the group-commit writer's totals: batches (commits), writes
+/// committed (mean batch size = writes / batches), time spent committing, and
+/// failed batches.
+pub fn group_commit(stats: &tollgate_engine::WriterStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    metrics::counter!("tollgate_group_commit_batches_total").absolute(stats.batches.load(Relaxed));
+    metrics::counter!("tollgate_group_commit_writes_total").absolute(stats.writes.load(Relaxed));
+    metrics::counter!("tollgate_group_commit_failures_total")
+        .absolute(stats.failures.load(Relaxed));
+    metrics::gauge!("tollgate_group_commit_seconds_total")
+        .set(stats.commit_micros.load(Relaxed) as f64 / 1e6);
 }
 
 /// Sets the number of keys in force.

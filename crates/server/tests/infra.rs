@@ -82,6 +82,15 @@ async fn metrics_count_requests_by_route_and_status() {
         )
         .await;
     assert_eq!(r.status, 429, "{r}");
+    // An allowed consume: counted as a decision and committed by a group commit.
+    let r = srv
+        .post(
+            "/v1/check",
+            &srv.admin_key,
+            json!({"customer": "m2", "feature": "api_calls", "quantity": 1, "consume": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
     let r = srv.client.get(srv.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
@@ -122,6 +131,24 @@ async fn metrics_count_requests_by_route_and_status() {
             && l.contains("reason=\"limit_reached\"")),
         "{text}"
     );
+    // Other tests of this binary share the process-wide recorder: at least ours.
+    let value = |name: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} {labels:?}:\n{text}"))
+    };
+    let api_calls = "feature=\"api_calls\"";
+    assert!(
+        value(
+            "tollgate_decisions_total",
+            &[api_calls, "allowed=\"false\""]
+        ) >= 1.0
+    );
+    assert!(value("tollgate_decisions_total", &[api_calls, "allowed=\"true\""]) >= 1.0);
+    assert!(value("tollgate_group_commit_writes_total", &[]) >= 1.0);
+    assert!(value("tollgate_group_commit_batches_total", &[]) >= 1.0);
     srv.stop().await;
 }
 

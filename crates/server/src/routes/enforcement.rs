@@ -236,6 +236,7 @@ impl DecisionOut {
         d: &Decision,
         dry_run: bool,
     ) -> DecisionOut {
+        crate::metrics::decision(feature, d.allowed);
         DecisionOut {
             allowed: d.allowed,
             dry_run,

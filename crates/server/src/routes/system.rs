@@ -96,7 +96,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
     security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
-pub async fn metrics() -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    crate::metrics::group_commit(state.engine.writer_stats());
     let mut r = crate::metrics::render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
