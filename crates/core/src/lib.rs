@@ -5,6 +5,7 @@
 //! correctness lives: money, billing periods, the catalog (plans-as-code), price
 //! models, quotes and proration.
 
+pub mod billing;
 pub mod catalog;
 pub mod money;
 pub mod period;

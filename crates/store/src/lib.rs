@@ -39,7 +39,9 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub mod changes;
 mod codec;
+pub mod notify;
 pub mod postgres;
 pub mod sqlite;
 

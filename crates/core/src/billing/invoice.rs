@@ -1,0 +1,216 @@
+//! The invoice document: what a customer receives, what the store persists, what
+//! HTML/PDF render and what providers collect. Amounts are exact decimals in the
+//! invoice's currency; every line amount is already rounded once
+//! ([`crate::money::round_line`]) and totals are sums of rounded amounts.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::money::Currency;
+use crate::pricing::TierBreakdown;
+
+/// Lifecycle, as Stripe's: `draft` (editable) → `open` (issued: number
+/// assigned, immutable) → `paid` | `void` | `uncollectible`. "Overdue" is not a
+/// status: it is derived (`open` and past `due_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Paid,
+    Void,
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Draft => "draft",
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Void => "void",
+            InvoiceStatus::Uncollectible => "uncollectible",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InvoiceStatus> {
+        Some(match s {
+            "draft" => InvoiceStatus::Draft,
+            "open" => InvoiceStatus::Open,
+            "paid" => InvoiceStatus::Paid,
+            "void" => InvoiceStatus::Void,
+            "uncollectible" => InvoiceStatus::Uncollectible,
+            _ => return None,
+        })
+    }
+}
+
+/// What an invoice line is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceLineKind {
+    /// A plan's base price for a (possibly partial) period.
+    Base,
+    /// Usage priced by a charge (per charge, or per dimension group).
+    Usage,
+    /// Tops a charge up to its minimum.
+    Minimum,
+    /// Emergency-pool units at their price.
+    Emergency,
+    /// Credit or charge from a plan change (negative for a credit).
+    Proration,
+    /// A discount (negative).
+    Discount,
+    /// A manual line added to a draft by an operator.
+    Adjustment,
+}
+
+/// How tax is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxMode {
+    /// Each line's tax is `round_line(line.amount × rate)`; the tax total is
+    /// their sum.
+    PerLine,
+    /// One tax amount: `round_line(sum of line amounts × rate)`.
+    OnTotal,
+}
+
+/// The tax rate applied to an invoice: the customer's own or the default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaxRule {
+    /// A fraction: 0.2 = 20 %.
+    pub rate: Decimal,
+    pub mode: TaxMode,
+    /// Shown on the invoice ("VAT 20 %").
+    pub label: String,
+}
+
+impl TaxRule {
+    pub fn none() -> TaxRule {
+        TaxRule {
+            rate: Decimal::ZERO,
+            mode: TaxMode::OnTotal,
+            label: "Tax".to_string(),
+        }
+    }
+}
+
+/// Where a usage line's quantity came from: the ledger totals it was computed
+/// from, so the line can be explained (and re-derived) from the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineSource {
+    pub feature: String,
+    /// Event-time window of the ledger records summed: `[from, to)`.
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// Ledger quantity per allocation bucket (`plan`, `overage`, `emergency`,
+    /// grant ids) over the window.
+    pub buckets: BTreeMap<String, Decimal>,
+    /// Usage of the period before `from` that already counted against the
+    /// allowance (non-zero after a plan change).
+    pub prior_quantity: Decimal,
+    /// Number of ledger records summed (0 when unknown).
+    pub records: u64,
+}
+
+/// One line of an invoice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub kind: InvoiceLineKind,
+    pub description: String,
+    /// The charge key (usage and minimum lines).
+    pub charge: Option<String>,
+    /// The metric / feature key (usage, emergency lines).
+    pub feature: Option<String>,
+    /// The dimension group of a dimensional charge's line.
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// The plan in force for this line.
+    pub plan_key: Option<String>,
+    pub plan_version: Option<u32>,
+    /// The span of time this line pays for: `[period_start, period_end)`.
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    /// Quantity (1 for base, minimum, proration, discount and adjustment lines).
+    pub quantity: Decimal,
+    /// Free units applied.
+    #[serde(default)]
+    pub included: Decimal,
+    /// What the price model priced.
+    #[serde(default)]
+    pub billable_quantity: Decimal,
+    /// Price per unit when there is one (per-unit, emergency).
+    pub unit_amount: Option<Decimal>,
+    /// Tier breakdown for tiered prices.
+    #[serde(default)]
+    pub tiers: Vec<TierBreakdown>,
+    /// Full-precision amount before the line's one rounding.
+    pub unrounded: Decimal,
+    /// The line's amount, rounded to the currency's minor unit.
+    pub amount: Decimal,
+    /// Tax on this line (per-line mode; 0 in on-total mode).
+    #[serde(default)]
+    pub tax_amount: Decimal,
+    /// The ledger totals behind a usage line.
+    pub source: Option<LineSource>,
+}
+
+/// Totals, each a sum of rounded amounts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceTotals {
+    /// Sum of every line but discounts.
+    pub subtotal: Decimal,
+    /// Sum of discount lines (≤ 0).
+    pub discount: Decimal,
+    pub tax: Decimal,
+    /// subtotal + discount + tax.
+    pub total: Decimal,
+    /// Payments received.
+    pub amount_paid: Decimal,
+    /// Credit notes issued against it.
+    pub amount_credited: Decimal,
+    /// total − amount_paid − amount_credited, never below 0.
+    pub amount_due: Decimal,
+}
+
+/// Issuer or customer as printed on the invoice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    pub name: String,
+    pub email: Option<String>,
+    /// Address lines, printed in order.
+    #[serde(default)]
+    pub address: Vec<String>,
+    pub tax_id: Option<String>,
+}
+
+/// An invoice: one per customer and billing period (plus off-cycle invoices for
+/// "invoice now" prorations).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// `inv_…`
+    pub id: String,
+    /// Assigned when issued: `PREFIX-000001`, gapless per prefix.
+    pub number: Option<String>,
+    pub customer_id: String,
+    pub currency: Currency,
+    pub status: InvoiceStatus,
+    /// The billing period closed by this invoice.
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    pub lines: Vec<InvoiceLine>,
+    pub tax: TaxRule,
+    pub totals: InvoiceTotals,
+    pub issuer: Party,
+    pub bill_to: Party,
+    pub memo: Option<String>,
+    pub created_at: Timestamp,
+    pub issued_at: Option<Timestamp>,
+    pub due_at: Option<Timestamp>,
+    pub paid_at: Option<Timestamp>,
+    pub voided_at: Option<Timestamp>,
+}
