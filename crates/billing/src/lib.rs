@@ -14,3 +14,69 @@ pub mod providers;
 pub mod render;
 pub mod run;
 pub mod worker;
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tollgate_core::billing::{Party, TaxMode};
+use tollgate_engine::Engine;
+use tollgate_store::Store;
+
+/// Billing settings (the `[billing]` table of the server configuration).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// Printed as the issuer on every invoice.
+    pub issuer: Party,
+    /// Invoice numbers are `PREFIX-000001`, gapless per prefix.
+    pub invoice_prefix: String,
+    /// Credit note numbers are `PREFIX-000001`, gapless per prefix.
+    pub credit_note_prefix: String,
+    /// Days from issue to due date.
+    pub payment_terms_days: u32,
+    /// Tax rate (fraction: 0.2 = 20 %) for customers without their own.
+    pub default_tax_rate: Decimal,
+    pub tax_mode: TaxMode,
+    pub tax_label: String,
+    /// Issue drafts as soon as a period closes (else they wait as drafts).
+    pub auto_issue: bool,
+}
+
+impl Default for BillingConfig {
+    fn default() -> BillingConfig {
+        BillingConfig {
+            issuer: Party {
+                name: "Tollgate".to_string(),
+                ..Party::default()
+            },
+            invoice_prefix: "INV".to_string(),
+            credit_note_prefix: "CN".to_string(),
+            payment_terms_days: 30,
+            default_tax_rate: Decimal::ZERO,
+            tax_mode: TaxMode::PerLine,
+            tax_label: "Tax".to_string(),
+            auto_issue: true,
+        }
+    }
+}
+
+/// The billing service: invoice runs ([`run`]), plan changes ([`changes`]),
+/// payments ([`providers`]). Each module adds its methods in its own
+/// `impl Billing` block. Time comes from the engine's injected clock.
+#[derive(Debug)]
+pub struct Billing {
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    pub config: BillingConfig,
+}
+
+impl Billing {
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, config: BillingConfig) -> Billing {
+        Billing {
+            engine,
+            store,
+            config,
+        }
+    }
+}

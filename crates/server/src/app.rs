@@ -150,9 +150,16 @@ pub async fn start(
     };
     crate::metrics::install();
     crate::metrics::active_keys(ring.list().iter().filter(|k| !k.revoked()).count());
+    let engine = Arc::new(engine);
+    let billing = Arc::new(tollgate_billing::Billing::new(
+        engine.clone(),
+        store.clone(),
+        settings.billing.clone(),
+    ));
     let state = AppState {
-        engine: Arc::new(engine),
+        engine,
         store,
+        billing,
         keys: ring,
         limiter: Arc::new(KeyLimiter::new(
             settings.rate_limit.per_second,

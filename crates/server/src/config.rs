@@ -135,6 +135,8 @@ pub struct Config {
     pub body_limit_bytes: u64,
     pub rate_limit: RateLimitConfig,
     pub engine: EngineSettings,
+    /// Invoices: issuer, numbering, payment terms, tax.
+    pub billing: tollgate_billing::BillingConfig,
 }
 
 impl Default for Config {
@@ -148,6 +150,7 @@ impl Default for Config {
             body_limit_bytes: 16 * 1024 * 1024,
             rate_limit: RateLimitConfig::default(),
             engine: EngineSettings::default(),
+            billing: tollgate_billing::BillingConfig::default(),
         }
     }
 }
@@ -326,6 +329,7 @@ impl Config {
                 body_limit,
                 rate_limit: self.rate_limit.clone(),
                 engine: self.engine_config(),
+                billing: self.billing.clone(),
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -388,6 +392,7 @@ pub struct Settings {
     pub body_limit: usize,
     pub rate_limit: RateLimitConfig,
     pub engine: EngineConfig,
+    pub billing: tollgate_billing::BillingConfig,
 }
 
 impl Settings {
@@ -404,6 +409,7 @@ impl Settings {
             body_limit: usize::try_from(c.body_limit_bytes).unwrap_or(usize::MAX),
             rate_limit: c.rate_limit.clone(),
             engine: c.engine_config(),
+            billing: c.billing.clone(),
         }
     }
 }

@@ -15,4 +15,6 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Per-key request rate limit (applied by the `Principal` extractor).
     pub limiter: Arc<KeyLimiter>,
+    /// Invoices, plan changes, payments.
+    pub billing: Arc<tollgate_billing::Billing>,
 }
