@@ -37,9 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=bench/http/common.sh
+. "$ROOT/bench/http/common.sh"
 
 run_wrk() { # name url
   echo
@@ -60,39 +59,16 @@ TOLLGATE_KEY="" run_wrk ceiling "http://127.0.0.1:$PORT"
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
 
 # (b) Tollgate
-PORT="$(free_port)"
-BASE="http://127.0.0.1:$PORT"
-(
-  cd "$WORK"
-  RUST_LOG="${RUST_LOG:-warn}" \
-  TOLLGATE_RATE_LIMIT__PER_SECOND="${TOLLGATE_RATE_LIMIT__PER_SECOND:-1000000}" \
-  TOLLGATE_RATE_LIMIT__BURST="${TOLLGATE_RATE_LIMIT__BURST:-1000000}" \
-    exec "$TARGET/release/tollgate" serve --catalog "$ROOT/examples/catalogs/voca.toml" \
-    --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" \
-    --storage-url "sqlite://$WORK/data/tollgate.db?synchronous=${SQLITE_SYNCHRONOUS:-full}"
-) >"$WORK/stdout" 2>"$WORK/stderr" &
-PIDS+=($!)
-ADMIN=""
-for _ in $(seq 1 100); do
-  ADMIN="$(sed -n 's/^admin API key (shown once, store it now): //p' "$WORK/stdout" | head -n1)"
-  [ -n "$ADMIN" ] && curl -fsS -o /dev/null "$BASE/readyz" 2>/dev/null && break
-  sleep 0.1
-done
-[ -n "$ADMIN" ] || { echo "tollgate did not start:" >&2; cat "$WORK/stderr" >&2; exit 1; }
-
-export TOLLGATE_KEY
-TOLLGATE_KEY="$(curl -fsS -X POST "$BASE/v1/keys" -H "Authorization: Bearer $ADMIN" \
-  -H 'Content-Type: application/json' -d '{"name":"bench","scope":"server"}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
-
-echo "creating $BENCH_CUSTOMERS customers on enterprise (queries_per_month unlimited)"
-seq 0 $((BENCH_CUSTOMERS - 1)) | xargs -P 8 -I{} curl -fsS -o /dev/null -X POST "$BASE/v1/customers" \
-  -H "Authorization: Bearer $TOLLGATE_KEY" -H 'Content-Type: application/json' \
-  -d '{"id":"bench-{}","plan":"enterprise","status":"active"}'
+start_tollgate
 
 # Warm up (first consumes open each customer's meter).
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s bench/http/check.lua "$BASE" >/dev/null
+TG_PID="${PIDS[${#PIDS[@]}-1]}"
+read -r b0 w0 < <(commit_figures)
+cpu0="$(cpu_micros "$TG_PID")"
 run_wrk tollgate "$BASE"
+cpu1="$(cpu_micros "$TG_PID")"
+read -r b1 w1 < <(commit_figures)
 
 summary() { # name
   local f="$WORK/$1.txt"
@@ -109,3 +85,7 @@ summary tollgate
 c="$(awk '/Requests\/sec/ {print $2}' "$WORK/ceiling.txt")"
 t="$(awk '/Requests\/sec/ {print $2}' "$WORK/tollgate.txt")"
 python3 -c "print(f'tollgate / ceiling throughput: {float($t)/float($c):.2f}')"
+n="$(awk '/requests in/ {print $1}' "$WORK/tollgate.txt")"
+echo "tollgate server CPU (user + system) per request: $(((cpu1 - cpu0) / n)) µs"
+echo "group commits during the run: $((b1 - b0)), ledger writes: $((w1 - w0))" \
+  "(mean batch $(python3 -c "print(round(($w1-$w0)/max(1,$b1-$b0),1))"))"

@@ -14,6 +14,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+/// The same allocator as `tollgate serve`, so the ratio compares the work done,
+/// not the allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Deserialize)]
 struct CheckIn {
     customer: String,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tollgate_store::{CounterSnapshot, NewUsageRecord, Store, StoreError, UsageSource, WriteOp};
 
 use crate::clock::Clock;
+use crate::hash::FxBuild;
 
 /// The window a usage write counted against (side information for the
 /// writer's aggregate; never persisted with the write itself).
@@ -114,14 +115,15 @@ impl Default for WriterConfig {
 
 type Buckets = BTreeMap<String, Decimal>;
 /// One counter's buckets per window `(start, end)`.
-type Windows = HashMap<(Timestamp, Timestamp), Buckets>;
+type Windows = HashMap<(Timestamp, Timestamp), Buckets, FxBuild>;
 
 /// COMMITTED usage per customer → feature → (window start, window end) →
 /// buckets. Nested by borrowed-key lookups so that adding a committed write
-/// allocates nothing unless the counter is new.
+/// allocates nothing unless the counter is new. (The engine's fast hasher:
+/// the writer looks up every committed write here.)
 #[derive(Debug, Default)]
 pub(crate) struct Aggregate {
-    map: HashMap<String, HashMap<String, Windows>>,
+    map: HashMap<String, HashMap<String, Windows, FxBuild>, FxBuild>,
 }
 
 impl Aggregate {
@@ -133,14 +135,14 @@ impl Aggregate {
         end: Timestamp,
     ) -> &mut Buckets {
         if !self.map.contains_key(customer) {
-            self.map.insert(customer.to_string(), HashMap::new());
+            self.map.insert(customer.to_string(), HashMap::default());
         }
         let per = self
             .map
             .get_mut(customer)
             .unwrap_or_else(|| unreachable!("inserted above"));
         if !per.contains_key(feature) {
-            per.insert(feature.to_string(), HashMap::new());
+            per.insert(feature.to_string(), HashMap::default());
         }
         per.get_mut(feature)
             .unwrap_or_else(|| unreachable!("inserted above"))

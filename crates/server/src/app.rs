@@ -192,8 +192,13 @@ pub async fn load_keys(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
 /// How often the key ring is refreshed from the store.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Every route with its layers:
-/// problem+json for every error → metrics → tracing → body limit → routes.
+/// Every route with its layers: tracing → one edge middleware ([`edge`]:
+/// problem+json for every error, metrics, the body limit) → routes.
+///
+/// The edge concerns are one middleware, not three: axum clones a route's
+/// whole layer stack on every request (and `from_fn` clones its inner service
+/// once more), so each extra `from_fn` layer cost every request a few boxed
+/// clones.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let (routes, _doc) = crate::routes::router().split_for_parts();
     routes
@@ -201,12 +206,24 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(move |req, next| {
-            limit_body(body_limit, req, next)
+            edge(body_limit, req, next)
         }))
         .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(axum::middleware::from_fn(problem_errors))
         .with_state(state)
+}
+
+/// The edge of every request, outermost first: error responses become
+/// problem+json ([`problem_errors`]); the request is counted and timed by
+/// matched route ([`crate::metrics::Track`]); a body announced larger than
+/// the limit is refused before it is read ([`limit_body`]).
+async fn edge(body_limit: usize, req: Request, next: Next) -> Response {
+    let track = crate::metrics::Track::start(&req);
+    let response = match limit_body(body_limit, req) {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    };
+    track.finish(response.status());
+    problem_errors(response).await
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -229,23 +246,22 @@ async fn method_not_allowed(req: Request) -> ApiError {
 
 /// Refuses a body announced larger than the limit before reading it, and
 /// tells extractors the limit (so their 413 names it).
-async fn limit_body(limit: usize, mut req: Request, next: Next) -> Response {
+fn limit_body(limit: usize, mut req: Request) -> Result<Request, Response> {
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
-        return ApiError::BodyTooLarge(limit).into_response();
+        return Err(ApiError::BodyTooLarge(limit).into_response());
     }
     req.extensions_mut().insert(BodyLimit(limit));
-    next.run(req).await
+    Ok(req)
 }
 
 /// Turns every error response that is not already problem+json (axum's
 /// rejections of a path or query, 405s, 415s) into one, keeping its headers.
-async fn problem_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+async fn problem_errors(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -12,6 +12,7 @@
 //! before touching data, so a route's access rule is visible in its first line.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -157,11 +158,14 @@ pub async fn create_key(
     Ok(minted)
 }
 
+/// Lower-case hex (runs on every request, for the key's digest: a table, not
+/// `write!` per byte).
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -169,7 +173,8 @@ fn hex(bytes: &[u8]) -> String {
 /// The keys in force, by digest.
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    by_digest: RwLock<HashMap<String, ApiKey>>,
+    /// Shared so that authenticating a request clones a pointer, not the key.
+    by_digest: RwLock<HashMap<String, Arc<ApiKey>>>,
 }
 
 impl KeyRing {
@@ -182,11 +187,13 @@ impl KeyRing {
     }
 
     pub fn insert(&self, key: ApiKey) {
-        self.by_digest.write().insert(key.digest.clone(), key);
+        self.by_digest
+            .write()
+            .insert(key.digest.clone(), Arc::new(key));
     }
 
     /// The key whose secret has this digest, if it is in force.
-    pub fn find(&self, digest: &str) -> Option<ApiKey> {
+    pub fn find(&self, digest: &str) -> Option<Arc<ApiKey>> {
         self.by_digest
             .read()
             .get(digest)
@@ -200,7 +207,7 @@ impl KeyRing {
         let mut keys = self.by_digest.write();
         let mut found = false;
         for k in keys.values_mut().filter(|k| k.id == id) {
-            k.revoked_at.get_or_insert(at);
+            Arc::make_mut(k).revoked_at.get_or_insert(at);
             found = true;
         }
         found
@@ -208,14 +215,23 @@ impl KeyRing {
 
     /// Every key (revoked ones included), by id.
     pub fn list(&self) -> Vec<ApiKey> {
-        let mut v: Vec<ApiKey> = self.by_digest.read().values().cloned().collect();
+        let mut v: Vec<ApiKey> = self
+            .by_digest
+            .read()
+            .values()
+            .map(|k| ApiKey::clone(k))
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
     /// One key by id.
     pub fn get(&self, id: &str) -> Option<ApiKey> {
-        self.by_digest.read().values().find(|k| k.id == id).cloned()
+        self.by_digest
+            .read()
+            .values()
+            .find(|k| k.id == id)
+            .map(|k| ApiKey::clone(k))
     }
 
     /// Merges the store's current list: keys minted or revoked elsewhere (by
@@ -227,12 +243,12 @@ impl KeyRing {
         for k in keys {
             match ring.get_mut(&k.digest) {
                 Some(known) => {
-                    if known.revoked_at.is_none() {
-                        known.revoked_at = k.revoked_at;
+                    if known.revoked_at.is_none() && k.revoked_at.is_some() {
+                        Arc::make_mut(known).revoked_at = k.revoked_at;
                     }
                 }
                 None => {
-                    ring.insert(k.digest.clone(), k);
+                    ring.insert(k.digest.clone(), Arc::new(k));
                 }
             }
         }
@@ -246,7 +262,7 @@ impl KeyRing {
 /// The caller of a request: the key it presented.
 #[derive(Clone, Debug)]
 pub struct Principal {
-    pub key: ApiKey,
+    pub key: Arc<ApiKey>,
 }
 
 impl Principal {
@@ -385,5 +401,19 @@ impl KeyLimiter {
     pub fn shrink(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digest;
+
+    #[test]
+    fn digest_is_the_lower_case_hex_sha256_of_the_secret() {
+        // FIPS 180-2 test vector.
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -9,13 +9,15 @@
 //! - `tollgate_events_ingested_total{status}`
 //! - `tollgate_api_keys_active`
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{Method, StatusCode};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -100,13 +102,29 @@ pub fn render() -> String {
 /// [`crate::error::ApiError::Denied`] is rendered, so do not call [`denial`]
 /// for those).
 pub fn decision(feature: &str, allowed: bool) {
-    metrics::counter!(
-        "tollgate_decisions_total",
-        "feature" => feature.to_string(),
-        "allowed" => if allowed { "true" } else { "false" }
-    )
-    .increment(1);
+    let i = usize::from(allowed);
+    if let Some(c) = DECISION_HANDLES.read().get(feature) {
+        c[i].increment(1);
+        return;
+    }
+    let counter = |allowed: &'static str| {
+        metrics::counter!(
+            "tollgate_decisions_total",
+            "feature" => feature.to_string(),
+            "allowed" => allowed
+        )
+    };
+    let handles = [counter("false"), counter("true")];
+    handles[i].increment(1);
+    if matches!(HANDLE.get(), Some(Some(_))) {
+        DECISION_HANDLES.write().insert(feature.into(), handles);
+    }
 }
+
+/// `tollgate_decisions_total` handles by feature (`[denied, allowed]`), as
+/// for [`REQUEST_HANDLES`].
+static DECISION_HANDLES: LazyLock<RwLock<HashMap<Box<str>, [Counter; 2]>>> =
+    LazyLock::new(Default::default);
 
 /// Counts one denial with its reason (`limit_reached`, `rate_limited`, …).
 /// Called by the rendering of `ApiError::Denied`; call it directly only for a
@@ -145,32 +163,70 @@ pub fn active_keys(count: usize) {
     metrics::gauge!("tollgate_api_keys_active").set(count as f64);
 }
 
-/// Middleware: counts every request and its latency by matched route
-/// (`/v1/customers/{id}`, never the raw path, so labels stay few).
-pub async fn track(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let elapsed = start.elapsed().as_secs_f64();
-    metrics::counter!(
-        "tollgate_http_requests_total",
-        "method" => method.clone(),
-        "route" => route.clone(),
-        "status" => status.clone()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "tollgate_http_request_duration_seconds",
-        "method" => method,
-        "route" => route,
-        "status" => status
-    )
-    .record(elapsed);
-    response
+/// Counts and times one request by matched route (`/v1/customers/{id}`,
+/// never the raw path, so labels stay few): [`Track::start`] when it comes in,
+/// [`Track::finish`] with its status (the server's edge middleware does both).
+#[derive(Debug)]
+pub struct Track {
+    start: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+}
+
+impl Track {
+    pub fn start(req: &Request) -> Track {
+        Track {
+            start: Instant::now(),
+            method: req.method().clone(),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+        }
+    }
+
+    pub fn finish(self, status: StatusCode) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let (count, latency) = request_handles(&self.method, route, status);
+        count.increment(1);
+        latency.record(elapsed);
+    }
+}
+
+/// The counter and histogram of one (method, route, status).
+type RequestHandles = (Counter, Histogram);
+
+/// Handles already registered, by route then (method, status): looking a
+/// handle up here allocates nothing, where `metrics::counter!` with owned
+/// labels allocates them and hashes the whole key on every request.
+static REQUEST_HANDLES: LazyLock<RwLock<HashMap<Box<str>, Vec<(Method, u16, RequestHandles)>>>> =
+    LazyLock::new(Default::default);
+
+fn request_handles(method: &Method, route: &str, status: StatusCode) -> RequestHandles {
+    let code = status.as_u16();
+    let find = |per: &Vec<(Method, u16, RequestHandles)>| {
+        per.iter()
+            .find(|(m, c, _)| m == method && *c == code)
+            .map(|(_, _, h)| h.clone())
+    };
+    if let Some(h) = REQUEST_HANDLES.read().get(route).and_then(find) {
+        return h;
+    }
+    let labels = [
+        ("method", method.as_str().to_string()),
+        ("route", route.to_string()),
+        ("status", code.to_string()),
+    ];
+    let handles = (
+        metrics::counter!("tollgate_http_requests_total", &labels),
+        metrics::histogram!("tollgate_http_request_duration_seconds", &labels),
+    );
+    // Cache only once the Prometheus recorder is in force (a handle taken
+    // earlier would belong to the no-op recorder for good).
+    if matches!(HANDLE.get(), Some(Some(_))) {
+        let mut all = REQUEST_HANDLES.write();
+        let per = all.entry(route.into()).or_default();
+        if find(per).is_none() {
+            per.push((method.clone(), code, handles.clone()));
+        }
+    }
+    handles
 }

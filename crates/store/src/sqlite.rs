@@ -27,7 +27,8 @@
 //! design excludes) would fail on the primary key rather than misnumber rows.
 //! The table is `AUTOINCREMENT`, so a seq is never reused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// How far an acknowledged write is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -134,7 +135,9 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            // Room for every usage INSERT shape (see `usage_chunk_sizes`)
+            // beside the other statements.
+            .connect_with(options.clone().statement_cache_capacity(256))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -228,30 +231,74 @@ async fn insert_usage(
     }
     let mut seq = first_seq;
     let mut rows = rows.into_iter();
-    for size in chunk_sizes(rows.len(), USAGE_CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO usage (seq, block, customer_id, feature, quantity, ts, recorded_at, \
-             source, properties, billable, idempotency_key, allocation, answer) ",
-        );
-        qb.push_values(rows.by_ref().take(size), |mut b, r| {
-            b.push_bind(seq)
-                .push_bind(seq >> BLOCK_BITS)
-                .push_bind(r.customer_id)
-                .push_bind(r.feature)
-                .push_bind(r.quantity)
-                .push_bind(r.ts)
-                .push_bind(r.recorded_at)
-                .push_bind(r.source)
-                .push_bind(r.properties)
-                .push_bind(r.billable)
-                .push_bind(r.idempotency_key)
-                .push_bind(r.allocation)
-                .push_bind(r.answer);
+    for size in usage_chunk_sizes(rows.len()) {
+        let mut q = sqlx::query(AssertSqlSafe(insert_usage_sql(size)));
+        for r in rows.by_ref().take(size) {
+            q = q
+                .bind(seq)
+                .bind(seq >> BLOCK_BITS)
+                .bind(r.customer_id)
+                .bind(r.feature)
+                .bind(r.quantity)
+                .bind(r.ts)
+                .bind(r.recorded_at)
+                .bind(r.source)
+                .bind(r.properties)
+                .bind(r.billable)
+                .bind(r.idempotency_key)
+                .bind(r.allocation)
+                .bind(r.answer);
             seq += 1;
-        });
-        qb.build().execute(&mut *conn).await?;
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Batches up to this many usage rows are written by one INSERT of exactly
+/// their size (one round trip to the connection's thread per group commit).
+const USAGE_EXACT: usize = 64;
+
+/// Statement sizes for `n` usage rows: full chunks of 2,048, 512, 128 or 64
+/// rows, then the rest (at most [`USAGE_EXACT`]) in one statement. At most
+/// 67 statement shapes, all kept by the writer's statement cache.
+fn usage_chunk_sizes(n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = n;
+    while rest > USAGE_EXACT {
+        let size = [USAGE_CHUNK, 512, 128, USAGE_EXACT]
+            .into_iter()
+            .find(|&s| s <= rest)
+            .unwrap_or(USAGE_EXACT);
+        out.push(size);
+        rest -= size;
+    }
+    if rest > 0 {
+        out.push(rest);
+    }
+    out
+}
+
+/// The text of the INSERT of `rows` usage rows, built once per size (building
+/// it with a query builder on every commit cost more than the rows' own
+/// encoding).
+fn insert_usage_sql(rows: usize) -> Arc<str> {
+    static CACHE: LazyLock<Mutex<HashMap<usize, Arc<str>>>> = LazyLock::new(Default::default);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(rows)
+        .or_insert_with(|| {
+            let row = format!("({})", vec!["?"; USAGE_PARAMS].join(", "));
+            format!(
+                "INSERT INTO usage (seq, block, customer_id, feature, quantity, ts, recorded_at, \
+                 source, properties, billable, idempotency_key, allocation, answer) VALUES {}",
+                vec![row; rows].join(", ")
+            )
+            .into()
+        })
+        .clone()
 }
 
 /// Splits `n` rows into statement sizes of at most `max` rows taken from a small
@@ -874,7 +921,27 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_sizes;
+    use super::{USAGE_CHUNK, USAGE_PARAMS, chunk_sizes, insert_usage_sql, usage_chunk_sizes};
+
+    #[test]
+    fn usage_batches_up_to_64_rows_are_one_statement() {
+        assert_eq!(usage_chunk_sizes(0), Vec::<usize>::new());
+        assert_eq!(usage_chunk_sizes(49), vec![49]);
+        assert_eq!(usage_chunk_sizes(64), vec![64]);
+        assert_eq!(usage_chunk_sizes(65), vec![64, 1]);
+        assert_eq!(usage_chunk_sizes(300), vec![128, 128, 44]);
+        assert_eq!(
+            usage_chunk_sizes(5_000),
+            vec![2048, 2048, 512, 128, 128, 128, 8]
+        );
+        for n in [1, 7, 127, 999, 2_049, 12_345] {
+            let sizes = usage_chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|&s| s <= USAGE_CHUNK));
+        }
+        let sql = insert_usage_sql(2);
+        assert_eq!(sql.matches('?').count(), 2 * USAGE_PARAMS);
+    }
 
     #[test]
     fn chunk_sizes_come_from_a_small_fixed_set_and_cover_every_row() {
