@@ -364,7 +364,13 @@ impl Engine {
                     billable,
                     idempotency_key: idempotency_key.clone(),
                     allocation: m.alloc.to_map(),
-                    answer: answer_json(&m.decision),
+                    // Only a keyed consume is ever replayed; an unkeyed one
+                    // stores `null` (its answer was a quarter of the row).
+                    answer: if idempotency_key.is_some() {
+                        answer_json(&m.decision)
+                    } else {
+                        serde_json::Value::Null
+                    },
                 };
                 Ok(Outcome::Write {
                     decision: m.decision,

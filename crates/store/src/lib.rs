@@ -245,7 +245,8 @@ pub struct NewUsageRecord {
     /// Which allowance the quantity was drawn from: `"plan"`, `"overage"`,
     /// `"emergency"` or a grant id, with the quantity drawn from each.
     pub allocation: BTreeMap<String, Decimal>,
-    /// The answer given to the caller, replayed for idempotent retries (opaque JSON).
+    /// The answer given to the caller, replayed for idempotent retries (opaque
+    /// JSON; `null` for an unkeyed consume, which is never replayed).
     pub answer: serde_json::Value,
 }
 
