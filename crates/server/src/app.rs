@@ -220,7 +220,7 @@ async fn edge(body_limit: usize, req: Request, next: Next) -> Response {
     let track = crate::metrics::Track::start(&req);
     let response = match limit_body(body_limit, req) {
         Ok(req) => next.run(req).await,
-        Err(refused) => refused,
+        Err(too_large) => too_large.into_response(),
     };
     track.finish(response.status());
     problem_errors(response).await
@@ -246,14 +246,14 @@ async fn method_not_allowed(req: Request) -> ApiError {
 
 /// Refuses a body announced larger than the limit before reading it, and
 /// tells extractors the limit (so their 413 names it).
-fn limit_body(limit: usize, mut req: Request) -> Result<Request, Response> {
+fn limit_body(limit: usize, mut req: Request) -> Result<Request, ApiError> {
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::BodyTooLarge(limit).into_response());
+        return Err(ApiError::BodyTooLarge(limit));
     }
     req.extensions_mut().insert(BodyLimit(limit));
     Ok(req)

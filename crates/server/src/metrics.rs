@@ -197,12 +197,15 @@ type RequestHandles = (Counter, Histogram);
 /// Handles already registered, by route then (method, status): looking a
 /// handle up here allocates nothing, where `metrics::counter!` with owned
 /// labels allocates them and hashes the whole key on every request.
-static REQUEST_HANDLES: LazyLock<RwLock<HashMap<Box<str>, Vec<(Method, u16, RequestHandles)>>>> =
+static REQUEST_HANDLES: LazyLock<RwLock<HashMap<Box<str>, Vec<PerStatus>>>> =
     LazyLock::new(Default::default);
+
+/// One route's handles for one method and status code.
+type PerStatus = (Method, u16, RequestHandles);
 
 fn request_handles(method: &Method, route: &str, status: StatusCode) -> RequestHandles {
     let code = status.as_u16();
-    let find = |per: &Vec<(Method, u16, RequestHandles)>| {
+    let find = |per: &Vec<PerStatus>| {
         per.iter()
             .find(|(m, c, _)| m == method && *c == code)
             .map(|(_, _, h)| h.clone())
