@@ -43,12 +43,13 @@ start_tollgate() {
     -d '{"id":"bench-{}","plan":"enterprise","status":"active"}'
 }
 
-# The group-commit figures from /metrics: "batches writes".
+# The group-commit figures from /metrics: "batches writes commit-microseconds".
 commit_figures() {
   curl -fsS "$BASE/metrics" | awk '
     /^tollgate_group_commit_batches_total/ {b=$2}
     /^tollgate_group_commit_writes_total/ {w=$2}
-    END {print b+0, w+0}'
+    /^tollgate_group_commit_seconds_total/ {s=$2}
+    END {printf "%d %d %d\n", b, w, s * 1000000}'
 }
 
 # CPU time (user + system) a process has used so far, in microseconds.

@@ -52,11 +52,11 @@ VG="${PIDS[0]}"
 
 # Warm up (opens every customer's meter), then count.
 wrk -t"$THREADS" -c"$CONNECTIONS" -d5s -s bench/http/check.lua "$BASE" >/dev/null
-read -r b0 w0 < <(commit_figures)
+read -r b0 w0 c0 < <(commit_figures)
 callgrind_control -i on "$VG" >/dev/null
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s bench/http/check.lua "$BASE" | tee "$WORK/wrk.txt"
 callgrind_control -i off "$VG" >/dev/null
-read -r b1 w1 < <(commit_figures)
+read -r b1 w1 c1 < <(commit_figures)
 # Stop the server: callgrind writes its counts on exit.
 kill -TERM "$VG"; wait "$VG" 2>/dev/null || true
 

@@ -64,11 +64,11 @@ start_tollgate
 # Warm up (first consumes open each customer's meter).
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s bench/http/check.lua "$BASE" >/dev/null
 TG_PID="${PIDS[${#PIDS[@]}-1]}"
-read -r b0 w0 < <(commit_figures)
+read -r b0 w0 c0 < <(commit_figures)
 cpu0="$(cpu_micros "$TG_PID")"
 run_wrk tollgate "$BASE"
 cpu1="$(cpu_micros "$TG_PID")"
-read -r b1 w1 < <(commit_figures)
+read -r b1 w1 c1 < <(commit_figures)
 
 summary() { # name
   local f="$WORK/$1.txt"
@@ -88,4 +88,5 @@ python3 -c "print(f'tollgate / ceiling throughput: {float($t)/float($c):.2f}')"
 n="$(awk '/requests in/ {print $1}' "$WORK/tollgate.txt")"
 echo "tollgate server CPU (user + system) per request: $(((cpu1 - cpu0) / n)) µs"
 echo "group commits during the run: $((b1 - b0)), ledger writes: $((w1 - w0))" \
-  "(mean batch $(python3 -c "print(round(($w1-$w0)/max(1,$b1-$b0),1))"))"
+  "(mean batch $(python3 -c "print(round(($w1-$w0)/max(1,$b1-$b0),1))")," \
+  "mean time in append_batch $(python3 -c "print(round(($c1-$c0)/max(1,$b1-$b0)/1000,2))") ms)"
