@@ -131,6 +131,52 @@ struct Subject<'a> {
     hard: bool,
 }
 
+impl<'a> Subject<'a> {
+    /// Feature `f` of `st` now: its entitlement's limit and enforcement and its
+    /// alert window (metered: `window`, else the current usage window; gauges:
+    /// the billing period). `None` for other kinds.
+    fn of(
+        inner: &'a Inner,
+        st: &CustomerState,
+        f: usize,
+        window: Option<(Timestamp, Timestamp)>,
+        now: Timestamp,
+    ) -> Option<Subject<'a>> {
+        let (kind, limit, hard, window) = match st.ent(f).0 {
+            Ent::Metered {
+                limit, hard, reset, ..
+            } => {
+                let w = match window {
+                    Some(w) => w,
+                    None => st.window_at(*reset, now).map(|p| (p.start, p.end))?,
+                };
+                (Kind::Metered, *limit, *hard, w)
+            }
+            Ent::Gauge { limit, hard, .. } => (Kind::Gauge, *limit, *hard, gauge_window(st, now)),
+            _ => return None,
+        };
+        Some(Subject {
+            feature: f,
+            key: inner.feature_key(f),
+            kind,
+            window,
+            limit,
+            hard,
+        })
+    }
+}
+
+impl Subject<'_> {
+    /// The usage now: the window's (metered) or the level (gauges).
+    fn usage(&self, st: &CustomerState) -> Decimal {
+        match st.slot(self.feature) {
+            Some(Slot::Meter(m)) if (m.start, m.end) == self.window => m.used(),
+            Some(Slot::Gauge(l)) if self.kind == Kind::Gauge => *l,
+            _ => Decimal::ZERO,
+        }
+    }
+}
+
 fn dec(d: Decimal) -> Value {
     Value::String(d.normalize().to_string())
 }
@@ -355,13 +401,7 @@ pub(crate) fn metered_usage(
     alloc: &Alloc,
 ) -> Vec<WriteOp> {
     let Change { before, after, now } = c;
-    let Ent::Metered {
-        limit,
-        hard,
-        alerts,
-        ..
-    } = st.ent(f).0
-    else {
+    let Ent::Metered { alerts, .. } = st.ent(f).0 else {
         return Vec::new();
     };
     let crossing = alerts
@@ -373,13 +413,8 @@ pub(crate) fn metered_usage(
     if !crossing && !first_overage && alloc.grants.is_empty() {
         return Vec::new();
     }
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind: Kind::Metered,
-        window,
-        limit: *limit,
-        hard: *hard,
+    let Some(s) = Subject::of(inner, st, f, Some(window), now) else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     crossings(inner, st, &s, alerts.as_deref(), c, first_overage, &mut out);
@@ -432,13 +467,8 @@ pub(crate) fn gauge_change(inner: &Inner, st: &CustomerState, f: usize, c: Chang
     if !crossing && !beyond {
         return Vec::new();
     }
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind: Kind::Gauge,
-        window: gauge_window(st, now),
-        limit: *limit,
-        hard: *hard,
+    let Some(s) = Subject::of(inner, st, f, None, now) else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     crossings(inner, st, &s, alerts.as_deref(), c, beyond, &mut out);
@@ -459,22 +489,10 @@ pub(crate) fn denial(
     if d.allowed || d.reason != Some(DenyReason::LimitReached) {
         return None;
     }
-    let (kind, limit, hard, window) = match st.ent(f).0 {
-        Ent::Metered { limit, hard, .. } => (Kind::Metered, *limit, *hard, window?),
-        Ent::Gauge { limit, hard, .. } => (Kind::Gauge, *limit, *hard, gauge_window(st, now)),
-        _ => return None,
-    };
-    if !st.announced.claim(f, window.0) {
+    let s = Subject::of(inner, st, f, window, now)?;
+    if !st.announced.claim(f, s.window.0) {
         return None;
     }
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind,
-        window,
-        limit,
-        hard,
-    };
     let mut fields = usage_fields(inner, st, &s, d.used);
     fields.insert("requested".into(), dec(d.quantity));
     fields.insert(
@@ -483,7 +501,7 @@ pub(crate) fn denial(
     );
     Some((
         event(inner, st, &s, "usage.denied", "denied", fields, now),
-        window.0,
+        s.window.0,
     ))
 }
 
@@ -521,23 +539,9 @@ pub(crate) fn emergency_drawn(
     grant_id: &str,
     units: Decimal,
     now: Timestamp,
-) -> OutboxEvent {
-    let (limit, hard) = match st.ent(f).0 {
-        Ent::Metered { limit, hard, .. } => (*limit, *hard),
-        _ => (None, true),
-    };
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind: Kind::Metered,
-        window,
-        limit,
-        hard,
-    };
-    let used = match st.slot(f) {
-        Some(Slot::Meter(m)) if (m.start, m.end) == window => m.used(),
-        _ => Decimal::ZERO,
-    };
+) -> Option<OutboxEvent> {
+    let s = Subject::of(inner, st, f, Some(window), now)?;
+    let used = s.usage(st);
     let mut fields = Map::new();
     fields.insert("grant".into(), json!(grant_id));
     fields.insert("units".into(), dec(units));
@@ -552,8 +556,8 @@ pub(crate) fn emergency_drawn(
         fields,
         now,
     ) {
-        WriteOp::Outbox(e) => e,
-        _ => unreachable!("event() builds an outbox write"),
+        WriteOp::Outbox(e) => Some(e),
+        _ => None,
     }
 }
 
@@ -573,32 +577,8 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
         let now = inner.now();
         inner.with_customer(customer, |st| {
-            let (kind, limit, hard, window, used) = match st.ent(f).0 {
-                Ent::Metered {
-                    limit, hard, reset, ..
-                } => {
-                    let w = st.window_at(*reset, now)?;
-                    let used = st.meter_snapshot(f, w).map_or(Decimal::ZERO, |m| m.used());
-                    (Kind::Metered, *limit, *hard, (w.start, w.end), used)
-                }
-                Ent::Gauge { limit, hard, .. } => {
-                    let used = match st.slot(f) {
-                        Some(Slot::Gauge(l)) => *l,
-                        _ => Decimal::ZERO,
-                    };
-                    (Kind::Gauge, *limit, *hard, gauge_window(st, now), used)
-                }
-                _ => return None,
-            };
-            let s = Subject {
-                feature: f,
-                key: inner.feature_key(f),
-                kind,
-                window,
-                limit,
-                hard,
-            };
-            recommend(inner, st, &s, used)
+            let s = Subject::of(inner, st, f, None, now)?;
+            recommend(inner, st, &s, s.usage(st))
         })
     }
 }

@@ -942,7 +942,8 @@ impl Engine {
         let event = inner.with_customer(customer, |st| {
             crate::alerts::emergency_drawn(inner, st, idx, window, &record.id, record.quantity, now)
         })?;
-        if let Err(e) = inner.store.notify().insert_events(&[event]).await {
+        let events: Vec<_> = event.into_iter().collect();
+        if let Err(e) = inner.store.notify().insert_events(&events).await {
             tracing::warn!(error = %e, grant = %record.id, "writing the emergency.drawn alert failed");
         }
         Ok(record)

@@ -14,13 +14,18 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use tollgate_engine::{
-    CommitRequest, DenyReason, IngestEvent, RecommendedAction, TestClock, UsageRequest,
+    CommitRequest, DenyReason, Engine, IngestEvent, RecommendedAction, TestClock, UsageRequest,
 };
 use tollgate_store::Store;
 use tollgate_store::notify::OutboxEvent;
 
 fn req(c: &str, f: &str, q: Decimal) -> UsageRequest {
     UsageRequest::new(c, f, q)
+}
+
+/// Consumes and says whether it was allowed.
+async fn allowed(engine: &Engine, c: &str, f: &str, q: Decimal) -> bool {
+    engine.consume(req(c, f, q)).await.unwrap().allowed
 }
 
 async fn events(store: &Arc<dyn Store>) -> Vec<OutboxEvent> {
@@ -54,13 +59,7 @@ async fn alerts_fire_once_per_threshold_and_period() {
         let engine = open(&b, &clock).await;
         let store = b.store().await;
         customer(&engine, "acme", "free").await; // api_calls: 100 per period, hard
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(79)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&engine, "acme", "api_calls", dec!(79)).await);
         assert!(
             events(&store).await.is_empty(),
             "{}: 79 % fires nothing",
@@ -129,13 +128,7 @@ async fn alerts_fire_once_per_threshold_and_period() {
 
         // The next period fires again, with its own window in the key.
         clock.set(ts("2025-02-15T12:00:00Z"));
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(85)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&engine, "acme", "api_calls", dec!(85)).await);
         let all = events(&store).await;
         assert_eq!(all.len(), 5);
         assert_eq!(
@@ -155,20 +148,8 @@ async fn no_alert_is_duplicated_after_a_restart() {
         let engine = open(&b, &clock).await;
         let store = b.store().await;
         customer(&engine, "acme", "free").await;
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(100)))
-                .await
-                .unwrap()
-                .allowed
-        );
-        assert!(
-            !engine
-                .consume(req("acme", "api_calls", dec!(1)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         // Seats (a gauge, 2 on free): up to the limit, down, up again.
         for level in [dec!(2), dec!(0), dec!(2)] {
             let d = engine.gauge_set(req("acme", "seats", level)).await.unwrap();
@@ -193,13 +174,7 @@ async fn no_alert_is_duplicated_after_a_restart() {
         drop(engine);
         let engine = open(&b, &clock).await;
         clock.advance(SignedDuration::from_hours(1));
-        assert!(
-            !engine
-                .consume(req("acme", "api_calls", dec!(1)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         engine
             .gauge_set(req("acme", "seats", dec!(0)))
             .await
@@ -370,20 +345,8 @@ async fn emergency_pool_draw_and_grant_exhaustion_are_events() {
                 limit: Some(dec!(100000)),
             })
         );
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(100)))
-                .await
-                .unwrap()
-                .allowed
-        );
-        assert!(
-            !engine
-                .consume(req("acme", "api_calls", dec!(1)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         let all = events(&store).await;
         let kinds: Vec<&str> = all.iter().map(|e| e.event_type.as_str()).collect();
         assert_eq!(
