@@ -1,10 +1,12 @@
 //! Plan changes: what moving a customer from one plan to another does, before
 //! it is done. Pure: the billing service applies the result.
 //!
-//! CONTRACT (owned by the billing-core work):
+//! The rules (`docs/billing-semantics.md`, "Plan changes"):
 //! - upgrade (target tier higher, or same tier and higher base price): takes
 //!   effect at `at`; proration = credit for the unused part of the old base,
-//!   charge for the rest of the period on the new base (`proration::prorate_change`);
+//!   charge for the rest of the period on the new base (`proration::prorate_change`),
+//!   each only for a plan billed in advance (an in-arrears base is prorated by
+//!   segment at the period close);
 //! - downgrade: at period end by default (no proration), or immediately on
 //!   request (credit/charge as above);
 //! - blockers: a gauge level above the target's limit (7 locations in use,

@@ -2,17 +2,21 @@
 //! the ledger totals of each segment. A pure function: same inputs, same
 //! invoice, to the minor unit.
 //!
-//! CONTRACT (owned by the billing-core work; bodies to be written there):
+//! The rules (`docs/billing-semantics.md`, "Invoices"):
 //! - usage in a segment is priced by the plan in force in that segment;
 //! - the allowance (included units, tiers) is per *period* and shared across a
 //!   change: a segment's usage is priced at its position in the period's
-//!   cumulative count (`price(prior + q) − price(prior)`; volume: see docs);
+//!   cumulative count (`price(prior + q) − price(prior)`, included units taken
+//!   off the cumulative count); volume: every billable unit of the segment at
+//!   the unit price of the tier the period's total reaches (in the segment's
+//!   plan's table), the tier's flat fee shared in proportion;
 //! - units drawn from grants are not billed (listed for explanation), units
 //!   drawn from the emergency pool are billed at the entitlement's
 //!   `emergency_unit_price` on an [`InvoiceLineKind::Emergency`] line;
 //! - base price: in arrears, each segment's plan base prorated by the
-//!   segment's share of the period; in advance, the base of `advance` (the
-//!   next period) at full price;
+//!   segment's share of the (nominal) period; in advance, the base of
+//!   `advance` (the next period) at full price;
+//! - minimums: per period, each segment's minimum prorated by its share;
 //! - `pending` lines (prorations deferred to the next invoice) are copied in;
 //! - discounts, then tax per [`TaxRule`]; every line rounded once.
 

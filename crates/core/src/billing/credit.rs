@@ -1,6 +1,6 @@
 //! Credit notes: the only way to correct an issued invoice.
 //!
-//! CONTRACT (owned by the billing-core work): a credit note references one
+//! The rules (`docs/billing-semantics.md`, "Credit notes"): a credit note references one
 //! issued (open or paid) invoice; its lines credit whole lines, parts of lines
 //! or an amount; the total credited across all notes never exceeds the
 //! invoice's total; a full credit reverses every line and its tax exactly.
