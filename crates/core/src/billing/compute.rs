@@ -262,9 +262,9 @@ fn check_input(input: &InvoiceInput<'_>) -> Result<(), BillingError> {
     if let Some((plan, _)) = &input.advance {
         check_currency(input.currency, plan)?;
     }
-    if input.tax.rate < Decimal::ZERO {
+    if input.tax.rate < Decimal::ZERO || input.tax.rate > Decimal::ONE {
         return Err(BillingError::Invalid(format!(
-            "tax rate {} is negative",
+            "tax rate must be a fraction between 0 and 1 (0.2 = 20 %), got {}",
             input.tax.rate
         )));
     }

@@ -370,10 +370,15 @@ impl Invoice {
         self.recompute_totals();
     }
 
-    /// Records a payment or a credit note and updates `amount_due`.
-    pub fn record(&mut self, paid: Decimal, credited: Decimal) {
-        self.totals.amount_paid += paid;
-        self.totals.amount_credited += credited;
+    /// Records a payment received and updates `amount_due`.
+    pub fn record_payment(&mut self, amount: Decimal) {
+        self.totals.amount_paid += amount;
+        self.recompute_totals();
+    }
+
+    /// Records a credit note's total and updates `amount_due`.
+    pub fn record_credit(&mut self, amount: Decimal) {
+        self.totals.amount_credited += amount;
         self.recompute_totals();
     }
 
