@@ -12,11 +12,12 @@ use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use tollgate_core::billing::InvoiceLineKind;
 use tollgate_core::billing::change::{
     ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior, preview_change,
 };
+use tollgate_core::billing::{Invoice, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule};
 use tollgate_core::catalog::{Catalog, Limit};
+use tollgate_core::money::Currency;
 use tollgate_core::period::{Anchoring, BillingCycle, Interval, Period};
 
 fn change<'c>(
@@ -89,6 +90,32 @@ fn semantics_change_upgrade_day10_of_a_30_day_month() {
         ]
     );
     assert!(p.blockers.is_empty());
+}
+
+#[test]
+fn semantics_change_invoiced_now() {
+    // `invoice_now`: the two lines on an off-cycle invoice of their own,
+    // VAT 20 % per line: −7.00 − 1.40 + 21.00 + 4.20 = 16.80.
+    let c = catalog(&Spec::default());
+    let at = "2026-04-10T00:00:00Z";
+    let p = upgrade(&c, april(), at);
+    let invoice = Invoice::off_cycle(
+        "inv_now".into(),
+        "acme".into(),
+        Currency::USD,
+        Period::new(ts(at), april().end).unwrap(),
+        p.proration_lines,
+        TaxRule {
+            rate: dec!(0.2),
+            mode: TaxMode::PerLine,
+            label: "VAT".into(),
+        },
+        ts(at),
+    );
+    assert_eq!(invoice.status, InvoiceStatus::Draft);
+    assert_eq!(invoice.totals.subtotal.to_string(), "14.00");
+    assert_eq!(invoice.totals.tax.to_string(), "2.80");
+    assert_eq!(invoice.totals.total.to_string(), "16.80");
 }
 
 #[test]

@@ -392,3 +392,45 @@ impl Invoice {
         (self.totals.total - already_credited).max(zero(self.currency))
     }
 }
+
+impl Invoice {
+    /// An off-cycle draft holding only `lines` over `period`, e.g. the
+    /// proration lines of a plan change invoiced now
+    /// (`ProrationBehavior::InvoiceNow`); tax and totals computed. Issuer and
+    /// customer are left empty for the caller to fill in.
+    pub fn off_cycle(
+        id: String,
+        customer_id: String,
+        currency: Currency,
+        period: crate::period::Period,
+        lines: Vec<InvoiceLine>,
+        tax: TaxRule,
+        created_at: Timestamp,
+    ) -> Invoice {
+        let mut invoice = Invoice {
+            id,
+            number: None,
+            customer_id,
+            currency,
+            status: InvoiceStatus::Draft,
+            period_start: period.start,
+            period_end: period.end,
+            lines,
+            tax,
+            totals: InvoiceTotals::default(),
+            issuer: Party::default(),
+            bill_to: Party::default(),
+            memo: None,
+            created_at,
+            issued_at: None,
+            due_at: None,
+            paid_at: None,
+            voided_at: None,
+        };
+        for line in &mut invoice.lines {
+            line.amount = round_line(line.amount, currency);
+        }
+        invoice.recompute_totals();
+        invoice
+    }
+}
