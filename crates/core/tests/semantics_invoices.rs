@@ -92,6 +92,10 @@ fn semantics_invoice_base_usage_emergency_and_tax() {
     assert_eq!(source.buckets["plan"], dec!(10000));
     assert_eq!(source.buckets["overage"], dec!(3000));
     assert_eq!(source.records, 2);
+    assert_eq!(
+        calls.explain().unwrap(),
+        "13000 api_calls from 2 ledger records, 2026-04-01 to 2026-05-01: overage 3000, plan 10000"
+    );
     // 150 emergency queries × 0.05 = 7.50; the 2,000 plan queries have no charge.
     let emergency = &inv.lines[2];
     assert_eq!(emergency.quantity, dec!(150));
@@ -313,6 +317,31 @@ fn semantics_invoice_anchor_on_the_31st_across_february() {
     let inv = compute_invoice(&advance).unwrap();
     assert_eq!(amounts(&inv), ["10.00", "0.00"]);
     assert_eq!(inv.lines[0].period_end, ts("2026-03-31T00:00:00Z"));
+}
+
+#[test]
+fn semantics_invoice_first_partial_calendar_period_in_arrears() {
+    // Calendar billing from 2026-04-10: the first period [04-10, 05-01) is
+    // prorated against the whole of April, 10 × 21/30 = 7.00.
+    let cycle = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Calendar,
+        ts("2026-04-10T00:00:00Z"),
+        TimeZone::UTC,
+    );
+    let first = cycle.period_index(0).unwrap();
+    let c = catalog(&arrears());
+    let mut i = whole(Currency::USD, first, plan(&c, "basic"), vec![]);
+    i.nominal_period = Some(cycle.nominal_period(0).unwrap());
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(amounts(&inv), ["7.00", "0.00"]);
+    assert_eq!(
+        inv.lines[0].description,
+        "Basic plan (monthly), 2026-04-10 to 2026-05-01 (prorated)"
+    );
+    // Without the nominal period the short period would be billed in full.
+    i.nominal_period = None;
+    assert_eq!(amounts(&compute_invoice(&i).unwrap()), ["10.00", "0.00"]);
 }
 
 #[test]
