@@ -4,8 +4,9 @@
 //! below a threshold to at or above it adds an [`WriteOp::Outbox`] event to the
 //! same group-commit batch as its ledger row: the event is stored if and only
 //! if the usage is. Every event carries a dedup key (customer, feature, window
-//! start and what fired), so the store keeps one per period even when a gauge
-//! goes down and up, a failed batch is retried, or the engine restarts.
+//! start, what fired and the limit in force), so the store keeps one per period
+//! even when a gauge goes down and up, a failed batch is retried, or the engine
+//! restarts; a plan change to another limit fires again against the new one.
 //!
 //! The common case costs two decimal comparisons and allocates nothing: the
 //! thresholds of an entitlement are compiled once into quantities of its limit
@@ -299,7 +300,13 @@ fn event(
         customer_id: Some(customer.to_string()),
         object_key: format!("customer:{customer}"),
         object_seq: 0,
-        dedup_key: Some(format!("{customer}|{}|{}|{what}", s.key, s.window.0)),
+        dedup_key: Some(format!(
+            "{customer}|{}|{}|{what}|{}",
+            s.key,
+            s.window.0,
+            s.limit
+                .map_or_else(|| "unlimited".to_string(), |l| l.normalize().to_string())
+        )),
         payload: Value::Object(fields),
         created_at: now,
         seq: 0,

@@ -964,6 +964,9 @@ impl Engine {
         self.inner
             .locked(customer, |st| {
                 change(st);
+                // The limits may have changed: denials are announced afresh
+                // (the store's dedup key, which names the limit, keeps one).
+                st.announced = crate::alerts::Announced::default();
                 if recount {
                     st.reloading = Some(notify.clone());
                 }

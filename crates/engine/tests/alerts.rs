@@ -14,7 +14,8 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use tollgate_engine::{
-    CommitRequest, DenyReason, Engine, IngestEvent, RecommendedAction, TestClock, UsageRequest,
+    CommitRequest, DenyReason, Engine, IngestEvent, RecommendedAction, SubscribeOptions, TestClock,
+    UsageRequest,
 };
 use tollgate_store::Store;
 use tollgate_store::notify::OutboxEvent;
@@ -109,7 +110,7 @@ async fn alerts_fire_once_per_threshold_and_period() {
         assert_eq!(p80.customer_id.as_deref(), Some("acme"));
         assert_eq!(
             p80.dedup_key.as_deref(),
-            Some("acme|api_calls|2025-01-15T12:00:00Z|80%")
+            Some("acme|api_calls|2025-01-15T12:00:00Z|80%|100")
         );
         assert_eq!(p80.payload["used"], json!("80"));
         assert_eq!(p80.payload["limit"], json!("100"));
@@ -133,7 +134,7 @@ async fn alerts_fire_once_per_threshold_and_period() {
         assert_eq!(all.len(), 5);
         assert_eq!(
             all[4].dedup_key.as_deref(),
-            Some("acme|api_calls|2025-02-15T12:00:00Z|80%")
+            Some("acme|api_calls|2025-02-15T12:00:00Z|80%|100")
         );
         assert_eq!(all[4].payload["used"], json!("85"));
         engine.close().await.unwrap();
@@ -187,6 +188,51 @@ async fn no_alert_is_duplicated_after_a_restart() {
         engine.close().await.unwrap();
         b.cleanup().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_change_fires_again_against_the_new_limit() {
+    for b in backends("alerts_plan_change") {
+        let clock = TestClock::new(t0());
+        let engine = open(&b, &clock).await;
+        let store = b.store().await;
+        customer(&engine, "acme", "free").await;
+        assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
+        assert_eq!(events(&store).await.len(), 4);
+        // Upgraded mid-period: the window (and its 100 used) stays, the limit
+        // is now 1000, so 80 % is reached again at 800.
+        clock.advance(SignedDuration::from_hours(24));
+        customer_plan(&engine, "acme", "pro").await;
+        assert!(allowed(&engine, "acme", "api_calls", dec!(699)).await);
+        assert_eq!(events(&store).await.len(), 4, "{}: 799 of 1000", b.name);
+        assert!(allowed(&engine, "acme", "api_calls", dec!(1)).await);
+        let all = events(&store).await;
+        assert_eq!(all.len(), 5, "{}", b.name);
+        assert_eq!(all[4].payload["limit"], json!("1000"));
+        assert_eq!(all[4].payload["used"], json!("800"));
+        assert_eq!(
+            all[4].dedup_key.as_deref(),
+            Some("acme|api_calls|2025-01-15T12:00:00Z|80%|1000")
+        );
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
+
+/// Moves a customer to another plan (keeping its anchor).
+async fn customer_plan(engine: &Engine, id: &str, plan: &str) {
+    engine
+        .subscribe(
+            id,
+            plan,
+            SubscribeOptions {
+                status: Some(tollgate_store::SubscriptionStatus::Active),
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
