@@ -64,9 +64,15 @@ impl Alerts {
     }
 
     /// The thresholds a counter moving from `before` to `after` reaches:
-    /// `before < q <= after`.
-    fn crossed(&self, before: Decimal, after: Decimal) -> &[(Threshold, Decimal)] {
-        if after < self.lo || before >= self.hi {
+    /// `before < q <= after`. (Below the lowest threshold, not even `before`
+    /// is computed.)
+    fn crossed(&self, c: &Change) -> &[(Threshold, Decimal)] {
+        let after = c.after;
+        if after < self.lo {
+            return &[];
+        }
+        let before = c.before();
+        if before >= self.hi {
             return &[];
         }
         let first = self.levels.partition_point(|(_, q)| *q <= before);
@@ -332,19 +338,20 @@ fn usage_fields(
 /// A counter's usage around one decision.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Change {
-    pub before: Decimal,
+    /// How much it moved (negative: down).
+    pub delta: Decimal,
     pub after: Decimal,
     pub now: Timestamp,
 }
 
 impl Change {
-    /// Usage that went up by `qty` to `after`.
-    pub(crate) fn up_by(qty: Decimal, after: Decimal, now: Timestamp) -> Change {
-        Change {
-            before: after - qty,
-            after,
-            now,
-        }
+    /// Usage that moved by `delta` to `after`.
+    pub(crate) fn up_by(delta: Decimal, after: Decimal, now: Timestamp) -> Change {
+        Change { delta, after, now }
+    }
+
+    fn before(&self) -> Decimal {
+        self.after - self.delta
     }
 }
 
@@ -358,9 +365,9 @@ fn crossings(
     first_overage: bool,
     out: &mut Vec<WriteOp>,
 ) {
-    let Change { before, after, now } = c;
+    let Change { after, now, .. } = c;
     if let Some(a) = alerts {
-        for (t, q) in a.crossed(before, after) {
+        for (t, q) in a.crossed(&c) {
             let mut f = usage_fields(inner, st, s, after);
             f.insert("threshold".into(), threshold_json(*t));
             f.insert("threshold_quantity".into(), dec(*q));
@@ -407,19 +414,17 @@ pub(crate) fn metered_usage(
     c: Change,
     alloc: &Alloc,
 ) -> Vec<WriteOp> {
-    let Change { before, after, now } = c;
     let Ent::Metered { alerts, .. } = st.ent(f).0 else {
         return Vec::new();
     };
-    let crossing = alerts
-        .as_deref()
-        .is_some_and(|a| !a.crossed(before, after).is_empty());
+    let crossing = alerts.as_deref().is_some_and(|a| !a.crossed(&c).is_empty());
     // The first overage of the window: the meter holds only this one's.
     let first_overage = !alloc.overage.is_zero()
         && matches!(st.slot(f), Some(Slot::Meter(m)) if m.overage == alloc.overage);
     if !crossing && !first_overage && alloc.grants.is_empty() {
         return Vec::new();
     }
+    let Change { after, now, .. } = c;
     let Some(s) = Subject::of(inner, st, f, Some(window), now) else {
         return Vec::new();
     };
@@ -455,10 +460,10 @@ fn gauge_window(st: &CustomerState, now: Timestamp) -> (Timestamp, Timestamp) {
 
 /// The events of a gauge moved from `c.before` to `c.after` (allowed).
 pub(crate) fn gauge_change(inner: &Inner, st: &CustomerState, f: usize, c: Change) -> Vec<WriteOp> {
-    let Change { before, after, now } = c;
-    if after <= before {
+    if c.delta <= Decimal::ZERO {
         return Vec::new();
     }
+    let (before, after, now) = (c.before(), c.after, c.now);
     let Ent::Gauge {
         limit,
         hard,
@@ -467,9 +472,7 @@ pub(crate) fn gauge_change(inner: &Inner, st: &CustomerState, f: usize, c: Chang
     else {
         return Vec::new();
     };
-    let crossing = alerts
-        .as_deref()
-        .is_some_and(|a| !a.crossed(before, after).is_empty());
+    let crossing = alerts.as_deref().is_some_and(|a| !a.crossed(&c).is_empty());
     let beyond = !*hard && limit.is_some_and(|l| before <= l && l < after);
     if !crossing && !beyond {
         return Vec::new();
@@ -596,10 +599,8 @@ mod tests {
     use rust_decimal_macros::dec;
 
     fn levels(a: &Alerts, before: Decimal, after: Decimal) -> Vec<String> {
-        a.crossed(before, after)
-            .iter()
-            .map(|(t, _)| t.to_string())
-            .collect()
+        let c = Change::up_by(after - before, after, Timestamp::UNIX_EPOCH);
+        a.crossed(&c).iter().map(|(t, _)| t.to_string()).collect()
     }
 
     #[test]
