@@ -8,7 +8,7 @@
 //! even when a gauge goes down and up, a failed batch is retried, or the engine
 //! restarts; a plan change to another limit fires again against the new one.
 //!
-//! The common case costs two decimal comparisons and allocates nothing: the
+//! The common case costs one or two decimal comparisons and allocates nothing: the
 //! thresholds of an entitlement are compiled once into quantities of its limit
 //! with their lowest and highest bounds ([`Alerts`]), and a decision whose
 //! counter stays below the lowest or started above the highest returns an
