@@ -14,14 +14,21 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use tollgate_engine::{
-    CommitRequest, DenyReason, Engine, IngestEvent, RecommendedAction, SubscribeOptions, TestClock,
-    UsageRequest,
+    CommitRequest, DenyReason, Engine, IngestEvent, RecommendedAction, TestClock, UsageRequest,
 };
 use tollgate_store::Store;
 use tollgate_store::notify::OutboxEvent;
 
 fn req(c: &str, f: &str, q: Decimal) -> UsageRequest {
     UsageRequest::new(c, f, q)
+}
+
+/// An engine over `b` at `t0`, the store it writes, and customer `acme` on `plan`.
+async fn start(b: &Backend, plan: &str) -> (TestClock, Engine, Arc<dyn Store>) {
+    let clock = TestClock::new(t0());
+    let engine = open(b, &clock).await;
+    customer(&engine, "acme", plan).await;
+    (clock, engine, b.store().await)
 }
 
 /// Consumes and says whether it was allowed.
@@ -56,10 +63,7 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_fire_once_per_threshold_and_period() {
     for b in backends("alerts_thresholds") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await; // api_calls: 100 per period, hard
+        let (clock, engine, store) = start(&b, "free").await; // api_calls: 100 per period, hard
         assert!(allowed(&engine, "acme", "api_calls", dec!(79)).await);
         assert!(
             events(&store).await.is_empty(),
@@ -145,10 +149,7 @@ async fn alerts_fire_once_per_threshold_and_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_alert_is_duplicated_after_a_restart() {
     for b in backends("alerts_restart") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await;
+        let (clock, engine, store) = start(&b, "free").await;
         assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
         assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         // Seats (a gauge, 2 on free): up to the limit, down, up again.
@@ -193,17 +194,14 @@ async fn no_alert_is_duplicated_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_change_fires_again_against_the_new_limit() {
     for b in backends("alerts_plan_change") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await;
+        let (clock, engine, store) = start(&b, "free").await;
         assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
         assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         assert_eq!(events(&store).await.len(), 4);
         // Upgraded mid-period: the window (and its 100 used) stays, the limit
         // is now 1000, so 80 % is reached again at 800.
         clock.advance(SignedDuration::from_hours(24));
-        customer_plan(&engine, "acme", "pro").await;
+        subscribe_to(&engine, "acme", "pro").await;
         assert!(allowed(&engine, "acme", "api_calls", dec!(699)).await);
         assert_eq!(events(&store).await.len(), 4, "{}: 799 of 1000", b.name);
         assert!(allowed(&engine, "acme", "api_calls", dec!(1)).await);
@@ -220,28 +218,10 @@ async fn a_plan_change_fires_again_against_the_new_limit() {
     }
 }
 
-/// Moves a customer to another plan (keeping its anchor).
-async fn customer_plan(engine: &Engine, id: &str, plan: &str) {
-    engine
-        .subscribe(
-            id,
-            plan,
-            SubscribeOptions {
-                status: Some(tollgate_store::SubscriptionStatus::Active),
-                ..SubscribeOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_tasks_crossing_at_once_fire_each_threshold_once() {
     for b in backends("alerts_concurrent") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await;
+        let (_clock, engine, store) = start(&b, "free").await;
         let answers = race_64(&engine, "acme").await;
         assert_eq!(allowed_total(&answers), dec!(100));
         let mut got = summary(&events(&store).await);
@@ -265,10 +245,7 @@ async fn sixty_four_tasks_crossing_at_once_fire_each_threshold_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_limits_report_the_first_overage_of_the_period() {
     for b in backends("alerts_soft") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "pro").await; // minutes: 100 per day, soft
+        let (clock, engine, store) = start(&b, "pro").await; // minutes: 100 per day, soft
         engine
             .consume(req("acme", "minutes", dec!(90)))
             .await
@@ -333,10 +310,7 @@ async fn soft_limits_report_the_first_overage_of_the_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_pool_draw_and_grant_exhaustion_are_events() {
     for b in backends("alerts_emergency") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "pro").await; // api_calls: 1000 hard, emergency 100
+        let (_clock, engine, store) = start(&b, "pro").await; // api_calls: 1000 hard, emergency 100
         // A reservation committed across all three thresholds at once.
         let r = engine
             .reserve(req("acme", "api_calls", dec!(1000)), None)

@@ -201,6 +201,11 @@ pub async fn open(b: &Backend, clock: &TestClock) -> Engine {
 /// A customer subscribed (active) to `plan`, anchored at the clock's now.
 pub async fn customer(engine: &Engine, id: &str, plan: &str) {
     engine.create_customer(NewCustomer::new(id)).await.unwrap();
+    subscribe_to(engine, id, plan).await;
+}
+
+/// Subscribes a customer (active) to `plan`; a plan change keeps the anchor.
+pub async fn subscribe_to(engine: &Engine, id: &str, plan: &str) {
     engine
         .subscribe(
             id,
