@@ -94,10 +94,7 @@ fn mint(prefix: &str) -> String {
             .unwrap_or_default();
         format!("{micros:x}{:04x}", std::process::id() & 0xffff)
     });
-    format!(
-        "{prefix}_{stem}{:x}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{stem}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 // ---- requests and outcomes ---------------------------------------------------------
@@ -463,7 +460,10 @@ impl Billing {
                 created_at: now,
                 updated_at: now,
             };
-            self.store.changes().put_scheduled_change(&scheduled).await?;
+            self.store
+                .changes()
+                .put_scheduled_change(&scheduled)
+                .await?;
             return Ok(ChangeOutcome {
                 state: ChangeState::Scheduled,
                 view,
@@ -927,7 +927,10 @@ impl Billing {
                 created_at: now,
                 updated_at: now,
             };
-            self.store.changes().put_scheduled_change(&scheduled).await?;
+            self.store
+                .changes()
+                .put_scheduled_change(&scheduled)
+                .await?;
             return Ok(SubscriptionOutcome {
                 state: ChangeState::Scheduled,
                 subscription: cur.sub,
@@ -1114,7 +1117,6 @@ impl Billing {
         if let Some(v) = req.from_version {
             self.plan_version(plan, Some(v)).await?;
         }
-        let mut sources: BTreeMap<u32, Plan> = BTreeMap::new();
         let mut differences = BTreeMap::new();
         let mut customers = Vec::new();
         for sub in self.store.all_subscriptions().await? {
@@ -1132,10 +1134,11 @@ impl Billing {
             {
                 continue;
             }
-            if !sources.contains_key(&sub.plan_version) {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                differences.entry(sub.plan_version)
+            {
                 let from = self.plan_version(plan, Some(sub.plan_version)).await?;
-                differences.insert(sub.plan_version, diff_plans(&from, &to));
-                sources.insert(sub.plan_version, from);
+                slot.insert(diff_plans(&from, &to));
             }
             let diff = differences
                 .get(&sub.plan_version)

@@ -807,7 +807,11 @@ pub async fn put_subscription(
         &mut errors,
     );
     fail_if(errors)?;
-    let sub = state.engine.subscribe(&id, &body.plan, opts).await?;
+    // Through billing, so the plan-change history records it.
+    let sub = state
+        .billing
+        .subscribe(&id, &body.plan, opts, &principal.key.id, None)
+        .await?;
     Ok(Json(sub.into()))
 }
 
