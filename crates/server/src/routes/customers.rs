@@ -533,7 +533,10 @@ pub async fn create_customer(
         })
         .await?;
     if let (Some(plan), Some(opts)) = (body.plan, opts) {
-        state.engine.subscribe(&record.id, &plan, opts).await?;
+        state
+            .billing
+            .subscribe(&record.id, &plan, opts, &principal.key.id, None)
+            .await?;
     }
     Ok((StatusCode::CREATED, Json(customer_out(&state, record))))
 }
