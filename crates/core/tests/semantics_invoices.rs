@@ -4,7 +4,9 @@
 
 mod billing_fixtures;
 
-use billing_fixtures::{Spec, april, catalog, input, march, period, plan, segment, ts, usage};
+use billing_fixtures::{
+    Spec, april, catalog, changed_at, input, march, period, plan, segment, ts, usage, whole,
+};
 use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -12,7 +14,7 @@ use rust_decimal_macros::dec;
 use tollgate_core::billing::compute::{
     BillingError, Discount, compute_invoice, project_upcoming, sum_amounts,
 };
-use tollgate_core::billing::credit::{CreditRequest, credit_note};
+use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::invoice::format_number;
 use tollgate_core::billing::{
     Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule,
@@ -49,21 +51,17 @@ fn april_invoice() -> Invoice {
     let c = catalog(&arrears());
     let basic = plan(&c, "basic");
     let p = april();
-    let mut i = input(
+    let mut i = whole(
         Currency::USD,
         p,
-        vec![segment(
-            basic,
-            p.start,
-            p.end,
-            vec![
-                usage(
-                    "api_calls",
-                    &[("plan", dec!(10000)), ("overage", dec!(3000))],
-                ),
-                usage("queries", &[("plan", dec!(2000)), ("emergency", dec!(150))]),
-            ],
-        )],
+        basic,
+        vec![
+            usage(
+                "api_calls",
+                &[("plan", dec!(10000)), ("overage", dec!(3000))],
+            ),
+            usage("queries", &[("plan", dec!(2000)), ("emergency", dec!(150))]),
+        ],
     );
     i.tax = vat(dec!(0.2), TaxMode::PerLine);
     compute_invoice(&i).unwrap()
@@ -94,6 +92,10 @@ fn semantics_invoice_base_usage_emergency_and_tax() {
     assert_eq!(source.buckets["plan"], dec!(10000));
     assert_eq!(source.buckets["overage"], dec!(3000));
     assert_eq!(source.records, 2);
+    assert_eq!(
+        calls.explain().unwrap(),
+        "13000 api_calls from 2 ledger records, 2026-04-01 to 2026-05-01: overage 3000, plan 10000"
+    );
     // 150 emergency queries × 0.05 = 7.50; the 2,000 plan queries have no charge.
     let emergency = &inv.lines[2];
     assert_eq!(emergency.quantity, dec!(150));
@@ -114,15 +116,11 @@ fn semantics_invoice_in_advance_collects_the_next_period_base() {
     let basic = plan(&c, "basic");
     let p = april();
     let may = period("2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z");
-    let mut i = input(
+    let mut i = whole(
         Currency::USD,
         p,
-        vec![segment(
-            basic,
-            p.start,
-            p.end,
-            vec![usage("api_calls", &[("plan", dec!(3000))])],
-        )],
+        basic,
+        vec![usage("api_calls", &[("plan", dec!(3000))])],
     );
     i.advance = Some((basic, may));
     let inv = compute_invoice(&i).unwrap();
@@ -142,24 +140,7 @@ fn semantics_invoice_upgrade_mid_period_shares_the_allowance() {
     let (basic, pro) = (plan(&c, "basic"), plan(&c, "pro"));
     let p = april();
     let at = ts("2026-04-10T00:00:00Z");
-    let i = input(
-        Currency::USD,
-        p,
-        vec![
-            segment(
-                basic,
-                p.start,
-                at,
-                vec![usage("api_calls", &[("plan", dec!(3000))])],
-            ),
-            segment(
-                pro,
-                at,
-                p.end,
-                vec![usage("api_calls", &[("plan", dec!(9000))])],
-            ),
-        ],
-    );
+    let i = changed_at(Currency::USD, p, at, (basic, dec!(3000)), (pro, dec!(9000)));
     let inv = compute_invoice(&i).unwrap();
     assert_eq!(
         kinds(&inv),
@@ -204,23 +185,12 @@ fn across_a_change(basic_charge: &str, pro_charge: &str, second: Decimal) -> Inv
     });
     let p = april();
     let at = ts("2026-04-10T00:00:00Z");
-    let i = input(
+    let i = changed_at(
         Currency::USD,
         p,
-        vec![
-            segment(
-                plan(&c, "basic"),
-                p.start,
-                at,
-                vec![usage("api_calls", &[("plan", dec!(4000))])],
-            ),
-            segment(
-                plan(&c, "pro"),
-                at,
-                p.end,
-                vec![usage("api_calls", &[("plan", second)])],
-            ),
-        ],
+        at,
+        (plan(&c, "basic"), dec!(4000)),
+        (plan(&c, "pro"), second),
     );
     compute_invoice(&i).unwrap()
 }
@@ -261,15 +231,11 @@ fn semantics_invoice_volume_across_a_plan_change() {
         ..Spec::default()
     });
     let p = april();
-    let single = input(
+    let single = whole(
         Currency::USD,
         p,
-        vec![segment(
-            plan(&c, "basic"),
-            p.start,
-            p.end,
-            vec![usage("api_calls", &[("plan", dec!(12000))])],
-        )],
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(12000))])],
     );
     let inv = compute_invoice(&single).unwrap();
     assert_eq!(amounts(&inv), ["24.00"]);
@@ -281,15 +247,11 @@ fn semantics_invoice_grant_burn_is_not_billed() {
     // shown in the line's source.
     let c = catalog(&Spec::default());
     let p = april();
-    let i = input(
+    let i = whole(
         Currency::USD,
         p,
-        vec![segment(
-            plan(&c, "basic"),
-            p.start,
-            p.end,
-            vec![usage("api_calls", &[("grant_welcome", dec!(5000))])],
-        )],
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("grant_welcome", dec!(5000))])],
     );
     let inv = compute_invoice(&i).unwrap();
     assert_eq!(amounts(&inv), ["0.00"]);
@@ -328,12 +290,8 @@ fn semantics_invoice_anchor_on_the_31st_across_february() {
     // In arrears: the short period is a whole period, its base is the full 10.00.
     let c = catalog(&arrears());
     let (basic, pro) = (plan(&c, "basic"), plan(&c, "pro"));
-    let whole = input(
-        Currency::USD,
-        short,
-        vec![segment(basic, short.start, short.end, vec![])],
-    );
-    let inv = compute_invoice(&whole).unwrap();
+    let full = whole(Currency::USD, short, basic, vec![]);
+    let inv = compute_invoice(&full).unwrap();
     assert_eq!(amounts(&inv), ["10.00", "0.00"]);
     assert_eq!(inv.lines[0].description, "Basic plan (monthly)");
 
@@ -354,15 +312,36 @@ fn semantics_invoice_anchor_on_the_31st_across_february() {
     // In advance: closing the short period collects the next one, 31 days, in full.
     let c = catalog(&Spec::default());
     let basic = plan(&c, "basic");
-    let mut advance = input(
-        Currency::USD,
-        short,
-        vec![segment(basic, short.start, short.end, vec![])],
-    );
+    let mut advance = whole(Currency::USD, short, basic, vec![]);
     advance.advance = Some((basic, next));
     let inv = compute_invoice(&advance).unwrap();
     assert_eq!(amounts(&inv), ["10.00", "0.00"]);
     assert_eq!(inv.lines[0].period_end, ts("2026-03-31T00:00:00Z"));
+}
+
+#[test]
+fn semantics_invoice_first_partial_calendar_period_in_arrears() {
+    // Calendar billing from 2026-04-10: the first period [04-10, 05-01) is
+    // prorated against the whole of April, 10 × 21/30 = 7.00.
+    let cycle = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Calendar,
+        ts("2026-04-10T00:00:00Z"),
+        TimeZone::UTC,
+    );
+    let first = cycle.period_index(0).unwrap();
+    let c = catalog(&arrears());
+    let mut i = whole(Currency::USD, first, plan(&c, "basic"), vec![]);
+    i.nominal_period = Some(cycle.nominal_period(0).unwrap());
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(amounts(&inv), ["7.00", "0.00"]);
+    assert_eq!(
+        inv.lines[0].description,
+        "Basic plan (monthly), 2026-04-10 to 2026-05-01 (prorated)"
+    );
+    // Without the nominal period the short period would be billed in full.
+    i.nominal_period = None;
+    assert_eq!(amounts(&compute_invoice(&i).unwrap()), ["10.00", "0.00"]);
 }
 
 #[test]
@@ -409,23 +388,12 @@ fn semantics_invoice_in_jpy_is_whole_yen() {
     });
     let p = march();
     let at = ts("2026-03-10T00:00:00Z");
-    let mut i = input(
+    let mut i = changed_at(
         Currency::JPY,
         p,
-        vec![
-            segment(
-                plan(&c, "basic"),
-                p.start,
-                at,
-                vec![usage("api_calls", &[("plan", dec!(400))])],
-            ),
-            segment(
-                plan(&c, "pro"),
-                at,
-                p.end,
-                vec![usage("api_calls", &[("plan", dec!(834))])],
-            ),
-        ],
+        at,
+        (plan(&c, "basic"), dec!(400)),
+        (plan(&c, "pro"), dec!(834)),
     );
     i.tax = vat(dec!(0.1), TaxMode::OnTotal);
     let inv = compute_invoice(&i).unwrap();
@@ -451,24 +419,7 @@ price = { model = "per_unit", unit_price = "0.002" }"#,
     let basic = plan(&c, "basic");
     let p = april();
     let at = ts("2026-04-10T00:00:00Z");
-    let i = input(
-        Currency::USD,
-        p,
-        vec![
-            segment(
-                basic,
-                p.start,
-                at,
-                vec![usage("api_calls", &[("plan", dec!(700))])],
-            ),
-            segment(
-                basic,
-                at,
-                p.end,
-                vec![usage("api_calls", &[("plan", dec!(500))])],
-            ),
-        ],
-    );
+    let i = changed_at(Currency::USD, p, at, (basic, dec!(700)), (basic, dec!(500)));
     let inv = compute_invoice(&i).unwrap();
     // 200 billable calls × 0.002 = 0.40; the minimum 5 × 9/30 + 5 × 21/30 = 5.00
     // adds 4.60.
@@ -490,11 +441,7 @@ price.default = { model = "per_unit", unit_price = "0.002" }"#,
     eu.dimensions.insert("region".into(), "eu".into());
     let mut us = usage("api_calls", &[("plan", dec!(500))]);
     us.dimensions.insert("region".into(), "us".into());
-    let i = input(
-        Currency::USD,
-        p,
-        vec![segment(plan(&c, "basic"), p.start, p.end, vec![us, eu])],
-    );
+    let i = whole(Currency::USD, p, plan(&c, "basic"), vec![us, eu]);
     let inv = compute_invoice(&i).unwrap();
     assert_eq!(amounts(&inv), ["3.00", "1.00"]);
     assert!(inv.lines[0].description.ends_with("(region=eu)"));
@@ -505,17 +452,13 @@ price.default = { model = "per_unit", unit_price = "0.002" }"#,
 fn discounted(discounts: Vec<Discount>, tax: TaxRule) -> Invoice {
     let c = catalog(&arrears());
     let p = april();
-    let mut i = input(
+    let mut i = whole(
         Currency::USD,
         p,
-        vec![segment(
-            plan(&c, "basic"),
-            p.start,
-            p.end,
-            vec![usage(
-                "api_calls",
-                &[("plan", dec!(10000)), ("overage", dec!(6000))],
-            )],
+        plan(&c, "basic"),
+        vec![usage(
+            "api_calls",
+            &[("plan", dec!(10000)), ("overage", dec!(6000))],
         )],
     );
     i.discounts = discounts;
@@ -569,11 +512,7 @@ fn semantics_invoice_tax_per_line_or_on_total() {
             Currency::USD,
         )
     };
-    let mut i = input(
-        Currency::USD,
-        p,
-        vec![segment(plan(&c, "basic"), p.start, p.end, vec![])],
-    );
+    let mut i = whole(Currency::USD, p, plan(&c, "basic"), vec![]);
     i.pending = vec![pending("a"), pending("b")];
     i.tax = vat(dec!(0.1), TaxMode::PerLine);
     let per_line = compute_invoice(&i).unwrap();
@@ -617,7 +556,7 @@ fn semantics_invoice_draft_edit_recomputes_totals() {
     assert_eq!(inv.totals.subtotal.to_string(), "40.00");
     assert_eq!(inv.totals.tax.to_string(), "8.00");
     assert_eq!(inv.totals.total.to_string(), "48.00");
-    inv.record(dec!(20), Decimal::ZERO);
+    inv.record_payment(dec!(20));
     assert_eq!(inv.totals.amount_due.to_string(), "28.00");
 }
 
@@ -627,15 +566,11 @@ fn semantics_invoice_projection_scales_usage_by_elapsed_time() {
     // billable × 0.002 = 4.00, plus the base.
     let c = catalog(&arrears());
     let p = april();
-    let i = input(
+    let i = whole(
         Currency::USD,
         p,
-        vec![segment(
-            plan(&c, "basic"),
-            p.start,
-            p.end,
-            vec![usage("api_calls", &[("plan", dec!(1000))])],
-        )],
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(1000))])],
     );
     let projected = project_upcoming(&i, ts("2026-04-11T00:00:00Z")).unwrap();
     assert_eq!(amounts(&projected), ["10.00", "4.00"]);
@@ -667,34 +602,22 @@ fn semantics_invoice_errors() {
         compute_invoice(&none),
         Err(BillingError::Segments(_))
     ));
-    let jpy = input(
-        Currency::JPY,
-        p,
-        vec![segment(basic, p.start, p.end, vec![])],
-    );
+    let jpy = whole(Currency::JPY, p, basic, vec![]);
     assert!(matches!(
         compute_invoice(&jpy),
         Err(BillingError::Currency { .. })
     ));
-    let negative = input(
+    let negative = whole(
         Currency::USD,
         p,
-        vec![segment(
-            basic,
-            p.start,
-            p.end,
-            vec![usage("api_calls", &[("plan", dec!(-1))])],
-        )],
+        basic,
+        vec![usage("api_calls", &[("plan", dec!(-1))])],
     );
     assert!(matches!(
         compute_invoice(&negative),
         Err(BillingError::Invalid(_))
     ));
-    let mut too_much = input(
-        Currency::USD,
-        p,
-        vec![segment(basic, p.start, p.end, vec![])],
-    );
+    let mut too_much = whole(Currency::USD, p, basic, vec![]);
     too_much.discounts = vec![Discount::Percent {
         percent: dec!(150),
         description: "?".into(),
@@ -715,7 +638,11 @@ fn issued(mut inv: Invoice) -> Invoice {
     inv
 }
 
-fn note(inv: &Invoice, already: Decimal, request: CreditRequest) -> Result<Decimal, BillingError> {
+fn credit(
+    inv: &Invoice,
+    already: Decimal,
+    request: CreditRequest,
+) -> Result<CreditNote, BillingError> {
     credit_note(
         inv,
         already,
@@ -724,7 +651,18 @@ fn note(inv: &Invoice, already: Decimal, request: CreditRequest) -> Result<Decim
         "test".into(),
         inv.period_end,
     )
-    .map(|n| n.total)
+}
+
+fn note(inv: &Invoice, already: Decimal, request: CreditRequest) -> Result<Decimal, BillingError> {
+    credit(inv, already, request).map(|n| n.total)
+}
+
+/// Each credit line's (amount, tax).
+fn pairs(cn: &CreditNote) -> Vec<(String, String)> {
+    cn.lines
+        .iter()
+        .map(|l| (l.amount.to_string(), l.tax_amount.to_string()))
+        .collect()
 }
 
 #[test]
@@ -759,7 +697,7 @@ fn semantics_credit_note_fully_reverses_an_invoice() {
         ]
     );
     assert_eq!(cn.total.to_string(), "49.80");
-    inv.record(Decimal::ZERO, cn.total);
+    inv.record_credit(cn.total);
     assert_eq!(inv.totals.amount_due.to_string(), "0.00");
     assert_eq!(inv.totals.total - inv.totals.amount_credited, Decimal::ZERO);
     // Nothing is left to credit.
@@ -772,22 +710,9 @@ fn semantics_credit_note_fully_reverses_an_invoice() {
         description: "Goodwill".into(),
     };
     let inv = issued(discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal)));
-    let cn = credit_note(
-        &inv,
-        Decimal::ZERO,
-        &CreditRequest::Full,
-        "cn_2".into(),
-        "cancelled".into(),
-        inv.period_end,
-    )
-    .unwrap();
-    let lines: Vec<(String, String)> = cn
-        .lines
-        .iter()
-        .map(|l| (l.amount.to_string(), l.tax_amount.to_string()))
-        .collect();
+    let cn = credit(&inv, Decimal::ZERO, CreditRequest::Full).unwrap();
     assert_eq!(
-        lines,
+        pairs(&cn),
         [
             ("10.00".into(), "0.00".into()),
             ("30.00".into(), "0.00".into()),
@@ -803,22 +728,14 @@ fn semantics_credit_note_fully_reverses_an_invoice() {
 fn semantics_credit_note_amount_and_lines() {
     let inv = issued(april_invoice()); // 49.80
     // 10.00 spread in proportion: each line and its tax × 10/49.80.
-    let cn = credit_note(
+    let cn = credit(
         &inv,
         Decimal::ZERO,
-        &CreditRequest::Amount { amount: dec!(10) },
-        "cn_1".into(),
-        "partial refund".into(),
-        inv.period_end,
+        CreditRequest::Amount { amount: dec!(10) },
     )
     .unwrap();
-    let lines: Vec<(String, String)> = cn
-        .lines
-        .iter()
-        .map(|l| (l.amount.to_string(), l.tax_amount.to_string()))
-        .collect();
     assert_eq!(
-        lines,
+        pairs(&cn),
         [
             ("2.01".into(), "0.40".into()),
             ("4.82".into(), "0.96".into()),
@@ -937,10 +854,7 @@ proptest! {
         let c = catalog(&Spec { currency: code, billing: "in_arrears", basic_charge: &charge, pro_charge: &charge, basic_price: "10", pro_price: "33", ..Spec::default() });
         let p = april();
         let at = p.start + jiff::SignedDuration::from_hours(change_hour);
-        let mut i = input(currency, p, vec![
-            segment(plan(&c, "basic"), p.start, at, vec![usage("api_calls", &[("plan", Decimal::from(first))])]),
-            segment(plan(&c, "pro"), at, p.end, vec![usage("api_calls", &[("plan", Decimal::from(second))])]),
-        ]);
+        let mut i = changed_at(currency, p, at, (plan(&c, "basic"), Decimal::from(first)), (plan(&c, "pro"), Decimal::from(second)));
         i.tax = vat(rate, if on_total { TaxMode::OnTotal } else { TaxMode::PerLine });
         let inv = compute_invoice(&i).unwrap();
         let lines = sum_amounts(&inv.lines);

@@ -12,11 +12,12 @@ use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use tollgate_core::billing::InvoiceLineKind;
 use tollgate_core::billing::change::{
     ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior, preview_change,
 };
+use tollgate_core::billing::{Invoice, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule};
 use tollgate_core::catalog::{Catalog, Limit};
+use tollgate_core::money::Currency;
 use tollgate_core::period::{Anchoring, BillingCycle, Interval, Period};
 
 fn change<'c>(
@@ -36,6 +37,12 @@ fn change<'c>(
         usage: BTreeMap::new(),
         gauges: BTreeMap::new(),
     }
+}
+
+/// Basic → Pro at `at` in `period`, with the defaults (upgrade now, lines on
+/// the next invoice).
+fn upgrade(c: &Catalog, period: Period, at: &str) -> ChangePreview {
+    preview_change(&change(c, "basic", "pro", period, ts(at))).unwrap()
 }
 
 fn lines(p: &ChangePreview) -> Vec<String> {
@@ -86,18 +93,37 @@ fn semantics_change_upgrade_day10_of_a_30_day_month() {
 }
 
 #[test]
+fn semantics_change_invoiced_now() {
+    // `invoice_now`: the two lines on an off-cycle invoice of their own,
+    // VAT 20 % per line: −7.00 − 1.40 + 21.00 + 4.20 = 16.80.
+    let c = catalog(&Spec::default());
+    let at = "2026-04-10T00:00:00Z";
+    let p = upgrade(&c, april(), at);
+    let invoice = Invoice::off_cycle(
+        "inv_now".into(),
+        "acme".into(),
+        Currency::USD,
+        Period::new(ts(at), april().end).unwrap(),
+        p.proration_lines,
+        TaxRule {
+            rate: dec!(0.2),
+            mode: TaxMode::PerLine,
+            label: "VAT".into(),
+        },
+        ts(at),
+    );
+    assert_eq!(invoice.status, InvoiceStatus::Draft);
+    assert_eq!(invoice.totals.subtotal.to_string(), "14.00");
+    assert_eq!(invoice.totals.tax.to_string(), "2.80");
+    assert_eq!(invoice.totals.total.to_string(), "16.80");
+}
+
+#[test]
 fn semantics_change_upgrade_day10_of_a_31_day_month() {
     // March: 22 of 31 days remain. −10 × 22/31 = −7.0967… → −7.10;
     // 30 × 22/31 = 21.2903… → 21.29.
     let c = catalog(&Spec::default());
-    let p = preview_change(&change(
-        &c,
-        "basic",
-        "pro",
-        march(),
-        ts("2026-03-10T00:00:00Z"),
-    ))
-    .unwrap();
+    let p = upgrade(&c, march(), "2026-03-10T00:00:00Z");
     assert_eq!(lines(&p), ["-7.10", "21.29"]);
     assert_eq!(p.proration_total.to_string(), "14.19");
 }
@@ -178,14 +204,7 @@ fn semantics_change_yearly_plan_mid_year() {
         ..Spec::default()
     });
     let year = period("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z");
-    let p = preview_change(&change(
-        &c,
-        "basic",
-        "pro",
-        year,
-        ts("2026-07-02T00:00:00Z"),
-    ))
-    .unwrap();
+    let p = upgrade(&c, year, "2026-07-02T00:00:00Z");
     // −120 × 183/365 = −60.1643… → −60.16; 240 × 183/365 = 120.3287… → 120.33.
     assert_eq!(lines(&p), ["-60.16", "120.33"]);
     assert_eq!(p.proration_total.to_string(), "60.17");
@@ -200,14 +219,7 @@ fn semantics_change_in_jpy() {
         pro_price: "3000",
         ..Spec::default()
     });
-    let p = preview_change(&change(
-        &c,
-        "basic",
-        "pro",
-        march(),
-        ts("2026-03-10T00:00:00Z"),
-    ))
-    .unwrap();
+    let p = upgrade(&c, march(), "2026-03-10T00:00:00Z");
     assert_eq!(lines(&p), ["-710", "2129"]);
     assert_eq!(p.proration_total.to_string(), "1419");
 }
@@ -285,12 +297,13 @@ proptest! {
         let c = catalog(&Spec::default());
         let at = april().start + jiff::SignedDuration::from_secs(secs);
         let p = preview_change(&change(&c, "basic", "pro", april(), at)).unwrap();
-        let remaining = Decimal::from(2_592_000 - secs) / Decimal::from(2_592_000);
+        // Multiply first, as proration does: exact shares such as 17.575.
+        let share = |price: Decimal| price * Decimal::from(2_592_000 - secs) / Decimal::from(2_592_000);
         let amounts: Vec<Decimal> = p.proration_lines.iter().map(|l| l.amount).collect();
         let credit = amounts.iter().copied().find(|a| *a < Decimal::ZERO).unwrap_or_default();
         let charge = amounts.iter().copied().find(|a| *a > Decimal::ZERO).unwrap_or_default();
-        prop_assert!((credit + dec!(10) * remaining).abs() <= dec!(0.005));
-        prop_assert!((charge - dec!(30) * remaining).abs() <= dec!(0.005));
+        prop_assert!((credit + share(dec!(10))).abs() <= dec!(0.005));
+        prop_assert!((charge - share(dec!(30))).abs() <= dec!(0.005));
         prop_assert!(credit >= dec!(-10) && charge <= dec!(30));
         prop_assert_eq!(p.proration_total, credit + charge);
     }

@@ -32,9 +32,7 @@ use crate::period::{Interval, Period};
 use crate::pricing::{Charge, ChargePrice, PriceModel, PricingError, TierBreakdown};
 use crate::proration::prorate;
 
-use super::invoice::{
-    Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, InvoiceTotals, LineSource, Party, TaxRule,
-};
+use super::invoice::{Invoice, InvoiceLine, InvoiceLineKind, LineSource, Party, TaxRule};
 
 /// Ledger totals of one feature (and, for a dimensional charge, one dimension
 /// group) over one segment. Only billable records are summed.
@@ -262,9 +260,9 @@ fn check_input(input: &InvoiceInput<'_>) -> Result<(), BillingError> {
     if let Some((plan, _)) = &input.advance {
         check_currency(input.currency, plan)?;
     }
-    if input.tax.rate < Decimal::ZERO {
+    if input.tax.rate < Decimal::ZERO || input.tax.rate > Decimal::ONE {
         return Err(BillingError::Invalid(format!(
-            "tax rate {} is negative",
+            "tax rate must be a fraction between 0 and 1 (0.2 = 20 %), got {}",
             input.tax.rate
         )));
     }
@@ -347,27 +345,17 @@ pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError
     }
     let discounts = discount_lines(&input.discounts, &lines, currency, &input.period)?;
     lines.extend(discounts);
-    let mut invoice = Invoice {
-        id: input.invoice_id.clone(),
-        number: None,
-        customer_id: input.customer_id.clone(),
+    let mut invoice = Invoice::off_cycle(
+        input.invoice_id.clone(),
+        input.customer_id.clone(),
         currency,
-        status: InvoiceStatus::Draft,
-        period_start: input.period.start,
-        period_end: input.period.end,
+        input.period,
         lines,
-        tax: input.tax.clone(),
-        totals: InvoiceTotals::default(),
-        issuer: input.issuer.clone(),
-        bill_to: input.bill_to.clone(),
-        memo: None,
-        created_at: input.created_at,
-        issued_at: None,
-        due_at: None,
-        paid_at: None,
-        voided_at: None,
-    };
-    invoice.recompute_totals();
+        input.tax.clone(),
+        input.created_at,
+    );
+    invoice.issuer = input.issuer.clone();
+    invoice.bill_to = input.bill_to.clone();
     Ok(invoice)
 }
 

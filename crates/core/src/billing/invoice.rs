@@ -370,10 +370,15 @@ impl Invoice {
         self.recompute_totals();
     }
 
-    /// Records a payment or a credit note and updates `amount_due`.
-    pub fn record(&mut self, paid: Decimal, credited: Decimal) {
-        self.totals.amount_paid += paid;
-        self.totals.amount_credited += credited;
+    /// Records a payment received and updates `amount_due`.
+    pub fn record_payment(&mut self, amount: Decimal) {
+        self.totals.amount_paid += amount;
+        self.recompute_totals();
+    }
+
+    /// Records a credit note's total and updates `amount_due`.
+    pub fn record_credit(&mut self, amount: Decimal) {
+        self.totals.amount_credited += amount;
         self.recompute_totals();
     }
 
@@ -385,5 +390,47 @@ impl Invoice {
     /// What can still be credited: the total less earlier credit notes.
     pub fn creditable(&self, already_credited: Decimal) -> Decimal {
         (self.totals.total - already_credited).max(zero(self.currency))
+    }
+}
+
+impl Invoice {
+    /// An off-cycle draft holding only `lines` over `period`, e.g. the
+    /// proration lines of a plan change invoiced now
+    /// (`ProrationBehavior::InvoiceNow`); tax and totals computed. Issuer and
+    /// customer are left empty for the caller to fill in.
+    pub fn off_cycle(
+        id: String,
+        customer_id: String,
+        currency: Currency,
+        period: crate::period::Period,
+        lines: Vec<InvoiceLine>,
+        tax: TaxRule,
+        created_at: Timestamp,
+    ) -> Invoice {
+        let mut invoice = Invoice {
+            id,
+            number: None,
+            customer_id,
+            currency,
+            status: InvoiceStatus::Draft,
+            period_start: period.start,
+            period_end: period.end,
+            lines,
+            tax,
+            totals: InvoiceTotals::default(),
+            issuer: Party::default(),
+            bill_to: Party::default(),
+            memo: None,
+            created_at,
+            issued_at: None,
+            due_at: None,
+            paid_at: None,
+            voided_at: None,
+        };
+        for line in &mut invoice.lines {
+            line.amount = round_line(line.amount, currency);
+        }
+        invoice.recompute_totals();
+        invoice
     }
 }

@@ -185,3 +185,37 @@ pub fn input<'a>(
         created_at: period.end,
     }
 }
+
+/// `period` split at `at`: `first` api calls (plan bucket) on `before`, then
+/// `second` on `after`.
+pub fn changed_at<'a>(
+    currency: Currency,
+    period: Period,
+    at: Timestamp,
+    (before, first): (&'a Plan, Decimal),
+    (after, second): (&'a Plan, Decimal),
+) -> InvoiceInput<'a> {
+    let calls = |q: Decimal| vec![usage("api_calls", &[("plan", q)])];
+    input(
+        currency,
+        period,
+        vec![
+            segment(before, period.start, at, calls(first)),
+            segment(after, at, period.end, calls(second)),
+        ],
+    )
+}
+
+/// One plan for the whole of `period`.
+pub fn whole<'a>(
+    currency: Currency,
+    period: Period,
+    plan: &'a Plan,
+    usage: Vec<UsageTotal>,
+) -> InvoiceInput<'a> {
+    input(
+        currency,
+        period,
+        vec![segment(plan, period.start, period.end, usage)],
+    )
+}
