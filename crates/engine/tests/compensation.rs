@@ -131,6 +131,9 @@ impl Store for Flaky {
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
         self.inner.revoke_api_key(id, at).await
     }
+    fn changes(&self) -> &dyn changes::ChangeStore {
+        self.inner.changes()
+    }
 }
 
 fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {

@@ -456,6 +456,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Marks a key revoked at `at`; a key already revoked keeps its first
     /// revocation time. `NotFound` if absent.
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
+
+    // ---- plan changes ----------------------------------------------------------------
+    /// Plan-change history, scheduled changes and pending invoice items.
+    fn changes(&self) -> &dyn changes::ChangeStore;
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing; optionally

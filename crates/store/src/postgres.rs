@@ -57,7 +57,7 @@ const POOL_SIZE: u32 = 8;
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     schema: Option<String>,
 }
 
@@ -778,5 +778,8 @@ impl Store for PgStore {
             });
         }
         Ok(())
+    }
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }

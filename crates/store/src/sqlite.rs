@@ -96,8 +96,8 @@ const _: () = assert!(SNAPSHOT_CHUNK * SNAPSHOT_PARAMS <= MAX_PARAMS);
 /// The SQLite store: one file, one writer connection, a small pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
     path: PathBuf,
 }
 
@@ -881,6 +881,10 @@ impl Store for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }
 
