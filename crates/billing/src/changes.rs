@@ -84,7 +84,7 @@ pub type Result<T, E = ChangeError> = std::result::Result<T, E>;
 
 /// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
 /// process id, counter); they carry no meaning.
-fn mint(prefix: &str) -> String {
+pub(crate) fn mint(prefix: &str) -> String {
     static STEM: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let stem = STEM.get_or_init(|| {
@@ -94,10 +94,7 @@ fn mint(prefix: &str) -> String {
             .unwrap_or_default();
         format!("{micros:x}{:04x}", std::process::id() & 0xffff)
     });
-    format!(
-        "{prefix}_{stem}{:x}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{stem}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 // ---- requests and outcomes ---------------------------------------------------------
@@ -463,7 +460,10 @@ impl Billing {
                 created_at: now,
                 updated_at: now,
             };
-            self.store.changes().put_scheduled_change(&scheduled).await?;
+            self.store
+                .changes()
+                .put_scheduled_change(&scheduled)
+                .await?;
             return Ok(ChangeOutcome {
                 state: ChangeState::Scheduled,
                 view,
@@ -927,7 +927,10 @@ impl Billing {
                 created_at: now,
                 updated_at: now,
             };
-            self.store.changes().put_scheduled_change(&scheduled).await?;
+            self.store
+                .changes()
+                .put_scheduled_change(&scheduled)
+                .await?;
             return Ok(SubscriptionOutcome {
                 state: ChangeState::Scheduled,
                 subscription: cur.sub,
