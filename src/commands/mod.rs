@@ -15,6 +15,7 @@ use crate::render;
 
 pub mod client;
 mod demo;
+mod invoices;
 mod remote;
 mod server;
 mod subscriptions;
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Customers(cmd) => remote::customers(cmd),
         Command::Usage(cmd) => remote::usage(cmd),
         Command::Subscriptions(cmd) => subscriptions::run(cmd),
+        Command::Invoices(cmd) => invoices::invoices(cmd),
         Command::Demo(args) => demo::run(&args),
     }
 }

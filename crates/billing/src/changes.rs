@@ -84,7 +84,7 @@ pub type Result<T, E = ChangeError> = std::result::Result<T, E>;
 
 /// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
 /// process id, counter); they carry no meaning.
-fn mint(prefix: &str) -> String {
+pub(crate) fn mint(prefix: &str) -> String {
     static STEM: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let stem = STEM.get_or_init(|| {
