@@ -173,6 +173,7 @@ async fn upgrade_on_day_10_prorates_and_enforces_the_new_limits_at_once() {
         let name = backend.name;
         let srv = start(backend).await;
         subscribed(&srv, "acme", "basic").await;
+        subscribed(&srv, "eager", "basic").await;
         assert_eq!(consume(&srv, "acme", 100).await.status, 200);
         assert_eq!(
             consume(&srv, "acme", 1).await.status,
@@ -235,6 +236,80 @@ async fn upgrade_on_day_10_prorates_and_enforces_the_new_limits_at_once() {
             history_kinds(&srv, "acme").await,
             ["subscribe", "upgrade"],
             "{name}"
+        );
+        // The two lines wait for acme's next invoice.
+        let pending = srv
+            .state
+            .store
+            .changes()
+            .pending_items("acme")
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2);
+
+        // `invoice_now`: the same lines on an off-cycle invoice, issued now.
+        let r = change(
+            &srv,
+            "eager",
+            json!({"plan": "pro", "proration_behavior": "invoice_now"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let invoice_id = r.body["invoice_id"].as_str().unwrap().to_string();
+        let stored = srv
+            .state
+            .store
+            .billing()
+            .get_invoice(&invoice_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let inv = &stored.invoice;
+        assert_eq!(inv.status.as_str(), "open", "{name}");
+        assert!(inv.number.is_some(), "{name}: numbered when issued");
+        assert_eq!(inv.lines.len(), 2);
+        assert_eq!(inv.totals.total.to_string(), "14.00", "{name}");
+        assert_eq!(inv.period_start, ts("2025-11-10T00:00:00Z"));
+        assert_eq!(inv.period_end, ts("2025-12-01T00:00:00Z"));
+        assert!(
+            srv.state
+                .store
+                .changes()
+                .pending_items("eager")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing left for the next invoice"
+        );
+
+        // At the period's close, acme's invoice carries its two proration lines.
+        srv.clock.set(ts("2025-12-01T00:00:10Z"));
+        srv.state.billing.run_once().await.unwrap();
+        let invoices = srv
+            .state
+            .store
+            .billing()
+            .list_invoices(&tollgate_store::billing::InvoiceFilter {
+                customer_id: Some("acme".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let prorations: Vec<String> = invoices
+            .iter()
+            .flat_map(|i| i.lines.iter())
+            .filter(|l| l.kind == tollgate_core::billing::InvoiceLineKind::Proration)
+            .map(|l| l.amount.to_string())
+            .collect();
+        assert_eq!(prorations, ["-7.00", "21.00"], "{name}: {invoices:?}");
+        assert!(
+            srv.state
+                .store
+                .changes()
+                .pending_items("acme")
+                .await
+                .unwrap()
+                .is_empty()
         );
         srv.stop().await;
     }

@@ -25,6 +25,7 @@ use tollgate_billing::changes::{
     CancelRequest, ChangeError, ChangeOutcome, ChangeRequest, ChangeState, MigrationCustomer,
     MigrationRequest, PreviewView, SubscriptionOutcome, TrialRequest,
 };
+use tollgate_billing::run::InvoiceError;
 use tollgate_core::billing::change::{Blocker, ChangeTiming, ProrationBehavior};
 use tollgate_core::billing::compute::BillingError;
 use tollgate_store::StoreError;
@@ -66,6 +67,11 @@ impl From<ChangeError> for ApiError {
                 ApiError::field("plan", e.to_string())
             }
             ChangeError::Billing(e) => ApiError::Internal(e.to_string()),
+            // The customer's own settings (its tax rate, currency) are wrong.
+            ChangeError::Invoice(InvoiceError::Invalid { field, message }) => {
+                ApiError::field(field, message)
+            }
+            ChangeError::Invoice(e) => ApiError::Internal(e.to_string()),
             ChangeError::NoSubscription(_) | ChangeError::Conflict(_) => {
                 ApiError::Conflict(e.to_string())
             }
