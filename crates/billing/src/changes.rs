@@ -952,6 +952,50 @@ impl Billing {
         })
     }
 
+    /// Sets the subscription's status directly (an operator's `PATCH`):
+    /// becoming `canceled` is recorded as `cancel` (and cancels any scheduled
+    /// change), leaving `canceled` as `reactivate`; other moves (`past_due`,
+    /// back to `active`) are not plan changes and are not recorded.
+    pub async fn set_subscription_status(
+        &self,
+        customer: &str,
+        status: SubscriptionStatus,
+        actor: &str,
+    ) -> Result<SubscriptionRecord> {
+        let _changes = CHANGES.lock().await;
+        let before = self.subscription_of(customer)?;
+        let canceled = SubscriptionStatus::Canceled;
+        if status == canceled && before.status != canceled {
+            let now = self.engine.now();
+            self.cancel_now(&before, mint("pch"), "cancel", now, actor, None)
+                .await?;
+            return self.subscription_of(customer);
+        }
+        let after = self
+            .engine
+            .set_subscription_status(customer, status)
+            .await?;
+        if before.status == canceled && status != canceled {
+            let now = self.engine.now();
+            let change = PlanChangeRecord {
+                id: mint("pch"),
+                customer_id: customer.to_string(),
+                kind: "reactivate".to_string(),
+                from_plan: Some(before.plan_key.clone()),
+                from_version: Some(before.plan_version),
+                to_plan: after.plan_key.clone(),
+                to_version: after.plan_version,
+                effective_at: now,
+                requested_at: now,
+                actor: actor.to_string(),
+                reason: None,
+                details: json!({ "status": after.status }),
+            };
+            self.store.changes().insert_plan_change(&change).await?;
+        }
+        Ok(after)
+    }
+
     /// Cancels the subscription at the end of the current period (scheduled,
     /// cancellable) or now (requests are denied from now; no proration).
     pub async fn cancel_subscription(

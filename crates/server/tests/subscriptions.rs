@@ -80,9 +80,13 @@ locations = 5
 sso = true
 "#;
 
-/// Starts the server with the clock at 2025-11-01 00:00 UTC (a 30-day month).
+/// Starts the server with the clock at 2025-11-01 00:00 UTC (a 30-day month),
+/// without its billing worker: the tests apply due changes themselves, at the
+/// instants they choose.
 async fn start(backend: Backend) -> TestServer {
-    let srv = TestServer::start(backend, CATALOG).await;
+    let mut settings = tollgate_server::config::Settings::embedded();
+    settings.billing.worker_interval_secs = 0;
+    let srv = TestServer::start_with(backend, CATALOG, settings).await;
     srv.clock.set(ts("2025-11-01T00:00:00Z"));
     srv
 }
@@ -597,6 +601,20 @@ async fn cancellation_at_period_end_or_now() {
             )
             .await;
         assert_eq!(r.status, 409, "{name}: already canceled: {r}");
+        // An operator's PATCH back to active is a reactivation in the history.
+        let r = srv
+            .patch(
+                "/v1/customers/now/subscription",
+                &srv.admin_key,
+                json!({"status": "active"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(consume(&srv, "now", 1).await.status, 200, "{name}");
+        assert_eq!(
+            history_kinds(&srv, "now").await,
+            ["subscribe", "cancel", "reactivate"]
+        );
 
         srv.clock.set(ts("2025-12-01T00:00:00Z"));
         let done = srv

@@ -846,9 +846,10 @@ pub async fn patch_subscription(
 ) -> Result<Json<SubscriptionOut>, ApiError> {
     principal.require_server()?;
     live(&state, &id)?;
+    // Through billing: a cancellation or reactivation enters the history.
     let sub = state
-        .engine
-        .set_subscription_status(&id, body.status.into())
+        .billing
+        .set_subscription_status(&id, body.status.into(), &principal.key.id)
         .await?;
     Ok(Json(sub.into()))
 }
