@@ -12,6 +12,7 @@ pub mod enforcement;
 pub mod events;
 pub mod keys;
 pub mod plans;
+pub mod runs;
 pub mod system;
 pub mod usage;
 
@@ -26,4 +27,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(plans::routes())
         .merge(admin::routes())
+        .merge(runs::routes())
 }
