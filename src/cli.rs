@@ -93,6 +93,13 @@ pub enum InvoicesCommand {
         /// (November's [Nov 1, Dec 1) included), on each customer's clock.
         #[arg(long)]
         period: Option<String>,
+        /// Run it on a running server instead (POST /v1/admin/invoices/run,
+        /// an admin key): e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The admin API key for --url.
+        #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
         /// Print the run's report as JSON.
         #[arg(long)]
         json: bool,

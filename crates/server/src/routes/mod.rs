@@ -12,6 +12,7 @@ pub mod enforcement;
 pub mod events;
 pub mod keys;
 pub mod plans;
+pub mod runs;
 pub mod subscriptions;
 pub mod system;
 pub mod usage;
@@ -28,4 +29,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(plans::routes())
         .merge(admin::routes())
         .merge(subscriptions::routes())
+        .merge(runs::routes())
 }
