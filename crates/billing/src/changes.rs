@@ -93,7 +93,7 @@ fn blocker_list(blockers: &[Blocker]) -> String {
 pub type Result<T, E = ChangeError> = std::result::Result<T, E>;
 
 /// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
-/// process id, counter); they carry no meaning.
+/// process id, counter); they carry no meaning, but sort in minting order.
 pub(crate) fn mint(prefix: &str) -> String {
     static STEM: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -104,7 +104,12 @@ pub(crate) fn mint(prefix: &str) -> String {
             .unwrap_or_default();
         format!("{micros:x}{:04x}", std::process::id() & 0xffff)
     });
-    format!("{prefix}_{stem}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    // Fixed width, so ids of one process sort in the order they were minted
+    // (the history orders changes of the same instant by id).
+    format!(
+        "{prefix}_{stem}{:010x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 // ---- requests and outcomes ---------------------------------------------------------
