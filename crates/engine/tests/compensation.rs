@@ -32,6 +32,9 @@ impl Store for Flaky {
     async fn migrate(&self) -> Result<()> {
         self.inner.migrate().await
     }
+    fn billing(&self) -> &dyn tollgate_store::billing::BillingStore {
+        self.inner.billing()
+    }
     async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()> {
         self.inner.put_plan_version(plan).await
     }
@@ -130,6 +133,9 @@ impl Store for Flaky {
     }
     fn notify(&self) -> &dyn notify::NotifyStore {
         self.inner.notify()
+    }
+    fn changes(&self) -> &dyn changes::ChangeStore {
+        self.inner.changes()
     }
 }
 

@@ -39,6 +39,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub mod billing;
 pub mod changes;
 mod codec;
 pub mod notify;
@@ -58,6 +59,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{what} {id:?} already exists")]
     Conflict { what: &'static str, id: String },
+    /// A write the store's rules refuse (a payment above the amount due, a
+    /// credit above the invoice total…); nothing was written.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error(
         "invalid storage URL {0:?}: expected sqlite://PATH[?synchronous=full|normal] or postgres://…"
     )]
@@ -366,6 +371,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
 
+    /// Invoices, payments, credit notes and run aggregations.
+    fn billing(&self) -> &dyn billing::BillingStore;
+
     // ---- catalog -------------------------------------------------------------
     /// Publishes a plan version. A published version is frozen: publishing the
     /// same definition again is a no-op, a different definition under the same
@@ -463,6 +471,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // ---- sub-stores -------------------------------------------------------------------
     /// Alerts: the outbox, webhook endpoints, deliveries and their attempts.
     fn notify(&self) -> &dyn notify::NotifyStore;
+    /// Plan-change history, scheduled changes and pending invoice items.
+    fn changes(&self) -> &dyn changes::ChangeStore;
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing; optionally

@@ -135,6 +135,18 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub(crate) fn write_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn read_pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 /// Appends usage rows, returning their seqs in batch order.
@@ -247,6 +259,10 @@ async fn set_reservation_state(
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn billing(&self) -> &dyn crate::billing::BillingStore {
+        self
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -773,5 +789,8 @@ impl Store for PgStore {
             });
         }
         Ok(())
+    }
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }

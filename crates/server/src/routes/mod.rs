@@ -13,6 +13,8 @@ pub mod enforcement;
 pub mod events;
 pub mod keys;
 pub mod plans;
+pub mod runs;
+pub mod subscriptions;
 pub mod system;
 pub mod usage;
 
@@ -28,4 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(alerts::routes())
         .merge(plans::routes())
         .merge(admin::routes())
+        .merge(subscriptions::routes())
+        .merge(runs::routes())
 }
