@@ -128,6 +128,9 @@ impl Store for Flaky {
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
         self.inner.revoke_api_key(id, at).await
     }
+    fn notify(&self) -> &dyn notify::NotifyStore {
+        self.inner.notify()
+    }
 }
 
 fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {

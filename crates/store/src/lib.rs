@@ -321,7 +321,15 @@ pub struct CounterSnapshot {
 pub enum WriteOp {
     AppendUsage(NewUsageRecord),
     PutReservation(ReservationRecord),
-    SetReservationState { id: String, state: ReservationState },
+    SetReservationState {
+        id: String,
+        state: ReservationState,
+    },
+    /// An event for the outbox, committed with the writes that caused it. An
+    /// event whose `dedup_key` (or id) is already stored is dropped silently:
+    /// it never fails the batch. `seq` and `object_seq` are assigned by the
+    /// store (see [`notify::NotifyStore`]).
+    Outbox(notify::OutboxEvent),
 }
 
 /// Filters for listing customers.
@@ -402,7 +410,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// assigned to each `AppendUsage`, in order (strictly increasing, above every
     /// seq committed before; not necessarily contiguous). `PutReservation`
     /// creates or replaces; `SetReservationState` of an absent reservation is
-    /// `NotFound`. If any write fails, nothing of the batch is written.
+    /// `NotFound`. `Outbox` events are inserted in the same transaction (an
+    /// event whose dedup key exists is skipped, never an error), so an event is
+    /// stored if and only if the writes of its batch are. If any write fails,
+    /// nothing of the batch is written.
     async fn append_batch(&self, ops: &[WriteOp]) -> Result<Vec<i64>>;
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>>;
     /// Records with `recorded_at >= since` (rebuilding the idempotency window), in
@@ -448,6 +459,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Marks a key revoked at `at`; a key already revoked keeps its first
     /// revocation time. `NotFound` if absent.
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
+
+    // ---- sub-stores -------------------------------------------------------------------
+    /// Alerts: the outbox, webhook endpoints, deliveries and their attempts.
+    fn notify(&self) -> &dyn notify::NotifyStore;
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing; optionally

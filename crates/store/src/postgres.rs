@@ -45,7 +45,7 @@ use crate::codec::{
 use crate::{
     ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
     PlanVersionRecord, ReservationRecord, ReservationState, Result, Store, StoreError,
-    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp,
+    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp, notify,
 };
 
 /// The embedded migrations (compiled in; no database needed at build time).
@@ -57,7 +57,7 @@ const POOL_SIZE: u32 = 8;
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     schema: Option<String>,
 }
 
@@ -535,6 +535,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let mut seqs = Vec::new();
         let mut run: Vec<UsageColumns> = Vec::new();
+        let mut outbox_locked = false;
         for (op, cols) in ops.iter().zip(prepared) {
             if let Some(cols) = cols {
                 run.push(cols);
@@ -547,6 +548,12 @@ impl Store for PgStore {
                 WriteOp::PutReservation(r) => put_reservation(&mut tx, r).await?,
                 WriteOp::SetReservationState { id, state } => {
                     set_reservation_state(&mut tx, id, *state).await?
+                }
+                WriteOp::Outbox(e) => {
+                    if !std::mem::replace(&mut outbox_locked, true) {
+                        notify::postgres::lock_outbox(&mut tx).await?;
+                    }
+                    notify::postgres::insert_event(&mut tx, e).await?;
                 }
                 WriteOp::AppendUsage(_) => {}
             }
@@ -746,6 +753,10 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         codec::convert(rows)
+    }
+
+    fn notify(&self) -> &dyn notify::NotifyStore {
+        self
     }
 
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {

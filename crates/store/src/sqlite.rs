@@ -64,7 +64,7 @@ use crate::codec::{
 use crate::{
     ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
     PlanVersionRecord, ReservationRecord, ReservationState, Result, Store, StoreError,
-    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp,
+    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp, notify,
 };
 
 /// The embedded migrations (compiled in; no database needed at build time).
@@ -96,8 +96,8 @@ const _: () = assert!(SNAPSHOT_CHUNK * SNAPSHOT_PARAMS <= MAX_PARAMS);
 /// The SQLite store: one file, one writer connection, a small pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
     path: PathBuf,
 }
 
@@ -158,7 +158,7 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
@@ -616,6 +616,7 @@ impl Store for SqliteStore {
         let mut seqs = Vec::new();
         let mut zones = BTreeMap::new();
         let mut run: Vec<UsageColumns> = Vec::new();
+        let mut outbox_locked = false;
         for (op, cols) in ops.iter().zip(prepared) {
             if let Some(cols) = cols {
                 run.push(cols);
@@ -631,6 +632,12 @@ impl Store for SqliteStore {
                 WriteOp::PutReservation(r) => put_reservation(&mut tx, r).await?,
                 WriteOp::SetReservationState { id, state } => {
                     set_reservation_state(&mut tx, id, *state).await?
+                }
+                WriteOp::Outbox(e) => {
+                    if !std::mem::replace(&mut outbox_locked, true) {
+                        notify::sqlite::lock_outbox(&mut tx).await?;
+                    }
+                    notify::sqlite::insert_event(&mut tx, e).await?;
                 }
                 WriteOp::AppendUsage(_) => {}
             }
@@ -853,6 +860,10 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         codec::convert(rows)
+    }
+
+    fn notify(&self) -> &dyn notify::NotifyStore {
+        self
     }
 
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
