@@ -5,7 +5,7 @@ use tollgate_store::notify::EndpointRecord;
 
 use crate::network::check_url;
 use crate::signing::{SigningSecret, decode_secret, generate_secret};
-use crate::worker::{NotifyError, Notifier, health, new_id};
+use crate::worker::{Notifier, NotifyError, health, new_id};
 
 /// A new endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

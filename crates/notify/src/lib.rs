@@ -14,13 +14,13 @@
 
 pub mod config;
 pub mod email;
-// pub mod endpoints;
+pub mod endpoints;
 pub mod message;
 pub mod network;
 pub mod schedule;
 pub mod signing;
-// pub mod worker;
+pub mod worker;
 
 pub use config::{NotifyConfig, SmtpConfig};
-// pub use endpoints::{EndpointChange, NewEndpoint};
-// pub use worker::{NotifyError, Notifier, Target, Tick};
+pub use endpoints::{EndpointChange, NewEndpoint};
+pub use worker::{Notifier, NotifyError, Target, Tick};

@@ -52,7 +52,10 @@ pub enum NotifyError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{what} {id:?} not found")]
     NotFound { what: &'static str, id: String },
     #[error("cannot set up the HTTP client: {0}")]
@@ -73,7 +76,8 @@ impl Target {
         if let Some(id) = s.strip_prefix("webhook:") {
             Some(Target::Webhook(id.to_string()))
         } else {
-            s.strip_prefix("email:").map(|a| Target::Email(a.to_string()))
+            s.strip_prefix("email:")
+                .map(|a| Target::Email(a.to_string()))
         }
     }
 
@@ -350,12 +354,9 @@ impl Notifier {
         let mut attempted = 0;
         let mut succeeded = 0;
         for r in results {
-            match r? {
-                Some(ok) => {
-                    attempted += 1;
-                    succeeded += usize::from(ok);
-                }
-                None => {}
+            if let Some(ok) = r? {
+                attempted += 1;
+                succeeded += usize::from(ok);
             }
         }
         Ok((attempted, succeeded))
@@ -498,7 +499,8 @@ impl Notifier {
                 Outcome {
                     ok: status.is_success(),
                     status: Some(status.as_u16()),
-                    error: (!status.is_success()).then(|| format!("the endpoint answered {status}")),
+                    error: (!status.is_success())
+                        .then(|| format!("the endpoint answered {status}")),
                     retry_after,
                     duration_ms: elapsed_ms(started),
                 }
@@ -556,7 +558,11 @@ impl Notifier {
 
     /// Puts a delivery back in the queue, due now, with a fresh retry
     /// schedule; the delivery log records the request.
-    pub async fn requeue(&self, mut d: DeliveryRecord, why: &str) -> Result<DeliveryRecord, NotifyError> {
+    pub async fn requeue(
+        &self,
+        mut d: DeliveryRecord,
+        why: &str,
+    ) -> Result<DeliveryRecord, NotifyError> {
         let now = self.clock.now();
         d.attempts = d.attempts.saturating_add(1);
         d.state = state::PENDING.into();
@@ -679,7 +685,11 @@ pub fn deliverable(e: &EndpointRecord) -> bool {
     e.enabled && e.state != health::DISABLED
 }
 
-fn new_delivery(event_id: &str, target: String, now: Timestamp) -> Result<DeliveryRecord, NotifyError> {
+fn new_delivery(
+    event_id: &str,
+    target: String,
+    now: Timestamp,
+) -> Result<DeliveryRecord, NotifyError> {
     Ok(DeliveryRecord {
         id: new_id("dlv_")?,
         event_id: event_id.to_string(),

@@ -296,3 +296,74 @@ impl Drop for Receiver {
         self.task.abort();
     }
 }
+
+/// Where a test's data lives: a SQLite file (always) or a fresh PostgreSQL
+/// schema (when `TOLLGATE_TEST_POSTGRES_URL` is set; set but unusable fails).
+pub enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Place {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Place::Sqlite(_) => "sqlite",
+            Place::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Opens (again) the store of this place, migrated.
+    pub async fn open(&self) -> Arc<dyn tollgate_store::Store> {
+        use tollgate_store::Store;
+        let store: Arc<dyn Store> = match self {
+            Place::Sqlite(dir) => Arc::new(
+                tollgate_store::sqlite::SqliteStore::open(dir.path().join("tollgate.db"))
+                    .await
+                    .unwrap(),
+            ),
+            Place::Postgres { url, schema } => Arc::new(
+                tollgate_store::postgres::PgStore::connect_with_schema(url, schema)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("TOLLGATE_TEST_POSTGRES_URL is set but unusable: {e}")
+                    }),
+            ),
+        };
+        store.migrate().await.unwrap();
+        store
+    }
+
+    pub async fn cleanup(&self) {
+        if let Place::Postgres { url, schema } = self {
+            if let Ok(s) = tollgate_store::postgres::PgStore::connect_with_schema(url, schema).await
+            {
+                let _ = s.drop_schema().await;
+            }
+        }
+    }
+}
+
+/// SQLite always; PostgreSQL when `TOLLGATE_TEST_POSTGRES_URL` is set.
+pub fn places(test: &str) -> Vec<Place> {
+    let mut v = vec![Place::Sqlite(tempfile::tempdir().unwrap())];
+    match std::env::var("TOLLGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            v.push(Place::Postgres {
+                url,
+                schema: format!(
+                    "ntf_{test}_{}_{:x}",
+                    std::process::id(),
+                    nanos % 0xffff_ffff
+                ),
+            });
+        }
+        _ => eprintln!(
+            "{test}: TOLLGATE_TEST_POSTGRES_URL not set, PostgreSQL skipped (SQLite only)"
+        ),
+    }
+    v
+}
