@@ -66,24 +66,16 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
     let feature = field(data, &["feature", "feature_key"]).unwrap_or_else(|| "a feature".into());
     let used = field(data, &["used", "value"]);
     let limit = field(data, &["limit", "threshold_value"]);
-    let pct = field(
-        data,
-        &[
-            "percentage",
-            "percentage_used",
-            "threshold_percent",
-            "threshold",
-        ],
-    );
+    let crossed = threshold_text(data.get("threshold"));
     let of = match (&used, &limit) {
         (Some(u), Some(l)) => format!(" ({u} of {l} used)"),
         _ => String::new(),
     };
     let (subject, headline) = match event.event_type.as_str() {
         "usage.threshold_reached" => {
-            let p = pct
+            let p = crossed
                 .clone()
-                .map(|p| format!("{p} % of "))
+                .map(|p| format!("{p} of "))
                 .unwrap_or_default();
             (
                 format!("{customer} has used {p}its {feature} limit"),
@@ -113,7 +105,7 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
             format!("Event {other} for customer {customer}."),
         ),
     };
-    let action = field(data, &["recommended_action"])
+    let action = action_text(data.get("recommended_action"), &customer)
         .or_else(|| {
             field(data, &["upgrade_to"]).map(|p| format!("Upgrade {customer} to the plan {p:?} before the limit blocks requests."))
         })
@@ -134,7 +126,12 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
         ) {
             continue;
         }
-        if let Some(t) = text(Some(v)) {
+        let value = match k.as_str() {
+            "threshold" => threshold_text(Some(v)),
+            "period" => period_text(v),
+            _ => text(Some(v)),
+        };
+        if let Some(t) = value {
             facts.push((label(k), t));
         }
     }
@@ -145,6 +142,56 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
         headline,
         facts,
         action,
+    }
+}
+
+/// `80 %` for a percentage threshold, `1000 units` for an absolute one (a
+/// bare number is a percentage).
+fn threshold_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Object(t) => {
+            let value = text(t.get("value"))?;
+            Some(match t.get("type").and_then(Value::as_str) {
+                Some("units") => format!("{value} units"),
+                _ => format!("{value} %"),
+            })
+        }
+        Value::Null => None,
+        other => text(Some(other)).map(|p| format!("{p} %")),
+    }
+}
+
+/// `start → end` of a `{"start", "end"}` period (`end` null = no end).
+fn period_text(v: &Value) -> Option<String> {
+    let start = text(v.get("start"))?;
+    let end = text(v.get("end")).unwrap_or_else(|| "no end".into());
+    Some(format!("{start} → {end}"))
+}
+
+/// The engine's recommended action (`{"type": "upgrade", "plan", "limit"}`
+/// or `{"type": "draw_emergency_pool", "units"}`), or a sentence given as is.
+fn action_text(v: Option<&Value>, customer: &str) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(a) => match a.get("type").and_then(Value::as_str)? {
+            "upgrade" => {
+                let plan = text(a.get("plan"))?;
+                let limit = text(a.get("limit"))
+                    .map(|l| format!(" (limit {l})"))
+                    .unwrap_or_default();
+                Some(format!(
+                    "Upgrade {customer} to the plan {plan:?}{limit} before the limit blocks requests."
+                ))
+            }
+            "draw_emergency_pool" => {
+                let units = text(a.get("units")).unwrap_or_else(|| "its".into());
+                Some(format!(
+                    "Draw the emergency pool (POST /v1/customers/{customer}/emergency-pool): {units} extra units until the period ends."
+                ))
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -220,7 +267,13 @@ mod tests {
             object_key: "customer:acme".into(),
             object_seq: 2,
             dedup_key: None,
-            payload: json!({"feature": "queries", "threshold": 80, "used": "80", "limit": "100", "upgrade_to": "starter"}),
+            payload: json!({
+                "customer": "acme", "feature": "queries", "feature_kind": "metered",
+                "threshold": {"type": "percent", "value": "80", "label": "80%"},
+                "used": "80", "percent": "80", "limit": "100", "enforcement": "hard",
+                "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+                "recommended_action": {"type": "upgrade", "plan": "starter", "limit": "1000"},
+            }),
             created_at: jiff::Timestamp::UNIX_EPOCH,
             seq: 7,
         }
@@ -237,9 +290,17 @@ mod tests {
             s.headline,
             "Customer acme has used 80 % of its queries limit (80 of 100 used)."
         );
-        assert!(s.action.contains("\"starter\""), "{}", s.action);
+        assert_eq!(
+            s.action,
+            "Upgrade acme to the plan \"starter\" (limit 1000) before the limit blocks requests."
+        );
         let text = text_body(&s);
         assert!(text.contains("Limit") && text.contains("100"), "{text}");
+        assert!(
+            text.contains("Period        2026-11-01T00:00:00Z → 2026-12-01T00:00:00Z"),
+            "{text}"
+        );
+        assert!(text.contains("Threshold     80 %"), "{text}");
         let html = html_body(&s);
         assert!(html.contains("&quot;starter&quot;"), "{html}");
     }

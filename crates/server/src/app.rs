@@ -54,6 +54,8 @@ pub enum StartError {
     Serve(std::io::Error),
     #[error("the engine did not shut down cleanly: {0}")]
     Close(EngineError),
+    #[error("cannot start alert delivery: {0}")]
+    Notify(tollgate_notify::NotifyError),
 }
 
 /// A started application, not yet serving.
@@ -126,7 +128,12 @@ pub async fn start(
     settings: &Settings,
 ) -> Result<App, StartError> {
     store.migrate().await.map_err(StartError::Migrate)?;
-    let engine = Engine::open(store.clone(), catalog, clock, settings.engine.clone())
+    let engine = Engine::open(
+        store.clone(),
+        catalog,
+        clock.clone(),
+        settings.engine.clone(),
+    )
         .await
         .map_err(StartError::Engine)?;
     let keys = load_keys(store.as_ref())
@@ -156,10 +163,15 @@ pub async fn start(
         store.clone(),
         settings.billing.clone(),
     ));
+    let notifier = Arc::new(
+        tollgate_notify::Notifier::new(store.clone(), clock, settings.notify.clone())
+            .map_err(StartError::Notify)?,
+    );
     let state = AppState {
         engine,
         store,
         billing,
+        notifier,
         keys: ring,
         limiter: Arc::new(KeyLimiter::new(
             settings.rate_limit.per_second,
@@ -313,10 +325,27 @@ pub async fn run(
             }
         }
     });
+    // Alert delivery in the background, stopped after the last request.
+    let (stop_notify, notify_stopped) = tokio::sync::watch::channel(false);
+    let notify_worker = app
+        .state
+        .notifier
+        .config()
+        .enabled
+        .then(|| tokio::spawn(app.state.notifier.clone().run(notify_stopped)));
     let served = axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    let _ = stop_notify.send(true);
+    if let Some(worker) = notify_worker {
+        if tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the alert delivery worker did not stop within 5 s");
+        }
+    }
     let closed = app.state.engine.close().await;
     served.map_err(StartError::Serve)?;
     closed.map_err(StartError::Close)?;

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod plans;
 pub mod system;
 pub mod usage;
+pub mod webhooks;
 
 /// Every `/v1` route and the system routes, with their OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,4 +27,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(plans::routes())
         .merge(admin::routes())
+        .merge(webhooks::routes())
 }
