@@ -242,3 +242,82 @@ async fn semantics_failed_commit_undoes_the_decision() {
         b.cleanup().await;
     }
 }
+
+/// `(event type, threshold label)` of every outbox event, in order.
+async fn alerts(store: &dyn Store) -> Vec<(String, String)> {
+    store
+        .notify()
+        .events_after(0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let label = e.payload["threshold"]["label"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            (e.event_type, label)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_a_failed_commit_emits_no_alert() {
+    for b in common::backends("compensation_alerts") {
+        let flaky = Arc::new(Flaky {
+            inner: b.store().await,
+            fail: AtomicBool::new(false),
+        });
+        let clock = TestClock::new(common::t0());
+        let engine = Engine::open(
+            flaky.clone(),
+            common::catalog(),
+            Arc::new(clock.clone()),
+            common::config(),
+        )
+        .await
+        .unwrap();
+        common::customer(&engine, "acme", "free").await; // api_calls hard 100
+        engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(79)))
+            .await
+            .unwrap();
+        flaky.fail.store(true, Ordering::SeqCst);
+        // Crossing 80 % and 95 % in a batch that fails: no usage, no event.
+        let e = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(17)).key("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Store(_)), "{e}");
+        // The first denial's announcement fails too; the denial is still answered.
+        let d = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(50)))
+            .await
+            .unwrap();
+        assert!(!d.allowed);
+        assert!(alerts(&*flaky.inner).await.is_empty(), "{}", b.name);
+
+        flaky.fail.store(false, Ordering::SeqCst);
+        let ok = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(17)).key("x"))
+            .await
+            .unwrap();
+        assert_eq!(ok.used, dec!(96));
+        let d = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(50)))
+            .await
+            .unwrap();
+        assert!(!d.allowed);
+        let expected: Vec<(String, String)> = [
+            ("usage.threshold_reached", "80%"),
+            ("usage.threshold_reached", "95%"),
+            ("usage.denied", ""),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(alerts(&*flaky.inner).await, expected, "{}", b.name);
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
