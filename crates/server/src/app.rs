@@ -134,8 +134,8 @@ pub async fn start(
         clock.clone(),
         settings.engine.clone(),
     )
-        .await
-        .map_err(StartError::Engine)?;
+    .await
+    .map_err(StartError::Engine)?;
     let keys = load_keys(store.as_ref())
         .await
         .map_err(|e| StartError::Keys(e.to_string()))?;

@@ -78,11 +78,19 @@ async fn consumes_through_80_95_100_percent_deliver_one_verified_webhook_per_thr
         assert!(verified.iter().all(Result::is_ok), "{verified:?}");
         let mut thresholds: Vec<String> = got
             .iter()
-            .map(|r| r.json()["data"]["threshold"]["value"].as_str().unwrap_or("?").to_string())
+            .map(|r| {
+                r.json()["data"]["threshold"]["value"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
             .collect();
         thresholds.sort_by_key(|t| t.parse::<u32>().unwrap_or(0));
         assert_eq!(thresholds, vec!["80", "95", "100"]);
-        let mut seqs: Vec<i64> = got.iter().map(|r| r.json()["sequence"].as_i64().unwrap()).collect();
+        let mut seqs: Vec<i64> = got
+            .iter()
+            .map(|r| r.json()["sequence"].as_i64().unwrap())
+            .collect();
         seqs.sort();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
         for r in &got {
@@ -116,9 +124,17 @@ async fn a_restart_in_the_middle_of_retries_loses_nothing_and_duplicates_share_t
         srv.clock.advance(SignedDuration::from_secs(7));
         let got = rx.wait_accepted(2, Duration::from_secs(20)).await;
         assert_eq!(got.len(), 2, "{:?}", rx.all());
-        let accepted: Vec<String> = got.iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
+        let accepted: Vec<String> = got
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap().to_string())
+            .collect();
         for (r, _) in rx.all() {
-            assert!(accepted.iter().any(|id| Some(id.as_str()) == r.header("webhook-id")), "an unknown id");
+            assert!(
+                accepted
+                    .iter()
+                    .any(|id| Some(id.as_str()) == r.header("webhook-id")),
+                "an unknown id"
+            );
         }
         srv.stop().await;
     }
@@ -132,17 +148,36 @@ async fn the_admin_api_manages_endpoints_and_the_delivery_log() {
         let rx = Receiver::start().await;
         // Refused: a private address, a bad event type, an unknown field.
         let r = srv
-            .post("/v1/webhooks/endpoints", &admin, json!({"url": "http://10.0.0.7/hook"}))
+            .post(
+                "/v1/webhooks/endpoints",
+                &admin,
+                json!({"url": "http://10.0.0.7/hook"}),
+            )
             .await;
         assert_eq!(r.status, 422, "{r}");
         assert_eq!(r.error_fields(), vec!["url"]);
-        assert!(r.body["detail"].as_str().unwrap().contains("private"), "{r}");
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("private"),
+            "{r}"
+        );
         let r = srv
-            .post("/v1/webhooks/endpoints", &admin, json!({"url": rx.url, "event_types": ["Usage!"]}))
+            .post(
+                "/v1/webhooks/endpoints",
+                &admin,
+                json!({"url": rx.url, "event_types": ["Usage!"]}),
+            )
             .await;
-        assert_eq!((r.status, r.error_fields()), (422, vec!["event_types".to_string()]), "{r}");
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["event_types".to_string()]),
+            "{r}"
+        );
         let r = srv
-            .post("/v1/webhooks/endpoints", &admin, json!({"url": rx.url, "colour": "red"}))
+            .post(
+                "/v1/webhooks/endpoints",
+                &admin,
+                json!({"url": rx.url, "colour": "red"}),
+            )
             .await;
         assert!(r.status == 400 || r.status == 422, "{r}");
         // Scopes: admin only.
@@ -155,30 +190,61 @@ async fn the_admin_api_manages_endpoints_and_the_delivery_log() {
                 _ => srv.server_key().await,
             };
             assert_eq!(srv.get("/v1/webhooks/endpoints", &key).await.status, 403);
-            let r = srv.post("/v1/webhooks/endpoints", &key, json!({"url": rx.url})).await;
+            let r = srv
+                .post("/v1/webhooks/endpoints", &key, json!({"url": rx.url}))
+                .await;
             assert_eq!(r.status, 403);
         }
         let ep = create_endpoint(&srv, &rx.url, json!(["usage.*"])).await;
         let id = ep["id"].as_str().unwrap().to_string();
         assert!(ep["secret"].as_str().unwrap().starts_with("whsec_"));
-        assert_eq!((ep["state"].as_str(), ep["enabled"].as_bool()), (Some("healthy"), Some(true)));
+        assert_eq!(
+            (ep["state"].as_str(), ep["enabled"].as_bool()),
+            (Some("healthy"), Some(true))
+        );
         let list = srv.get("/v1/webhooks/endpoints", &admin).await;
         assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
         let r = srv
-            .patch(&format!("/v1/webhooks/endpoints/{id}"), &admin, json!({"description": null, "event_types": []}))
+            .patch(
+                &format!("/v1/webhooks/endpoints/{id}"),
+                &admin,
+                json!({"description": null, "event_types": []}),
+            )
             .await;
         assert_eq!(r.status, 200, "{r}");
-        assert_eq!((r.body["description"].clone(), r.body["event_types"].clone()), (Value::Null, json!([])));
+        assert_eq!(
+            (r.body["description"].clone(), r.body["event_types"].clone()),
+            (Value::Null, json!([]))
+        );
         // Rotation: a new secret; the old one signs for 24 h more.
         let old = ep["secret"].as_str().unwrap().to_string();
-        let r = srv.post(&format!("/v1/webhooks/endpoints/{id}/rotate-secret"), &admin, json!({})).await;
+        let r = srv
+            .post(
+                &format!("/v1/webhooks/endpoints/{id}/rotate-secret"),
+                &admin,
+                json!({}),
+            )
+            .await;
         assert_eq!(r.status, 200, "{r}");
         let new = r.body["secret"].as_str().unwrap().to_string();
         assert_ne!(new, old);
-        let expires: Timestamp = r.body["previous_secret_expires_at"].as_str().unwrap().parse().unwrap();
-        assert_eq!(expires, tollgate_engine::Clock::now(&srv.clock) + SignedDuration::from_hours(24));
+        let expires: Timestamp = r.body["previous_secret_expires_at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            expires,
+            tollgate_engine::Clock::now(&srv.clock) + SignedDuration::from_hours(24)
+        );
         // A test event reaches the receiver, signed with both secrets.
-        let r = srv.post(&format!("/v1/webhooks/endpoints/{id}/test"), &admin, json!({})).await;
+        let r = srv
+            .post(
+                &format!("/v1/webhooks/endpoints/{id}/test"),
+                &admin,
+                json!({}),
+            )
+            .await;
         assert_eq!(r.status, 202, "{r}");
         let delivery = r.body["id"].as_str().unwrap().to_string();
         let got = rx.wait_accepted(1, Duration::from_secs(20)).await;
@@ -189,20 +255,34 @@ async fn the_admin_api_manages_endpoints_and_the_delivery_log() {
         // The delivery log.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let d = loop {
-            let d = srv.get(&format!("/v1/webhooks/deliveries/{delivery}"), &admin).await;
+            let d = srv
+                .get(&format!("/v1/webhooks/deliveries/{delivery}"), &admin)
+                .await;
             if d.body["state"] == "succeeded" || std::time::Instant::now() > deadline {
                 break d;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!(d.status, 200, "{d}");
-        assert_eq!((d.body["state"].as_str(), d.body["last_status"].as_u64()), (Some("succeeded"), Some(200)), "{d}");
+        assert_eq!(
+            (d.body["state"].as_str(), d.body["last_status"].as_u64()),
+            (Some("succeeded"), Some(200)),
+            "{d}"
+        );
         assert_eq!(d.body["log"][0]["status"], 200);
         assert!(d.body["log"][0]["duration_ms"].is_u64());
-        let list = srv.get(&format!("/v1/webhooks/deliveries?endpoint_id={id}"), &admin).await;
+        let list = srv
+            .get(&format!("/v1/webhooks/deliveries?endpoint_id={id}"), &admin)
+            .await;
         assert_eq!(list.body["data"].as_array().unwrap().len(), 1, "{list}");
         // Retry by hand: delivered again with the same webhook-id.
-        let r = srv.post(&format!("/v1/webhooks/deliveries/{delivery}/retry"), &admin, json!({})).await;
+        let r = srv
+            .post(
+                &format!("/v1/webhooks/deliveries/{delivery}/retry"),
+                &admin,
+                json!({}),
+            )
+            .await;
         assert_eq!(r.status, 202, "{r}");
         let got = rx.wait_accepted(2, Duration::from_secs(20)).await;
         assert_eq!(got.len(), 2);
@@ -212,7 +292,11 @@ async fn the_admin_api_manages_endpoints_and_the_delivery_log() {
         let r = srv
             .post("/v1/webhooks/replay", &admin, json!({"from": now.to_string(), "to": (now - SignedDuration::from_hours(1)).to_string()}))
             .await;
-        assert_eq!((r.status, r.error_fields()), (422, vec!["to".to_string()]), "{r}");
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["to".to_string()]),
+            "{r}"
+        );
         srv.customer("globex", Some("free")).await;
         let key = srv.server_key().await;
         assert_eq!(consume(&srv, &key, "globex", 90).await, 200);
@@ -226,12 +310,22 @@ async fn the_admin_api_manages_endpoints_and_the_delivery_log() {
             )
             .await;
         assert_eq!(r.status, 202, "{r}");
-        assert_eq!(r.body["queued"], 1, "the test event is not replayed; the alert is: {r}");
+        assert_eq!(
+            r.body["queued"], 1,
+            "the test event is not replayed; the alert is: {r}"
+        );
         let got = rx.wait_accepted(4, Duration::from_secs(20)).await;
         assert_eq!(got[3].header("webhook-id"), got[2].header("webhook-id"));
         // Delete.
-        assert_eq!(srv.delete(&format!("/v1/webhooks/endpoints/{id}"), &admin).await.status, 204);
-        let r = srv.get(&format!("/v1/webhooks/endpoints/{id}"), &admin).await;
+        assert_eq!(
+            srv.delete(&format!("/v1/webhooks/endpoints/{id}"), &admin)
+                .await
+                .status,
+            204
+        );
+        let r = srv
+            .get(&format!("/v1/webhooks/endpoints/{id}"), &admin)
+            .await;
         assert_eq!(r.status, 404);
         assert_eq!(r.content_type(), "application/problem+json");
         srv.stop().await;

@@ -101,7 +101,7 @@ impl From<EndpointRecord> for EndpointOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpointIn {
-    /// `https://…` (or `http://`); private, loopback and link-local addresses
+    /// An http or https URL; private, loopback and link-local addresses
     /// are refused unless allowed in `[notify]`.
     pub url: String,
     /// Event types delivered; empty or absent = all.
@@ -493,7 +493,10 @@ pub async fn list_deliveries(
     let has_more = rows.len() > limit;
     rows.truncate(limit);
     Ok(Json(DeliveryList {
-        data: rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect(),
+        data: rows
+            .into_iter()
+            .map(|d| DeliveryOut::new(d, None))
+            .collect(),
         has_more,
     }))
 }
