@@ -17,6 +17,7 @@ pub mod client;
 mod demo;
 mod remote;
 mod server;
+pub mod webhooks;
 
 /// Errors a command reports as one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Customers(cmd) => remote::customers(cmd),
         Command::Usage(cmd) => remote::usage(cmd),
         Command::Demo(args) => demo::run(&args),
+        Command::Webhooks(cmd) => webhooks::run(cmd),
     }
 }
 
