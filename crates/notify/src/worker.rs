@@ -20,6 +20,10 @@ use crate::network::{GuardedResolver, NetworkPolicy, check_url};
 use crate::schedule::{RetrySchedule, parse_retry_after};
 use crate::signing::{SecretError, signature_header};
 
+/// The shortest time between two passes started by wake-ups: under a stream
+/// of writes the worker runs at most this often instead of back to back.
+pub const MIN_WAKE_GAP: Duration = Duration::from_millis(2);
+
 /// Outbox events read per fan-out query.
 const FANOUT_BATCH: u32 = 500;
 /// Prefix of the delivery-log entries that mark a manual retry or a replay
@@ -238,6 +242,7 @@ impl Notifier {
             if *shutdown.borrow() {
                 break;
             }
+            let started = Instant::now();
             let busy = tokio::select! {
                 r = self.tick() => match r {
                     Ok(t) => t.attempted > 0 || t.events > 0,
@@ -253,7 +258,12 @@ impl Notifier {
             }
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => {
+                    let gap = MIN_WAKE_GAP.saturating_sub(started.elapsed());
+                    if !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }

@@ -215,10 +215,34 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             limit_body(body_limit, req, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            nudge_notifier,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::middleware::from_fn(problem_errors))
         .with_state(state)
+}
+
+/// After a successful write request (a consume may have crossed a threshold
+/// and put an alert in the outbox), wakes the delivery worker so the alert
+/// leaves at once instead of at its next poll. Waking is a flag; the worker
+/// spaces its passes (docs/webhooks.md).
+async fn nudge_notifier(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = next.run(req).await;
+    if write && response.status().is_success() {
+        state.notifier.wake();
+    }
+    response
 }
 
 async fn not_found(req: Request) -> ApiError {
