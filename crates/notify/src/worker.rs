@@ -356,8 +356,20 @@ impl Notifier {
         let now = self.clock.now();
         let limit = u32::try_from(self.config.max_in_flight.saturating_mul(4)).unwrap_or(u32::MAX);
         let due = self.store.notify().due_deliveries(now, limit).await?;
+        if due.is_empty() {
+            return Ok((0, 0));
+        }
+        // The endpoints as of this pass (one query, not one per delivery).
+        let endpoints: HashMap<String, EndpointRecord> = self
+            .store
+            .notify()
+            .endpoints()
+            .await?
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect();
         let results: Vec<Result<Option<bool>, NotifyError>> = futures_util::stream::iter(due)
-            .map(|d| self.attempt(d))
+            .map(|d| self.attempt(d, &endpoints))
             .buffer_unordered(self.config.max_in_flight)
             .collect()
             .await;
@@ -374,25 +386,32 @@ impl Notifier {
 
     /// One attempt of one delivery, recorded with its outcome. `Some(ok)` when
     /// something was sent, `None` when the delivery was canceled instead.
-    async fn attempt(&self, mut d: DeliveryRecord) -> Result<Option<bool>, NotifyError> {
+    async fn attempt(
+        &self,
+        mut d: DeliveryRecord,
+        endpoints: &HashMap<String, EndpointRecord>,
+    ) -> Result<Option<bool>, NotifyError> {
         let notify = self.store.notify();
         let Some(event) = notify.get_event(&d.event_id).await? else {
             self.cancel(d, "the event no longer exists").await?;
             return Ok(None);
         };
         let outcome = match Target::parse(&d.target) {
-            Some(Target::Webhook(id)) => match notify.get_endpoint(&id).await? {
+            Some(Target::Webhook(id)) => match endpoints.get(&id) {
                 None => {
                     self.cancel(d, "the endpoint was deleted").await?;
                     return Ok(None);
                 }
-                Some(e) if !deliverable(&e) => {
+                Some(e) if !deliverable(e) => {
                     self.cancel(d, "the endpoint is disabled").await?;
                     return Ok(None);
                 }
                 Some(endpoint) => {
-                    let outcome = self.post(&endpoint, &event).await;
-                    self.update_health(&endpoint.id, outcome.ok).await?;
+                    let outcome = self.post(endpoint, &event).await;
+                    // A success to a healthy endpoint changes nothing.
+                    if !(outcome.ok && endpoint.state == health::HEALTHY) {
+                        self.update_health(&endpoint.id, outcome.ok).await?;
+                    }
                     outcome
                 }
             },
