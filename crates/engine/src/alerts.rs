@@ -4,10 +4,11 @@
 //! below a threshold to at or above it adds an [`WriteOp::Outbox`] event to the
 //! same group-commit batch as its ledger row: the event is stored if and only
 //! if the usage is. Every event carries a dedup key (customer, feature, window
-//! start and what fired), so the store keeps one per period even when a gauge
-//! goes down and up, a failed batch is retried, or the engine restarts.
+//! start, what fired and the limit in force), so the store keeps one per period
+//! even when a gauge goes down and up, a failed batch is retried, or the engine
+//! restarts; a plan change to another limit fires again against the new one.
 //!
-//! The common case costs two decimal comparisons and allocates nothing: the
+//! The common case costs one or two decimal comparisons and allocates nothing: the
 //! thresholds of an entitlement are compiled once into quantities of its limit
 //! with their lowest and highest bounds ([`Alerts`]), and a decision whose
 //! counter stays below the lowest or started above the highest returns an
@@ -63,9 +64,15 @@ impl Alerts {
     }
 
     /// The thresholds a counter moving from `before` to `after` reaches:
-    /// `before < q <= after`.
-    fn crossed(&self, before: Decimal, after: Decimal) -> &[(Threshold, Decimal)] {
-        if after < self.lo || before >= self.hi {
+    /// `before < q <= after`. (Below the lowest threshold, not even `before`
+    /// is computed.)
+    fn crossed(&self, c: &Change) -> &[(Threshold, Decimal)] {
+        let after = c.after;
+        if after < self.lo {
+            return &[];
+        }
+        let before = c.before();
+        if before >= self.hi {
             return &[];
         }
         let first = self.levels.partition_point(|(_, q)| *q <= before);
@@ -129,6 +136,52 @@ struct Subject<'a> {
     window: (Timestamp, Timestamp),
     limit: Option<Decimal>,
     hard: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// Feature `f` of `st` now: its entitlement's limit and enforcement and its
+    /// alert window (metered: `window`, else the current usage window; gauges:
+    /// the billing period). `None` for other kinds.
+    fn of(
+        inner: &'a Inner,
+        st: &CustomerState,
+        f: usize,
+        window: Option<(Timestamp, Timestamp)>,
+        now: Timestamp,
+    ) -> Option<Subject<'a>> {
+        let (kind, limit, hard, window) = match st.ent(f).0 {
+            Ent::Metered {
+                limit, hard, reset, ..
+            } => {
+                let w = match window {
+                    Some(w) => w,
+                    None => st.window_at(*reset, now).map(|p| (p.start, p.end))?,
+                };
+                (Kind::Metered, *limit, *hard, w)
+            }
+            Ent::Gauge { limit, hard, .. } => (Kind::Gauge, *limit, *hard, gauge_window(st, now)),
+            _ => return None,
+        };
+        Some(Subject {
+            feature: f,
+            key: inner.feature_key(f),
+            kind,
+            window,
+            limit,
+            hard,
+        })
+    }
+}
+
+impl Subject<'_> {
+    /// The usage now: the window's (metered) or the level (gauges).
+    fn usage(&self, st: &CustomerState) -> Decimal {
+        match st.slot(self.feature) {
+            Some(Slot::Meter(m)) if (m.start, m.end) == self.window => m.used(),
+            Some(Slot::Gauge(l)) if self.kind == Kind::Gauge => *l,
+            _ => Decimal::ZERO,
+        }
+    }
 }
 
 fn dec(d: Decimal) -> Value {
@@ -253,7 +306,13 @@ fn event(
         customer_id: Some(customer.to_string()),
         object_key: format!("customer:{customer}"),
         object_seq: 0,
-        dedup_key: Some(format!("{customer}|{}|{}|{what}", s.key, s.window.0)),
+        dedup_key: Some(format!(
+            "{customer}|{}|{}|{what}|{}",
+            s.key,
+            s.window.0,
+            s.limit
+                .map_or_else(|| "unlimited".to_string(), |l| l.normalize().to_string())
+        )),
         payload: Value::Object(fields),
         created_at: now,
         seq: 0,
@@ -279,19 +338,20 @@ fn usage_fields(
 /// A counter's usage around one decision.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Change {
-    pub before: Decimal,
+    /// How much it moved (negative: down).
+    pub delta: Decimal,
     pub after: Decimal,
     pub now: Timestamp,
 }
 
 impl Change {
-    /// Usage that went up by `qty` to `after`.
-    pub(crate) fn up_by(qty: Decimal, after: Decimal, now: Timestamp) -> Change {
-        Change {
-            before: after - qty,
-            after,
-            now,
-        }
+    /// Usage that moved by `delta` to `after`.
+    pub(crate) fn up_by(delta: Decimal, after: Decimal, now: Timestamp) -> Change {
+        Change { delta, after, now }
+    }
+
+    fn before(&self) -> Decimal {
+        self.after - self.delta
     }
 }
 
@@ -305,9 +365,9 @@ fn crossings(
     first_overage: bool,
     out: &mut Vec<WriteOp>,
 ) {
-    let Change { before, after, now } = c;
+    let Change { after, now, .. } = c;
     if let Some(a) = alerts {
-        for (t, q) in a.crossed(before, after) {
+        for (t, q) in a.crossed(&c) {
             let mut f = usage_fields(inner, st, s, after);
             f.insert("threshold".into(), threshold_json(*t));
             f.insert("threshold_quantity".into(), dec(*q));
@@ -354,32 +414,19 @@ pub(crate) fn metered_usage(
     c: Change,
     alloc: &Alloc,
 ) -> Vec<WriteOp> {
-    let Change { before, after, now } = c;
-    let Ent::Metered {
-        limit,
-        hard,
-        alerts,
-        ..
-    } = st.ent(f).0
-    else {
+    let Ent::Metered { alerts, .. } = st.ent(f).0 else {
         return Vec::new();
     };
-    let crossing = alerts
-        .as_deref()
-        .is_some_and(|a| !a.crossed(before, after).is_empty());
+    let crossing = alerts.as_deref().is_some_and(|a| !a.crossed(&c).is_empty());
     // The first overage of the window: the meter holds only this one's.
     let first_overage = !alloc.overage.is_zero()
         && matches!(st.slot(f), Some(Slot::Meter(m)) if m.overage == alloc.overage);
     if !crossing && !first_overage && alloc.grants.is_empty() {
         return Vec::new();
     }
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind: Kind::Metered,
-        window,
-        limit: *limit,
-        hard: *hard,
+    let Change { after, now, .. } = c;
+    let Some(s) = Subject::of(inner, st, f, Some(window), now) else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     crossings(inner, st, &s, alerts.as_deref(), c, first_overage, &mut out);
@@ -413,10 +460,10 @@ fn gauge_window(st: &CustomerState, now: Timestamp) -> (Timestamp, Timestamp) {
 
 /// The events of a gauge moved from `c.before` to `c.after` (allowed).
 pub(crate) fn gauge_change(inner: &Inner, st: &CustomerState, f: usize, c: Change) -> Vec<WriteOp> {
-    let Change { before, after, now } = c;
-    if after <= before {
+    if c.delta <= Decimal::ZERO {
         return Vec::new();
     }
+    let (before, after, now) = (c.before(), c.after, c.now);
     let Ent::Gauge {
         limit,
         hard,
@@ -425,20 +472,13 @@ pub(crate) fn gauge_change(inner: &Inner, st: &CustomerState, f: usize, c: Chang
     else {
         return Vec::new();
     };
-    let crossing = alerts
-        .as_deref()
-        .is_some_and(|a| !a.crossed(before, after).is_empty());
+    let crossing = alerts.as_deref().is_some_and(|a| !a.crossed(&c).is_empty());
     let beyond = !*hard && limit.is_some_and(|l| before <= l && l < after);
     if !crossing && !beyond {
         return Vec::new();
     }
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind: Kind::Gauge,
-        window: gauge_window(st, now),
-        limit: *limit,
-        hard: *hard,
+    let Some(s) = Subject::of(inner, st, f, None, now) else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     crossings(inner, st, &s, alerts.as_deref(), c, beyond, &mut out);
@@ -459,22 +499,10 @@ pub(crate) fn denial(
     if d.allowed || d.reason != Some(DenyReason::LimitReached) {
         return None;
     }
-    let (kind, limit, hard, window) = match st.ent(f).0 {
-        Ent::Metered { limit, hard, .. } => (Kind::Metered, *limit, *hard, window?),
-        Ent::Gauge { limit, hard, .. } => (Kind::Gauge, *limit, *hard, gauge_window(st, now)),
-        _ => return None,
-    };
-    if !st.announced.claim(f, window.0) {
+    let s = Subject::of(inner, st, f, window, now)?;
+    if !st.announced.claim(f, s.window.0) {
         return None;
     }
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind,
-        window,
-        limit,
-        hard,
-    };
     let mut fields = usage_fields(inner, st, &s, d.used);
     fields.insert("requested".into(), dec(d.quantity));
     fields.insert(
@@ -483,7 +511,7 @@ pub(crate) fn denial(
     );
     Some((
         event(inner, st, &s, "usage.denied", "denied", fields, now),
-        window.0,
+        s.window.0,
     ))
 }
 
@@ -521,23 +549,9 @@ pub(crate) fn emergency_drawn(
     grant_id: &str,
     units: Decimal,
     now: Timestamp,
-) -> OutboxEvent {
-    let (limit, hard) = match st.ent(f).0 {
-        Ent::Metered { limit, hard, .. } => (*limit, *hard),
-        _ => (None, true),
-    };
-    let s = Subject {
-        feature: f,
-        key: inner.feature_key(f),
-        kind: Kind::Metered,
-        window,
-        limit,
-        hard,
-    };
-    let used = match st.slot(f) {
-        Some(Slot::Meter(m)) if (m.start, m.end) == window => m.used(),
-        _ => Decimal::ZERO,
-    };
+) -> Option<OutboxEvent> {
+    let s = Subject::of(inner, st, f, Some(window), now)?;
+    let used = s.usage(st);
     let mut fields = Map::new();
     fields.insert("grant".into(), json!(grant_id));
     fields.insert("units".into(), dec(units));
@@ -552,8 +566,8 @@ pub(crate) fn emergency_drawn(
         fields,
         now,
     ) {
-        WriteOp::Outbox(e) => e,
-        _ => unreachable!("event() builds an outbox write"),
+        WriteOp::Outbox(e) => Some(e),
+        _ => None,
     }
 }
 
@@ -573,32 +587,8 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
         let now = inner.now();
         inner.with_customer(customer, |st| {
-            let (kind, limit, hard, window, used) = match st.ent(f).0 {
-                Ent::Metered {
-                    limit, hard, reset, ..
-                } => {
-                    let w = st.window_at(*reset, now)?;
-                    let used = st.meter_snapshot(f, w).map_or(Decimal::ZERO, |m| m.used());
-                    (Kind::Metered, *limit, *hard, (w.start, w.end), used)
-                }
-                Ent::Gauge { limit, hard, .. } => {
-                    let used = match st.slot(f) {
-                        Some(Slot::Gauge(l)) => *l,
-                        _ => Decimal::ZERO,
-                    };
-                    (Kind::Gauge, *limit, *hard, gauge_window(st, now), used)
-                }
-                _ => return None,
-            };
-            let s = Subject {
-                feature: f,
-                key: inner.feature_key(f),
-                kind,
-                window,
-                limit,
-                hard,
-            };
-            recommend(inner, st, &s, used)
+            let s = Subject::of(inner, st, f, None, now)?;
+            recommend(inner, st, &s, s.usage(st))
         })
     }
 }
@@ -609,10 +599,8 @@ mod tests {
     use rust_decimal_macros::dec;
 
     fn levels(a: &Alerts, before: Decimal, after: Decimal) -> Vec<String> {
-        a.crossed(before, after)
-            .iter()
-            .map(|(t, _)| t.to_string())
-            .collect()
+        let c = Change::up_by(after - before, after, Timestamp::UNIX_EPOCH);
+        a.crossed(&c).iter().map(|(t, _)| t.to_string()).collect()
     }
 
     #[test]

@@ -942,7 +942,8 @@ impl Engine {
         let event = inner.with_customer(customer, |st| {
             crate::alerts::emergency_drawn(inner, st, idx, window, &record.id, record.quantity, now)
         })?;
-        if let Err(e) = inner.store.notify().insert_events(&[event]).await {
+        let events: Vec<_> = event.into_iter().collect();
+        if let Err(e) = inner.store.notify().insert_events(&events).await {
             tracing::warn!(error = %e, grant = %record.id, "writing the emergency.drawn alert failed");
         }
         Ok(record)
@@ -963,6 +964,9 @@ impl Engine {
         self.inner
             .locked(customer, |st| {
                 change(st);
+                // The limits may have changed: denials are announced afresh
+                // (the store's dedup key, which names the limit, keeps one).
+                st.announced = crate::alerts::Announced::default();
                 if recount {
                     st.reloading = Some(notify.clone());
                 }

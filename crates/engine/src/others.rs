@@ -164,11 +164,7 @@ impl Engine {
                     inner,
                     st,
                     f,
-                    crate::alerts::Change {
-                        before: level,
-                        after: new,
-                        now,
-                    },
+                    crate::alerts::Change::up_by(delta, new, now),
                 );
                 Ok(Outcome::Write {
                     decision: d,

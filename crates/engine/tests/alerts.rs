@@ -14,13 +14,26 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use tollgate_engine::{
-    CommitRequest, DenyReason, IngestEvent, RecommendedAction, TestClock, UsageRequest,
+    CommitRequest, DenyReason, Engine, IngestEvent, RecommendedAction, TestClock, UsageRequest,
 };
 use tollgate_store::Store;
 use tollgate_store::notify::OutboxEvent;
 
 fn req(c: &str, f: &str, q: Decimal) -> UsageRequest {
     UsageRequest::new(c, f, q)
+}
+
+/// An engine over `b` at `t0`, the store it writes, and customer `acme` on `plan`.
+async fn start(b: &Backend, plan: &str) -> (TestClock, Engine, Arc<dyn Store>) {
+    let clock = TestClock::new(t0());
+    let engine = open(b, &clock).await;
+    customer(&engine, "acme", plan).await;
+    (clock, engine, b.store().await)
+}
+
+/// Consumes and says whether it was allowed.
+async fn allowed(engine: &Engine, c: &str, f: &str, q: Decimal) -> bool {
+    engine.consume(req(c, f, q)).await.unwrap().allowed
 }
 
 async fn events(store: &Arc<dyn Store>) -> Vec<OutboxEvent> {
@@ -50,17 +63,8 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_fire_once_per_threshold_and_period() {
     for b in backends("alerts_thresholds") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await; // api_calls: 100 per period, hard
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(79)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        let (clock, engine, store) = start(&b, "free").await; // api_calls: 100 per period, hard
+        assert!(allowed(&engine, "acme", "api_calls", dec!(79)).await);
         assert!(
             events(&store).await.is_empty(),
             "{}: 79 % fires nothing",
@@ -110,7 +114,7 @@ async fn alerts_fire_once_per_threshold_and_period() {
         assert_eq!(p80.customer_id.as_deref(), Some("acme"));
         assert_eq!(
             p80.dedup_key.as_deref(),
-            Some("acme|api_calls|2025-01-15T12:00:00Z|80%")
+            Some("acme|api_calls|2025-01-15T12:00:00Z|80%|100")
         );
         assert_eq!(p80.payload["used"], json!("80"));
         assert_eq!(p80.payload["limit"], json!("100"));
@@ -129,18 +133,12 @@ async fn alerts_fire_once_per_threshold_and_period() {
 
         // The next period fires again, with its own window in the key.
         clock.set(ts("2025-02-15T12:00:00Z"));
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(85)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&engine, "acme", "api_calls", dec!(85)).await);
         let all = events(&store).await;
         assert_eq!(all.len(), 5);
         assert_eq!(
             all[4].dedup_key.as_deref(),
-            Some("acme|api_calls|2025-02-15T12:00:00Z|80%")
+            Some("acme|api_calls|2025-02-15T12:00:00Z|80%|100")
         );
         assert_eq!(all[4].payload["used"], json!("85"));
         engine.close().await.unwrap();
@@ -151,24 +149,9 @@ async fn alerts_fire_once_per_threshold_and_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_alert_is_duplicated_after_a_restart() {
     for b in backends("alerts_restart") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await;
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(100)))
-                .await
-                .unwrap()
-                .allowed
-        );
-        assert!(
-            !engine
-                .consume(req("acme", "api_calls", dec!(1)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        let (clock, engine, store) = start(&b, "free").await;
+        assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         // Seats (a gauge, 2 on free): up to the limit, down, up again.
         for level in [dec!(2), dec!(0), dec!(2)] {
             let d = engine.gauge_set(req("acme", "seats", level)).await.unwrap();
@@ -193,13 +176,7 @@ async fn no_alert_is_duplicated_after_a_restart() {
         drop(engine);
         let engine = open(&b, &clock).await;
         clock.advance(SignedDuration::from_hours(1));
-        assert!(
-            !engine
-                .consume(req("acme", "api_calls", dec!(1)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         engine
             .gauge_set(req("acme", "seats", dec!(0)))
             .await
@@ -215,35 +192,38 @@ async fn no_alert_is_duplicated_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_change_fires_again_against_the_new_limit() {
+    for b in backends("alerts_plan_change") {
+        let (clock, engine, store) = start(&b, "free").await;
+        assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
+        assert_eq!(events(&store).await.len(), 4);
+        // Upgraded mid-period: the window (and its 100 used) stays, the limit
+        // is now 1000, so 80 % is reached again at 800.
+        clock.advance(SignedDuration::from_hours(24));
+        subscribe_to(&engine, "acme", "pro").await;
+        assert!(allowed(&engine, "acme", "api_calls", dec!(699)).await);
+        assert_eq!(events(&store).await.len(), 4, "{}: 799 of 1000", b.name);
+        assert!(allowed(&engine, "acme", "api_calls", dec!(1)).await);
+        let all = events(&store).await;
+        assert_eq!(all.len(), 5, "{}", b.name);
+        assert_eq!(all[4].payload["limit"], json!("1000"));
+        assert_eq!(all[4].payload["used"], json!("800"));
+        assert_eq!(
+            all[4].dedup_key.as_deref(),
+            Some("acme|api_calls|2025-01-15T12:00:00Z|80%|1000")
+        );
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_tasks_crossing_at_once_fire_each_threshold_once() {
     for b in backends("alerts_concurrent") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "free").await;
-        let mut tasks = Vec::new();
-        for t in 0..64 {
-            let e = engine.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut allowed = Decimal::ZERO;
-                for i in 0..5 {
-                    let q = [dec!(1), dec!(0.5), dec!(2), dec!(1.5), dec!(1)][(t + i) % 5];
-                    let d = e
-                        .consume(req("acme", "api_calls", q).key(format!("t{t}-{i}")))
-                        .await
-                        .unwrap();
-                    if d.allowed {
-                        allowed += q;
-                    }
-                }
-                allowed
-            }));
-        }
-        let mut allowed = Decimal::ZERO;
-        for t in tasks {
-            allowed += t.await.unwrap();
-        }
-        assert_eq!(allowed, dec!(100));
+        let (_clock, engine, store) = start(&b, "free").await;
+        let answers = race_64(&engine, "acme").await;
+        assert_eq!(allowed_total(&answers), dec!(100));
         let mut got = summary(&events(&store).await);
         got.sort();
         assert_eq!(
@@ -265,10 +245,7 @@ async fn sixty_four_tasks_crossing_at_once_fire_each_threshold_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_limits_report_the_first_overage_of_the_period() {
     for b in backends("alerts_soft") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "pro").await; // minutes: 100 per day, soft
+        let (clock, engine, store) = start(&b, "pro").await; // minutes: 100 per day, soft
         engine
             .consume(req("acme", "minutes", dec!(90)))
             .await
@@ -333,10 +310,7 @@ async fn soft_limits_report_the_first_overage_of_the_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_pool_draw_and_grant_exhaustion_are_events() {
     for b in backends("alerts_emergency") {
-        let clock = TestClock::new(t0());
-        let engine = open(&b, &clock).await;
-        let store = b.store().await;
-        customer(&engine, "acme", "pro").await; // api_calls: 1000 hard, emergency 100
+        let (_clock, engine, store) = start(&b, "pro").await; // api_calls: 1000 hard, emergency 100
         // A reservation committed across all three thresholds at once.
         let r = engine
             .reserve(req("acme", "api_calls", dec!(1000)), None)
@@ -370,20 +344,8 @@ async fn emergency_pool_draw_and_grant_exhaustion_are_events() {
                 limit: Some(dec!(100000)),
             })
         );
-        assert!(
-            engine
-                .consume(req("acme", "api_calls", dec!(100)))
-                .await
-                .unwrap()
-                .allowed
-        );
-        assert!(
-            !engine
-                .consume(req("acme", "api_calls", dec!(1)))
-                .await
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&engine, "acme", "api_calls", dec!(100)).await);
+        assert!(!allowed(&engine, "acme", "api_calls", dec!(1)).await);
         let all = events(&store).await;
         let kinds: Vec<&str> = all.iter().map(|e| e.event_type.as_str()).collect();
         assert_eq!(

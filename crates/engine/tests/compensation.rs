@@ -133,6 +133,23 @@ impl Store for Flaky {
     }
 }
 
+/// An engine over a [`Flaky`] store of `b`, its clock at `t0`.
+async fn flaky_engine(b: &common::Backend) -> (Arc<Flaky>, Engine) {
+    let flaky = Arc::new(Flaky {
+        inner: b.store().await,
+        fail: AtomicBool::new(false),
+    });
+    let engine = Engine::open(
+        flaky.clone(),
+        common::catalog(),
+        Arc::new(TestClock::new(common::t0())),
+        common::config(),
+    )
+    .await
+    .unwrap();
+    (flaky, engine)
+}
+
 fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {
     engine
         .entitlements(c)
@@ -147,19 +164,7 @@ fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semantics_failed_commit_undoes_the_decision() {
     for b in common::backends("compensation") {
-        let flaky = Arc::new(Flaky {
-            inner: b.store().await,
-            fail: AtomicBool::new(false),
-        });
-        let clock = TestClock::new(common::t0());
-        let engine = Engine::open(
-            flaky.clone(),
-            common::catalog(),
-            Arc::new(clock.clone()),
-            common::config(),
-        )
-        .await
-        .unwrap();
+        let (flaky, engine) = flaky_engine(&b).await;
         common::customer(&engine, "acme", "free").await; // api_calls hard 100
         engine
             .add_grant(tollgate_engine::NewGrant {
@@ -264,19 +269,7 @@ async fn alerts(store: &dyn Store) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semantics_a_failed_commit_emits_no_alert() {
     for b in common::backends("compensation_alerts") {
-        let flaky = Arc::new(Flaky {
-            inner: b.store().await,
-            fail: AtomicBool::new(false),
-        });
-        let clock = TestClock::new(common::t0());
-        let engine = Engine::open(
-            flaky.clone(),
-            common::catalog(),
-            Arc::new(clock.clone()),
-            common::config(),
-        )
-        .await
-        .unwrap();
+        let (flaky, engine) = flaky_engine(&b).await;
         common::customer(&engine, "acme", "free").await; // api_calls hard 100
         engine
             .consume(UsageRequest::new("acme", "api_calls", dec!(79)))

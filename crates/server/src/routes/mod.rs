@@ -7,6 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod alerts;
 pub mod customers;
 pub mod enforcement;
 pub mod events;
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(enforcement::routes())
         .merge(events::routes())
         .merge(usage::routes())
+        .merge(alerts::routes())
         .merge(plans::routes())
         .merge(admin::routes())
         .merge(webhooks::routes())

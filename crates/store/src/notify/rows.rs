@@ -6,8 +6,13 @@ use crate::codec::{json, timestamp};
 
 use super::{AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent};
 
-fn corrupt(what: &str, v: i64) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {v} is out of range"))
+/// A stored integer as the record's integer type.
+fn int<T: TryFrom<i64>>(what: &str, v: i64) -> Result<T, StoreError> {
+    T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: {v} is out of range")))
+}
+
+fn opt_int<T: TryFrom<i64>>(what: &str, v: Option<i64>) -> Result<Option<T>, StoreError> {
+    v.map(|v| int(what, v)).transpose()
 }
 
 fn opt_timestamp(what: &str, us: Option<i64>) -> Result<Option<jiff::Timestamp>, StoreError> {
@@ -104,19 +109,10 @@ impl TryFrom<RawDelivery> for DeliveryRecord {
     type Error = StoreError;
     fn try_from(r: RawDelivery) -> Result<Self, StoreError> {
         Ok(DeliveryRecord {
-            attempts: u32::try_from(r.attempts)
-                .map_err(|_| corrupt("notify_deliveries.attempts", r.attempts))?,
+            attempts: int("notify_deliveries.attempts", r.attempts)?,
             next_attempt_at: opt_timestamp("notify_deliveries.next_attempt_at", r.next_attempt_at)?,
-            last_status: r
-                .last_status
-                .map(|s| u16::try_from(s).map_err(|_| corrupt("notify_deliveries.last_status", s)))
-                .transpose()?,
-            last_duration_ms: r
-                .last_duration_ms
-                .map(|d| {
-                    u64::try_from(d).map_err(|_| corrupt("notify_deliveries.last_duration_ms", d))
-                })
-                .transpose()?,
+            last_status: opt_int("notify_deliveries.last_status", r.last_status)?,
+            last_duration_ms: opt_int("notify_deliveries.last_duration_ms", r.last_duration_ms)?,
             created_at: timestamp("notify_deliveries.created_at", r.created_at)?,
             updated_at: timestamp("notify_deliveries.updated_at", r.updated_at)?,
             id: r.id,
@@ -144,15 +140,10 @@ impl TryFrom<RawAttempt> for AttemptRecord {
     type Error = StoreError;
     fn try_from(r: RawAttempt) -> Result<Self, StoreError> {
         Ok(AttemptRecord {
-            attempt: u32::try_from(r.attempt)
-                .map_err(|_| corrupt("notify_attempts.attempt", r.attempt))?,
+            attempt: int("notify_attempts.attempt", r.attempt)?,
             at: timestamp("notify_attempts.at", r.at)?,
-            status: r
-                .status
-                .map(|s| u16::try_from(s).map_err(|_| corrupt("notify_attempts.status", s)))
-                .transpose()?,
-            duration_ms: u64::try_from(r.duration_ms)
-                .map_err(|_| corrupt("notify_attempts.duration_ms", r.duration_ms))?,
+            status: opt_int("notify_attempts.status", r.status)?,
+            duration_ms: int("notify_attempts.duration_ms", r.duration_ms)?,
             delivery_id: r.delivery_id,
             error: r.error,
         })

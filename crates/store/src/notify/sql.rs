@@ -97,6 +97,26 @@ macro_rules! notify_backend {
             Ok(())
         }
 
+        /// The row of `table` whose `id` is `id`, converted.
+        async fn by_id<R, T>(
+            pool: &sqlx::Pool<$db>,
+            columns: &str,
+            table: &str,
+            id: &str,
+        ) -> $crate::Result<Option<T>>
+        where
+            R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            T: TryFrom<R, Error = $crate::StoreError>,
+        {
+            let row: Option<R> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {columns} FROM {table} WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(T::try_from).transpose()
+        }
+
         fn list_limit(limit: u32) -> i64 {
             $crate::codec::limit(limit).unwrap_or(i64::MAX)
         }
@@ -150,13 +170,7 @@ macro_rules! notify_backend {
             }
 
             async fn get_event(&self, id: &str) -> $crate::Result<Option<OutboxEvent>> {
-                let row: Option<RawEvent> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM outbox_events WHERE id = $1"
-                )))
-                .bind(id)
-                .fetch_optional(self.notify_read())
-                .await?;
-                row.map(OutboxEvent::try_from).transpose()
+                by_id::<RawEvent, OutboxEvent>(self.notify_read(), EVENT_COLUMNS, "outbox_events", id).await
             }
 
             async fn events_between(
@@ -202,13 +216,7 @@ macro_rules! notify_backend {
             }
 
             async fn get_endpoint(&self, id: &str) -> $crate::Result<Option<EndpointRecord>> {
-                let row: Option<RawEndpoint> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
-                )))
-                .bind(id)
-                .fetch_optional(self.notify_read())
-                .await?;
-                row.map(EndpointRecord::try_from).transpose()
+                by_id::<RawEndpoint, EndpointRecord>(self.notify_read(), ENDPOINT_COLUMNS, "webhook_endpoints", id).await
             }
 
             async fn endpoints(&self) -> $crate::Result<Vec<EndpointRecord>> {
@@ -307,13 +315,7 @@ macro_rules! notify_backend {
             }
 
             async fn get_delivery(&self, id: &str) -> $crate::Result<Option<DeliveryRecord>> {
-                let row: Option<RawDelivery> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM notify_deliveries WHERE id = $1"
-                )))
-                .bind(id)
-                .fetch_optional(self.notify_read())
-                .await?;
-                row.map(DeliveryRecord::try_from).transpose()
+                by_id::<RawDelivery, DeliveryRecord>(self.notify_read(), DELIVERY_COLUMNS, "notify_deliveries", id).await
             }
 
             async fn deliveries(
