@@ -62,6 +62,10 @@ pub enum Command {
     /// Drive realistic traffic through the HTTP API (an embedded server by
     /// default, or --url) and print each customer's usage at the end.
     Demo(DemoArgs),
+    /// Webhook endpoints, secret rotation and the delivery log of a running
+    /// server (admin key): alerts delivered as signed webhooks.
+    #[command(subcommand)]
+    Webhooks(crate::commands::webhooks::WebhooksCommand),
 }
 
 /// How to reach a running server.

@@ -511,3 +511,69 @@ fn subscriptions_change_cancel_and_history_from_the_command_line() {
     assert_eq!(kinds, ["subscribe", "upgrade", "cancel"], "{out}");
     assert!(out.contains("(more locations)"), "{out}");
 }
+
+#[test]
+fn webhooks_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path());
+    // Refused: a loopback receiver (the SSRF guard), named by its field.
+    let (code, _, err) = srv.run(&["webhooks", "create", "http://127.0.0.1:9/hook"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("url") && err.contains("loopback"), "{err}");
+    let (code, out, err) = srv.run(&[
+        "webhooks",
+        "create",
+        "https://hooks.example.com/tollgate",
+        "--event-type",
+        "usage.*",
+        "--description",
+        "ops",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = ep["id"].as_str().unwrap().to_string();
+    assert!(ep["secret"].as_str().unwrap().starts_with("whsec_"));
+    let (code, out, _) = srv.run(&["webhooks", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "{id}  https://hooks.example.com/tollgate  [usage.*]  healthy"
+        )),
+        "{out}"
+    );
+    let (code, out, _) = srv.run(&["webhooks", "rotate-secret", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("old secret   still signs until"), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "update", &id, "--disable", "--all-events"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("[all events]  off"), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "test", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("test event evt"), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "deliveries", "--endpoint", &id]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let delivery = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, _) = srv.run(&["webhooks", "delivery", &delivery]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&delivery), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "retry", &delivery]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("queued"), "{out}");
+    let (code, _, err) = srv.run(&[
+        "webhooks",
+        "replay",
+        "--from",
+        "2026-01-02T00:00:00Z",
+        "--to",
+        "2026-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("to"), "{err}");
+    let (code, out, _) = srv.run(&["webhooks", "delete", &id]);
+    assert_eq!((code, out.trim()), (0, format!("deleted {id}").as_str()));
+    let (code, _, err) = srv.run(&["webhooks", "show", &id]);
+    assert_eq!(code, 2);
+    assert!(err.contains("404"), "{err}");
+}

@@ -19,6 +19,7 @@ mod invoices;
 mod remote;
 mod server;
 mod subscriptions;
+pub mod webhooks;
 
 /// Errors a command reports as one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Subscriptions(cmd) => subscriptions::run(cmd),
         Command::Invoices(cmd) => invoices::invoices(cmd),
         Command::Demo(args) => demo::run(&args),
+        Command::Webhooks(cmd) => webhooks::run(cmd),
     }
 }
 

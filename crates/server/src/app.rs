@@ -54,6 +54,8 @@ pub enum StartError {
     Serve(std::io::Error),
     #[error("the engine did not shut down cleanly: {0}")]
     Close(EngineError),
+    #[error("cannot start alert delivery: {0}")]
+    Notify(tollgate_notify::NotifyError),
 }
 
 /// A started application, not yet serving.
@@ -126,9 +128,14 @@ pub async fn start(
     settings: &Settings,
 ) -> Result<App, StartError> {
     store.migrate().await.map_err(StartError::Migrate)?;
-    let engine = Engine::open(store.clone(), catalog, clock, settings.engine.clone())
-        .await
-        .map_err(StartError::Engine)?;
+    let engine = Engine::open(
+        store.clone(),
+        catalog,
+        clock.clone(),
+        settings.engine.clone(),
+    )
+    .await
+    .map_err(StartError::Engine)?;
     let keys = load_keys(store.as_ref())
         .await
         .map_err(|e| StartError::Keys(e.to_string()))?;
@@ -156,10 +163,15 @@ pub async fn start(
         store.clone(),
         settings.billing.clone(),
     ));
+    let notifier = Arc::new(
+        tollgate_notify::Notifier::new(store.clone(), clock, settings.notify.clone())
+            .map_err(StartError::Notify)?,
+    );
     let state = AppState {
         engine,
         store,
         billing,
+        notifier,
         keys: ring,
         limiter: Arc::new(KeyLimiter::new(
             settings.rate_limit.per_second,
@@ -203,10 +215,34 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             limit_body(body_limit, req, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            nudge_notifier,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::middleware::from_fn(problem_errors))
         .with_state(state)
+}
+
+/// After a successful write request (a consume may have crossed a threshold
+/// and put an alert in the outbox), wakes the delivery worker so the alert
+/// leaves at once instead of at its next poll. Waking is a flag; the worker
+/// spaces its passes (docs/webhooks.md).
+async fn nudge_notifier(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = next.run(req).await;
+    if write && response.status().is_success() {
+        state.notifier.wake();
+    }
+    response
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -320,12 +356,29 @@ pub async fn run(
             Duration::from_secs(secs),
         )),
     };
+    // Alert delivery in the background, stopped after the last request.
+    let (stop_notify, notify_stopped) = tokio::sync::watch::channel(false);
+    let notify_worker = app
+        .state
+        .notifier
+        .config()
+        .enabled
+        .then(|| tokio::spawn(app.state.notifier.clone().run(notify_stopped)));
     let served = axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
     if let Some(w) = billing_worker {
         w.abort();
+    }
+    let _ = stop_notify.send(true);
+    if let Some(worker) = notify_worker {
+        if tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the alert delivery worker did not stop within 5 s");
+        }
     }
     let closed = app.state.engine.close().await;
     served.map_err(StartError::Serve)?;

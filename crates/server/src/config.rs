@@ -30,6 +30,14 @@
 //! group_commit_max_wait_ms = 2
 //! snapshot_interval_secs = 30
 //! idempotency_window_hours = 24
+//!
+//! [notify]                      # alert delivery; every setting in docs/webhooks.md
+//! allow_private_networks = false
+//! allowed_networks = ["10.1.0.0/16"]
+//! admin_emails = ["ops@example.com"]
+//! [notify.smtp]
+//! url = "smtp://127.0.0.1:25"
+//! from = "Tollgate <alerts@example.com>"
 //! ```
 
 use std::fmt;
@@ -60,6 +68,8 @@ const ENV_KEYS: &[&str] = &[
     "engine.group_commit_max_wait_ms",
     "engine.snapshot_interval_secs",
     "engine.idempotency_window_hours",
+    "notify.enabled",
+    "notify.allow_private_networks",
 ];
 
 /// How log lines are written.
@@ -137,6 +147,8 @@ pub struct Config {
     pub engine: EngineSettings,
     /// Invoices: issuer, numbering, payment terms, tax.
     pub billing: tollgate_billing::BillingConfig,
+    /// Alert delivery: webhooks, e-mail, retries, the SSRF guard (docs/webhooks.md).
+    pub notify: tollgate_notify::NotifyConfig,
 }
 
 impl Default for Config {
@@ -151,6 +163,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             engine: EngineSettings::default(),
             billing: tollgate_billing::BillingConfig::default(),
+            notify: tollgate_notify::NotifyConfig::default(),
         }
     }
 }
@@ -319,6 +332,7 @@ impl Config {
         if self.engine.idempotency_window_hours == 0 {
             problems.push("engine.idempotency_window_hours: must be at least 1".into());
         }
+        problems.extend(self.notify.problems());
         match (listen, catalog, problems.is_empty()) {
             (Some(listen), Some(catalog), true) => Ok(Settings {
                 listen,
@@ -330,6 +344,7 @@ impl Config {
                 rate_limit: self.rate_limit.clone(),
                 engine: self.engine_config(),
                 billing: self.billing.clone(),
+                notify: self.notify.clone(),
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -393,6 +408,7 @@ pub struct Settings {
     pub rate_limit: RateLimitConfig,
     pub engine: EngineConfig,
     pub billing: tollgate_billing::BillingConfig,
+    pub notify: tollgate_notify::NotifyConfig,
 }
 
 impl Settings {
@@ -410,6 +426,7 @@ impl Settings {
             rate_limit: c.rate_limit.clone(),
             engine: c.engine_config(),
             billing: c.billing.clone(),
+            notify: c.notify.clone(),
         }
     }
 }

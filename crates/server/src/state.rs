@@ -17,4 +17,6 @@ pub struct AppState {
     pub limiter: Arc<KeyLimiter>,
     /// Invoices, plan changes, payments.
     pub billing: Arc<tollgate_billing::Billing>,
+    /// Alert delivery: webhook endpoints, deliveries, the worker.
+    pub notifier: Arc<tollgate_notify::Notifier>,
 }

@@ -17,6 +17,7 @@ pub mod runs;
 pub mod subscriptions;
 pub mod system;
 pub mod usage;
+pub mod webhooks;
 
 /// Every `/v1` route and the system routes, with their OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,4 +33,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(subscriptions::routes())
         .merge(runs::routes())
+        .merge(webhooks::routes())
 }
