@@ -41,6 +41,8 @@ pub struct BillingConfig {
     pub tax_label: String,
     /// Issue drafts as soon as a period closes (else they wait as drafts).
     pub auto_issue: bool,
+    /// `[billing.stripe]`: collect payments with Stripe (absent: manual only).
+    pub stripe: Option<providers::stripe::StripeConfig>,
 }
 
 impl Default for BillingConfig {
@@ -57,6 +59,7 @@ impl Default for BillingConfig {
             tax_mode: TaxMode::PerLine,
             tax_label: "Tax".to_string(),
             auto_issue: true,
+            stripe: None,
         }
     }
 }
