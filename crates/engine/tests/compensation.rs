@@ -32,6 +32,9 @@ impl Store for Flaky {
     async fn migrate(&self) -> Result<()> {
         self.inner.migrate().await
     }
+    fn billing(&self) -> &dyn tollgate_store::billing::BillingStore {
+        self.inner.billing()
+    }
     async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()> {
         self.inner.put_plan_version(plan).await
     }
@@ -127,6 +130,9 @@ impl Store for Flaky {
     }
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
         self.inner.revoke_api_key(id, at).await
+    }
+    fn changes(&self) -> &dyn changes::ChangeStore {
+        self.inner.changes()
     }
 }
 

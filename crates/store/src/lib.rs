@@ -39,6 +39,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub mod billing;
 pub mod changes;
 mod codec;
 pub mod notify;
@@ -58,6 +59,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{what} {id:?} already exists")]
     Conflict { what: &'static str, id: String },
+    /// A write the store's rules refuse (a payment above the amount due, a
+    /// credit above the invoice total…); nothing was written.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error(
         "invalid storage URL {0:?}: expected sqlite://PATH[?synchronous=full|normal] or postgres://…"
     )]
@@ -358,6 +363,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
 
+    /// Invoices, payments, credit notes and run aggregations.
+    fn billing(&self) -> &dyn billing::BillingStore;
+
     // ---- catalog -------------------------------------------------------------
     /// Publishes a plan version. A published version is frozen: publishing the
     /// same definition again is a no-op, a different definition under the same
@@ -448,6 +456,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Marks a key revoked at `at`; a key already revoked keeps its first
     /// revocation time. `NotFound` if absent.
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
+
+    // ---- plan changes ----------------------------------------------------------------
+    /// Plan-change history, scheduled changes and pending invoice items.
+    fn changes(&self) -> &dyn changes::ChangeStore;
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing; optionally

@@ -57,7 +57,7 @@ const POOL_SIZE: u32 = 8;
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     schema: Option<String>,
 }
 
@@ -134,6 +134,18 @@ impl PgStore {
     /// Closes every connection of the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub(crate) fn write_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn read_pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
@@ -247,6 +259,10 @@ async fn set_reservation_state(
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn billing(&self) -> &dyn crate::billing::BillingStore {
+        self
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -762,5 +778,8 @@ impl Store for PgStore {
             });
         }
         Ok(())
+    }
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }

@@ -82,7 +82,7 @@ const USAGE_PARAMS: usize = 13;
 /// blocks ingest faster (1,000-row batches: ~60k rows/s with 65,536-seq blocks,
 /// ~120k with 8,192), while a query by customer probes one index range per block
 /// in its time range, so smaller blocks make those queries slower.
-const BLOCK_BITS: u32 = 13;
+pub(crate) const BLOCK_BITS: u32 = 13;
 /// Rows per full multi-row usage INSERT.
 const USAGE_CHUNK: usize = 2_048;
 /// Columns bound per snapshot row.
@@ -96,8 +96,8 @@ const _: () = assert!(SNAPSHOT_CHUNK * SNAPSHOT_PARAMS <= MAX_PARAMS);
 /// The SQLite store: one file, one writer connection, a small pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
     path: PathBuf,
 }
 
@@ -158,8 +158,16 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub(crate) fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub(crate) fn read_pool(&self) -> &SqlitePool {
+        &self.reader
     }
 }
 
@@ -317,6 +325,10 @@ async fn set_reservation_state(
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn billing(&self) -> &dyn crate::billing::BillingStore {
+        self
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -869,6 +881,10 @@ impl Store for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }
 
