@@ -13,6 +13,7 @@
 //! currency; the Stripe implementation converts to integer minor units
 //! (`Money::to_minor_units`: 1,309.77 USD → 130977, 12,100 JPY → 12100).
 
+pub mod collect;
 pub mod manual;
 pub mod stripe;
 
