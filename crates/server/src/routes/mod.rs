@@ -10,6 +10,7 @@ pub mod admin;
 pub mod customers;
 pub mod enforcement;
 pub mod events;
+pub mod invoices;
 pub mod keys;
 pub mod plans;
 pub mod system;
@@ -26,4 +27,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(plans::routes())
         .merge(admin::routes())
+        .merge(invoices::routes())
 }
