@@ -19,11 +19,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,11 @@ fn not_found(id: &str) -> ApiError {
 
 /// The invoice if the caller may read it: another customer's invoice is a
 /// 404 naming only the id asked for.
-async fn readable(state: &AppState, principal: &Principal, id: &str) -> Result<StoredInvoice, ApiError> {
+async fn readable(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<StoredInvoice, ApiError> {
     let stored = state
         .store
         .billing()
@@ -182,7 +186,9 @@ fn month_bounds(period: &str) -> Result<(Timestamp, Timestamp), ApiError> {
     let bad = || ApiError::field("period", format!("{period:?} is not a month (YYYY-MM)"));
     let date: jiff::civil::Date = format!("{period}-01").parse().map_err(|_| bad())?;
     let start = date.to_zoned(jiff::tz::TimeZone::UTC).map_err(|_| bad())?;
-    let end = start.checked_add(jiff::Span::new().months(1)).map_err(|_| bad())?;
+    let end = start
+        .checked_add(jiff::Span::new().months(1))
+        .map_err(|_| bad())?;
     Ok((start.timestamp(), end.timestamp()))
 }
 
@@ -335,7 +341,10 @@ pub struct InvoiceDetail {
 async fn detail(state: &AppState, invoice: Invoice) -> Result<InvoiceDetail, ApiError> {
     let billing = state.store.billing();
     let payments = billing.payments(&invoice.id).await.map_err(store_error)?;
-    let credit_notes = billing.credit_notes(&invoice.id).await.map_err(store_error)?;
+    let credit_notes = billing
+        .credit_notes(&invoice.id)
+        .await
+        .map_err(store_error)?;
     Ok(InvoiceDetail {
         overdue: invoice.is_overdue(state.engine.now()),
         invoice,
@@ -410,7 +419,11 @@ pub async fn invoice_html(
 ) -> Result<Response, ApiError> {
     let stored = readable(&state, &principal, &id).await?;
     let html = render::to_html(&stored.invoice, &render_options(&state));
-    Ok(document("text/html; charset=utf-8", None, html.into_bytes()))
+    Ok(document(
+        "text/html; charset=utf-8",
+        None,
+        html.into_bytes(),
+    ))
 }
 
 /// The invoice as a PDF.
@@ -800,7 +813,12 @@ pub async fn pay_invoice(
     })?;
     let out = state
         .billing
-        .pay_invoice(provider.as_ref(), &id, body.amount, body.reference.as_deref())
+        .pay_invoice(
+            provider.as_ref(),
+            &id,
+            body.amount,
+            body.reference.as_deref(),
+        )
         .await
         .map_err(payment_error)?;
     Ok(Json(PayOut {
@@ -952,8 +970,15 @@ pub async fn create_credit_note(
     let already: Decimal = notes.iter().map(|n| n.total).sum();
     let now = state.engine.now();
     let note_id = derived_id("cn", &[&id, &notes.len().to_string(), &now.to_string()]);
-    let note = credit_note(&inv, already, &request, note_id, body.reason.trim().to_string(), now)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let note = credit_note(
+        &inv,
+        already,
+        &request,
+        note_id,
+        body.reason.trim().to_string(),
+        now,
+    )
+    .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let (credit_note, invoice) = billing
         .insert_credit_note(&note, &state.billing.config.credit_note_prefix)
         .await
@@ -1035,7 +1060,11 @@ pub async fn credit_note_html(
 ) -> Result<Response, ApiError> {
     let (note, inv) = readable_note(&state, &principal, &id).await?;
     let html = render::credit_note_to_html(&note, &inv, &render_options(&state));
-    Ok(document("text/html; charset=utf-8", None, html.into_bytes()))
+    Ok(document(
+        "text/html; charset=utf-8",
+        None,
+        html.into_bytes(),
+    ))
 }
 
 /// A credit note as a PDF.
@@ -1133,7 +1162,10 @@ pub async fn outstanding(
     let now = state.engine.now();
     let mut by: BTreeMap<String, Outstanding> = BTreeMap::new();
     for inv in all_invoices(&state).await? {
-        if !matches!(inv.status, InvoiceStatus::Open | InvoiceStatus::Uncollectible) {
+        if !matches!(
+            inv.status,
+            InvoiceStatus::Open | InvoiceStatus::Uncollectible
+        ) {
             continue;
         }
         let code = inv.currency.code().to_string();
@@ -1209,7 +1241,9 @@ pub async fn revenue(
     }
     let mut rows: BTreeMap<(String, String), RevenueRow> = BTreeMap::new();
     for inv in all_invoices(&state).await? {
-        let Some(issued) = inv.issued_at else { continue };
+        let Some(issued) = inv.issued_at else {
+            continue;
+        };
         if inv.status == InvoiceStatus::Void {
             continue;
         }
