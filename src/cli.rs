@@ -49,6 +49,11 @@ pub enum Command {
     /// Send, import and export usage on a running server.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Close billing periods into invoices and read invoices, on the configured
+    /// store (data directory or --storage-url) with the server's catalog and
+    /// [billing] settings.
+    #[command(subcommand)]
+    Invoices(InvoicesCommand),
     /// Drive realistic traffic through the HTTP API (an embedded server by
     /// default, or --url) and print each customer's usage at the end.
     Demo(DemoArgs),
@@ -67,6 +72,51 @@ pub struct ClientArgs {
     /// Print the server's JSON instead of text for people.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvoicesCommand {
+    /// Close ended billing periods into invoices (idempotent: a rerun, also
+    /// after a crash, writes no second invoice). With --period, only the
+    /// periods ending in that month; without, every ended period without an
+    /// invoice (as the server's worker does).
+    #[command(after_help = "Exit status: 0 done, 2 some periods could not be closed (listed).")]
+    Run {
+        #[command(flatten)]
+        store: ServeArgs,
+        /// A month as YYYY-MM, e.g. 2026-11: the periods that end in it
+        /// (November's [Nov 1, Dec 1) included), on each customer's clock.
+        #[arg(long)]
+        period: Option<String>,
+        /// Print the run's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List invoices (a derived `overdue` shows for open invoices past due).
+    List {
+        #[command(flatten)]
+        store: ServeArgs,
+        /// draft, open, paid, void or uncollectible.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        /// Invoices of periods starting in this month (YYYY-MM, UTC).
+        #[arg(long)]
+        period: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one invoice with its lines, where each usage line came from, and totals.
+    Show {
+        #[command(flatten)]
+        store: ServeArgs,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ use crate::render;
 
 pub mod client;
 mod demo;
+mod invoices;
 mod remote;
 mod server;
 
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plans(PlansCommand::Apply { client, file }) => remote::apply(&client, &file),
         Command::Customers(cmd) => remote::customers(cmd),
         Command::Usage(cmd) => remote::usage(cmd),
+        Command::Invoices(cmd) => invoices::invoices(cmd),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -320,10 +320,20 @@ pub async fn run(
             }
         }
     });
+    let billing_worker = match app.state.billing.config.worker_interval_secs {
+        0 => None,
+        secs => Some(tollgate_billing::worker::start_worker(
+            app.state.billing.clone(),
+            Duration::from_secs(secs),
+        )),
+    };
     let served = axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    if let Some(w) = billing_worker {
+        w.abort();
+    }
     let closed = app.state.engine.close().await;
     served.map_err(StartError::Serve)?;
     closed.map_err(StartError::Close)?;

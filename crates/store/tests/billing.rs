@@ -15,7 +15,7 @@ use rust_decimal_macros::dec;
 use serde_json::json;
 use tollgate_core::billing::credit::{CreditNote, CreditNoteLine};
 use tollgate_core::billing::{
-    Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, InvoiceTotals, Party, TaxRule,
+    Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, InvoiceTotals, Party, TaxMode, TaxRule,
 };
 use tollgate_core::money::Currency;
 use tollgate_store::billing::{InvoiceFilter, InvoiceKind, NewInvoice, PaymentRecord, UsageWindow};
@@ -155,7 +155,11 @@ fn draft(id: &str, customer: &str, start: Timestamp, end: Timestamp) -> Invoice 
         period_start: start,
         period_end: end,
         lines: vec![line],
-        tax: TaxRule::none(),
+        tax: TaxRule {
+            rate: dec!(0.2),
+            mode: TaxMode::PerLine,
+            label: "VAT 20 %".into(),
+        },
         totals: InvoiceTotals {
             subtotal: dec!(100.00),
             discount: Decimal::ZERO,
@@ -306,8 +310,8 @@ async fn only_drafts_change(store: Arc<dyn Store>) {
     let mut extra = inv.lines[0].clone();
     extra.kind = InvoiceLineKind::Adjustment;
     extra.amount = dec!(5.00);
-    inv.lines.push(extra);
-    inv.totals.total = dec!(125.00);
+    inv.add_line(extra);
+    assert_eq!(inv.totals.total, dec!(126.00));
     b.update_draft(&inv, Some(&["pii_9".to_string()]))
         .await
         .unwrap();
@@ -317,7 +321,7 @@ async fn only_drafts_change(store: Arc<dyn Store>) {
     assert_eq!(got.kind, InvoiceKind::Cycle);
 
     let open = b.issue_invoice("inv_1", "INV", e, None).await.unwrap();
-    assert_eq!(open.totals.amount_due, dec!(125.00));
+    assert_eq!(open.totals.amount_due, dec!(126.00));
     let err = b.update_draft(&inv, None).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let err = b

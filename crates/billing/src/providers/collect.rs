@@ -12,9 +12,8 @@
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use sha2::Digest;
 use tollgate_core::billing::Invoice;
-use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::credit::{CreditNote, CreditRequest};
 use tollgate_store::StoreError;
 use tollgate_store::billing::{PaymentRecord, StoredInvoice};
 
@@ -28,14 +27,13 @@ pub enum PaymentError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Invoice(#[from] crate::run::InvoiceError),
     #[error("{what} {id:?} not found")]
     NotFound { what: &'static str, id: String },
     /// The invoice cannot take this (a draft, a void invoice, nothing due…).
     #[error("{0}")]
     Refused(String),
-    /// A credit note could not be computed.
-    #[error("{0}")]
-    Credit(String),
 }
 
 /// What a `pay` did.
@@ -63,18 +61,6 @@ pub struct EventOutcome {
     pub invoice_id: Option<String>,
     pub payment_id: Option<String>,
     pub credit_note_id: Option<String>,
-}
-
-/// A stable id from parts (payments: provider and reference, so a retried
-/// record has the same id).
-pub fn derived_id(prefix: &str, parts: &[&str]) -> String {
-    let mut h = sha2::Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0u8]);
-    }
-    let digest = h.finalize();
-    format!("{prefix}_{}", &hex::encode(digest)[..24])
 }
 
 impl Billing {
@@ -159,17 +145,15 @@ impl Billing {
         payment: &ProviderPayment,
         event_id: Option<&str>,
     ) -> Result<(PaymentRecord, bool, Invoice), PaymentError> {
-        let record = PaymentRecord {
-            id: derived_id("pay", &[&payment.provider, &payment.reference]),
-            invoice_id: invoice.id.clone(),
-            provider: payment.provider.clone(),
-            reference: payment.reference.clone(),
-            amount: payment.amount_received,
-            currency: payment.currency.code().to_string(),
-            received_at: self.engine.now(),
-            metadata: serde_json::json!({ "event_id": event_id }),
-        };
-        let outcome = self.store.billing().record_payment(&record).await?;
+        let outcome = self
+            .record_payment(
+                &invoice.id,
+                &payment.provider,
+                &payment.reference,
+                Some(payment.amount_received),
+                serde_json::json!({ "event_id": event_id }),
+            )
+            .await?;
         Ok((outcome.payment, outcome.created, outcome.invoice))
     }
 
@@ -245,7 +229,7 @@ impl Billing {
                 };
                 out.invoice_id = Some(invoice_id.clone());
                 let note = self
-                    .credit_refund(invoice_id, payment_reference, *amount_refunded, now)
+                    .credit_refund(invoice_id, payment_reference, *amount_refunded)
                     .await?;
                 match note {
                     Some(n) => {
@@ -289,9 +273,7 @@ impl Billing {
         invoice_id: &str,
         payment_reference: &str,
         amount_refunded: Decimal,
-        now: Timestamp,
     ) -> Result<Option<CreditNote>, PaymentError> {
-        let invoice = self.invoice_for_payment(invoice_id).await?.invoice;
         let notes = self.store.billing().credit_notes(invoice_id).await?;
         let reason = format!("Refund of {payment_reference}");
         let refunded_before: Decimal = notes
@@ -303,24 +285,8 @@ impl Billing {
         if new <= Decimal::ZERO {
             return Ok(None);
         }
-        let already: Decimal = notes.iter().map(|n| n.total).sum();
-        let id = derived_id(
-            "cn",
-            &[invoice_id, payment_reference, &amount_refunded.to_string()],
-        );
-        let note = credit_note(
-            &invoice,
-            already,
-            &CreditRequest::Amount { amount: new },
-            id,
-            reason,
-            now,
-        )
-        .map_err(|e| PaymentError::Credit(e.to_string()))?;
         let (note, _) = self
-            .store
-            .billing()
-            .insert_credit_note(&note, &self.config.credit_note_prefix)
+            .credit_invoice(invoice_id, &CreditRequest::Amount { amount: new }, &reason)
             .await?;
         Ok(Some(note))
     }

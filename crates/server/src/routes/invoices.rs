@@ -28,10 +28,11 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_billing::providers::ProviderError;
-use tollgate_billing::providers::collect::{PaymentError, derived_id};
+use tollgate_billing::providers::collect::PaymentError;
 use tollgate_billing::render::{self, RenderOptions};
-use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
-use tollgate_core::billing::{Invoice, InvoiceLine, InvoiceStatus};
+use tollgate_billing::run::InvoiceError;
+use tollgate_core::billing::credit::{CreditNote, CreditRequest};
+use tollgate_core::billing::{Invoice, InvoiceStatus};
 use tollgate_core::money::round_line;
 use tollgate_core::period::Interval;
 use tollgate_store::StoreError;
@@ -53,6 +54,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoice_pdf))
         .routes(routes!(explain_invoice))
         .routes(routes!(customer_invoices))
+        .routes(routes!(upcoming_invoice))
         .routes(routes!(add_line))
         .routes(routes!(adjust_line, remove_line))
         .routes(routes!(issue_invoice))
@@ -83,11 +85,22 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+fn invoice_error(e: InvoiceError) -> ApiError {
+    match e {
+        InvoiceError::Store(s) => store_error(s),
+        InvoiceError::Engine(e) => e.into(),
+        InvoiceError::NotFound { what, id } => ApiError::NotFound { what, id },
+        InvoiceError::Invalid { field, message } => ApiError::field(field, message),
+        InvoiceError::Billing(b) => ApiError::Conflict(b.to_string()),
+    }
+}
+
 fn payment_error(e: PaymentError) -> ApiError {
     match e {
         PaymentError::Store(s) => store_error(s),
+        PaymentError::Invoice(i) => invoice_error(i),
         PaymentError::NotFound { what, id } => ApiError::NotFound { what, id },
-        PaymentError::Refused(m) | PaymentError::Credit(m) => ApiError::Conflict(m),
+        PaymentError::Refused(m) => ApiError::Conflict(m),
         PaymentError::Provider(p) => provider_error(p),
     }
 }
@@ -184,7 +197,7 @@ pub struct CustomerInvoiceQuery {
 /// `[start of month, start of next month)` for `YYYY-MM`.
 fn month_bounds(period: &str) -> Result<(Timestamp, Timestamp), ApiError> {
     let bad = || ApiError::field("period", format!("{period:?} is not a month (YYYY-MM)"));
-    let date: jiff::civil::Date = format!("{period}-01").parse().map_err(|_| bad())?;
+    let date = tollgate_billing::run::parse_month(period).map_err(invoice_error)?;
     let start = date.to_zoned(jiff::tz::TimeZone::UTC).map_err(|_| bad())?;
     let end = start
         .checked_add(jiff::Span::new().months(1))
@@ -321,6 +334,37 @@ pub async fn customer_invoices(
             q.limit,
         )
         .await?,
+    ))
+}
+
+/// The upcoming invoice of a customer's current period.
+///
+/// What the period will cost if usage continues at its present pace: usage
+/// so far scaled to the whole period by time (1,000 calls in the first 10 days
+/// of a 30-day period project to 3,000), priced like the close. A draft-shaped
+/// preview: no number, nothing stored.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{id}/invoices/upcoming",
+    tag = "invoices",
+    params(("id" = String, Path, description = "The customer's id")),
+    responses(
+        (status = 200, description = "The projected invoice", body = Object),
+        (status = 404, description = "Unknown customer, or no subscription", content_type = "application/problem+json"),
+    )
+)]
+pub async fn upcoming_invoice(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Invoice>, ApiError> {
+    principal.require_read(&id)?;
+    Ok(Json(
+        state
+            .billing
+            .upcoming_invoice(&id)
+            .await
+            .map_err(invoice_error)?,
     ))
 }
 
@@ -619,19 +663,15 @@ pub async fn add_line(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewLine>,
 ) -> Result<Json<InvoiceDetail>, ApiError> {
+    principal.require_admin()?;
     check_description(&body.description)?;
-    edit_draft(&state, &principal, &id, |inv| {
-        let line = InvoiceLine::adjustment(
-            body.description.trim(),
-            body.amount,
-            inv.period_start,
-            inv.period_end,
-            inv.currency,
-        );
-        inv.lines.push(line);
-        Ok(())
-    })
-    .await
+    readable(&state, &principal, &id).await?;
+    let inv = state
+        .billing
+        .add_draft_line(&id, body.description.trim(), body.amount)
+        .await
+        .map_err(invoice_error)?;
+    Ok(Json(detail(&state, inv).await?))
 }
 
 /// Adjust a line of a draft (description, amount).
@@ -730,19 +770,7 @@ pub async fn issue_invoice(
 ) -> Result<Json<InvoiceDetail>, ApiError> {
     principal.require_admin()?;
     readable(&state, &principal, &id).await?;
-    let now = state.engine.now();
-    let config = &state.billing.config;
-    let due = now
-        .checked_add(jiff::SignedDuration::from_hours(
-            24 * i64::from(config.payment_terms_days),
-        ))
-        .ok();
-    let inv = state
-        .store
-        .billing()
-        .issue_invoice(&id, &config.invoice_prefix, now, due)
-        .await
-        .map_err(store_error)?;
+    let inv = state.billing.issue(&id).await.map_err(invoice_error)?;
     Ok(Json(detail(&state, inv).await?))
 }
 
@@ -837,12 +865,11 @@ async fn set_status(
 ) -> Result<Json<InvoiceDetail>, ApiError> {
     require_writer(principal)?;
     readable(state, principal, id).await?;
-    let inv = state
-        .store
-        .billing()
-        .set_invoice_status(id, status, state.engine.now())
-        .await
-        .map_err(store_error)?;
+    let inv = match status {
+        InvoiceStatus::Void => state.billing.void_invoice(id).await,
+        _ => state.billing.mark_uncollectible(id).await,
+    }
+    .map_err(invoice_error)?;
     Ok(Json(detail(state, inv).await?))
 }
 
@@ -965,24 +992,11 @@ pub async fn create_credit_note(
             ));
         }
     };
-    let billing = state.store.billing();
-    let notes = billing.credit_notes(&id).await.map_err(store_error)?;
-    let already: Decimal = notes.iter().map(|n| n.total).sum();
-    let now = state.engine.now();
-    let note_id = derived_id("cn", &[&id, &notes.len().to_string(), &now.to_string()]);
-    let note = credit_note(
-        &inv,
-        already,
-        &request,
-        note_id,
-        body.reason.trim().to_string(),
-        now,
-    )
-    .map_err(|e| ApiError::Conflict(e.to_string()))?;
-    let (credit_note, invoice) = billing
-        .insert_credit_note(&note, &state.billing.config.credit_note_prefix)
+    let (credit_note, invoice) = state
+        .billing
+        .credit_invoice(&id, &request, body.reason.trim())
         .await
-        .map_err(store_error)?;
+        .map_err(invoice_error)?;
     Ok((
         StatusCode::CREATED,
         Json(CreditNoteOut {

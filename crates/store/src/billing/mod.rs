@@ -165,6 +165,9 @@ pub trait BillingStore: Send + Sync {
     /// nothing. `Conflict` on a duplicate id, `NotFound` if the customer does
     /// not exist, `Refused` if the invoice is not a draft without a number.
     async fn insert_invoice(&self, new: &NewInvoice) -> Result<StoredInvoice>;
+    /// [`BillingStore::insert_invoice`] for many drafts in one transaction
+    /// (one fsync for a whole chunk of an invoice run): all or nothing.
+    async fn insert_invoices(&self, new: &[NewInvoice]) -> Result<Vec<StoredInvoice>>;
     /// Replaces a draft's document (and its pending item ids when given).
     /// `NotFound` if absent, `Conflict` if it is no longer a draft.
     async fn update_draft(&self, invoice: &Invoice, pending_items: Option<&[String]>)
@@ -180,6 +183,15 @@ pub trait BillingStore: Send + Sync {
         issued_at: Timestamp,
         due_at: Option<Timestamp>,
     ) -> Result<Invoice>;
+    /// [`BillingStore::issue_invoice`] for many invoices in one transaction,
+    /// numbered in the order given: all or nothing.
+    async fn issue_invoices(
+        &self,
+        ids: &[String],
+        prefix: &str,
+        issued_at: Timestamp,
+        due_at: Option<Timestamp>,
+    ) -> Result<Vec<Invoice>>;
     /// Moves an invoice to `paid`, `void` or `uncollectible` (see
     /// [`transition`]); the same status again is a no-op.
     async fn set_invoice_status(
@@ -234,19 +246,8 @@ pub trait BillingStore: Send + Sync {
 
 // ---- rules shared by both backends ---------------------------------------------------
 
-/// `PREFIX-000001`.
-pub fn format_number(prefix: &str, n: i64) -> String {
-    format!("{prefix}-{n:06}")
-}
-
 fn refused(msg: impl Into<String>) -> StoreError {
     StoreError::Refused(msg.into())
-}
-
-/// `total − amount_paid − amount_credited`, never below 0.
-fn refresh_due(invoice: &mut Invoice) {
-    let t = &mut invoice.totals;
-    t.amount_due = (t.total - t.amount_paid - t.amount_credited).max(Decimal::ZERO);
 }
 
 /// The status rules: `paid` from `open` or `uncollectible`; `void` from
@@ -306,8 +307,7 @@ pub fn apply_payment(invoice: &mut Invoice, amount: Decimal, at: Timestamp) -> R
             invoice.totals.amount_due, invoice.id
         )));
     }
-    invoice.totals.amount_paid += amount;
-    refresh_due(invoice);
+    invoice.record_payment(amount);
     if invoice.totals.amount_due.is_zero() {
         transition(invoice, InvoiceStatus::Paid, at)?;
     }
@@ -348,8 +348,7 @@ pub fn apply_credit(invoice: &mut Invoice, note: &CreditNote) -> Result<()> {
             note.total, invoice.totals.total
         )));
     }
-    invoice.totals.amount_credited = credited;
-    refresh_due(invoice);
+    invoice.record_credit(note.total);
     if invoice.status == InvoiceStatus::Open && invoice.totals.amount_due.is_zero() {
         transition(invoice, InvoiceStatus::Paid, note.created_at)?;
     }
@@ -608,53 +607,79 @@ macro_rules! billing_store_impl {
                 &self,
                 new: &$crate::billing::NewInvoice,
             ) -> $crate::Result<$crate::billing::StoredInvoice> {
+                let mut all = self.insert_invoices(std::slice::from_ref(new)).await?;
+                all.pop().ok_or_else(|| {
+                    $crate::StoreError::Corrupt("an insert returned no invoice".to_string())
+                })
+            }
+
+            async fn insert_invoices(
+                &self,
+                new: &[$crate::billing::NewInvoice],
+            ) -> $crate::Result<Vec<$crate::billing::StoredInvoice>> {
                 use $crate::billing::*;
-                check_new_draft(new)?;
-                let row = InvoiceRow::new(&new.invoice, new.kind, &new.pending_items)?;
-                let done = sqlx::query(
-                    "INSERT INTO invoices (id, customer_id, kind, status, number, currency, \
-                     period_start, period_end, created_at, pending_items, document) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-                )
-                .bind(&row.id)
-                .bind(&row.customer_id)
-                .bind(row.kind)
-                .bind(row.status)
-                .bind(&row.number)
-                .bind(&row.currency)
-                .bind(row.period_start)
-                .bind(row.period_end)
-                .bind(row.created_at)
-                .bind(&row.pending_items)
-                .bind(&row.document)
-                .execute(self.write_pool())
-                .await
-                .map_err(|e| $crate::codec::insert_error(e, "invoice", &row.id, &row.customer_id))?;
-                if done.rows_affected() == 1 {
-                    return Ok(StoredInvoice {
-                        invoice: new.invoice.clone(),
-                        kind: new.kind,
-                        pending_items: new.pending_items.clone(),
-                        created: true,
-                    });
+                let mut rows = Vec::with_capacity(new.len());
+                for n in new {
+                    check_new_draft(n)?;
+                    rows.push(InvoiceRow::new(&n.invoice, n.kind, &n.pending_items)?);
                 }
-                if new.kind == InvoiceKind::Cycle {
-                    let existing: Option<RawInvoice> = sqlx::query_as(
-                        "SELECT kind, pending_items, document FROM invoices \
-                         WHERE customer_id = $1 AND period_start = $2 AND kind = 'cycle'",
+                let mut tx = self.begin_write().await?;
+                let mut out = Vec::with_capacity(new.len());
+                for (n, row) in new.iter().zip(rows) {
+                    let done = sqlx::query(
+                        "INSERT INTO invoices (id, customer_id, kind, status, number, currency, \
+                         period_start, period_end, created_at, pending_items, document) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
                     )
+                    .bind(&row.id)
                     .bind(&row.customer_id)
+                    .bind(row.kind)
+                    .bind(row.status)
+                    .bind(&row.number)
+                    .bind(&row.currency)
                     .bind(row.period_start)
-                    .fetch_optional(self.write_pool())
-                    .await?;
-                    if let Some(raw) = existing {
-                        return raw.stored(false);
+                    .bind(row.period_end)
+                    .bind(row.created_at)
+                    .bind(&row.pending_items)
+                    .bind(&row.document)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        $crate::codec::insert_error(e, "invoice", &row.id, &row.customer_id)
+                    })?;
+                    if done.rows_affected() == 1 {
+                        out.push(StoredInvoice {
+                            invoice: n.invoice.clone(),
+                            kind: n.kind,
+                            pending_items: n.pending_items.clone(),
+                            created: true,
+                        });
+                        continue;
+                    }
+                    let existing: Option<RawInvoice> = if n.kind == InvoiceKind::Cycle {
+                        sqlx::query_as(
+                            "SELECT kind, pending_items, document FROM invoices \
+                             WHERE customer_id = $1 AND period_start = $2 AND kind = 'cycle'",
+                        )
+                        .bind(&row.customer_id)
+                        .bind(row.period_start)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    } else {
+                        None
+                    };
+                    match existing {
+                        Some(raw) => out.push(raw.stored(false)?),
+                        None => {
+                            return Err($crate::StoreError::Conflict {
+                                what: "invoice",
+                                id: row.id,
+                            });
+                        }
                     }
                 }
-                Err($crate::StoreError::Conflict {
-                    what: "invoice",
-                    id: row.id,
-                })
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn update_draft(
@@ -711,31 +736,53 @@ macro_rules! billing_store_impl {
                 issued_at: jiff::Timestamp,
                 due_at: Option<jiff::Timestamp>,
             ) -> $crate::Result<tollgate_core::billing::Invoice> {
+                let mut all = self
+                    .issue_invoices(&[id.to_string()], prefix, issued_at, due_at)
+                    .await?;
+                all.pop().ok_or_else(|| {
+                    $crate::StoreError::Corrupt("an issue returned no invoice".to_string())
+                })
+            }
+
+            async fn issue_invoices(
+                &self,
+                ids: &[String],
+                prefix: &str,
+                issued_at: jiff::Timestamp,
+                due_at: Option<jiff::Timestamp>,
+            ) -> $crate::Result<Vec<tollgate_core::billing::Invoice>> {
                 use tollgate_core::billing::InvoiceStatus;
                 let mut tx = self.begin_write().await?;
-                let mut inv = self.locked_invoice(&mut tx, id).await?;
-                match inv.status {
-                    InvoiceStatus::Draft => {}
-                    _ if inv.number.is_some() => return Ok(inv),
-                    _ => {
-                        return Err($crate::StoreError::Conflict {
-                            what: "invoice (voided draft)",
-                            id: id.to_string(),
-                        });
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let mut inv = self.locked_invoice(&mut tx, id).await?;
+                    match inv.status {
+                        InvoiceStatus::Draft => {}
+                        _ if inv.number.is_some() => {
+                            out.push(inv);
+                            continue;
+                        }
+                        _ => {
+                            return Err($crate::StoreError::Conflict {
+                                what: "invoice (voided draft)",
+                                id: id.to_string(),
+                            });
+                        }
                     }
+                    let n = self.next_number(&mut tx, prefix).await?;
+                    inv.number = Some(tollgate_core::billing::invoice::format_number(
+                        prefix,
+                        n.unsigned_abs(),
+                    ));
+                    inv.status = InvoiceStatus::Open;
+                    inv.issued_at = Some(issued_at);
+                    inv.due_at = due_at;
+                    inv.recompute_totals();
+                    self.write_invoice(&mut tx, &inv).await?;
+                    out.push(inv);
                 }
-                let n = self.next_number(&mut tx, prefix).await?;
-                inv.number = Some($crate::billing::format_number(prefix, n));
-                inv.status = InvoiceStatus::Open;
-                inv.issued_at = Some(issued_at);
-                inv.due_at = due_at;
-                inv.totals.amount_due = (inv.totals.total
-                    - inv.totals.amount_paid
-                    - inv.totals.amount_credited)
-                    .max(rust_decimal::Decimal::ZERO);
-                self.write_invoice(&mut tx, &inv).await?;
                 tx.commit().await?;
-                Ok(inv)
+                Ok(out)
             }
 
             async fn set_invoice_status(
@@ -905,7 +952,10 @@ macro_rules! billing_store_impl {
                 $crate::billing::apply_credit(&mut invoice, note)?;
                 let n = self.next_number(&mut tx, prefix).await?;
                 let mut note = note.clone();
-                note.number = Some($crate::billing::format_number(prefix, n));
+                note.number = Some(tollgate_core::billing::invoice::format_number(
+                    prefix,
+                    n.unsigned_abs(),
+                ));
                 sqlx::query(
                     "INSERT INTO credit_notes (id, number, invoice_id, customer_id, created_at, \
                      document) VALUES ($1, $2, $3, $4, $5, $6)",
