@@ -90,22 +90,21 @@ impl Billing {
         let invoice = stored.invoice;
         let amount = amount.unwrap_or(invoice.totals.amount_due);
         if amount > invoice.totals.amount_due {
-            return Err(ProviderError::Invalid {
-                field: "amount".to_string(),
-                message: format!(
+            return Err(ProviderError::invalid(
+                "amount",
+                format!(
                     "{amount} is more than the amount due ({} {})",
                     invoice.totals.amount_due, invoice.currency
                 ),
-            }
+            )
             .into());
         }
         if provider.name() == "manual" {
             let Some(reference) = reference else {
-                return Err(ProviderError::Invalid {
-                    field: "reference".to_string(),
-                    message: "a manual payment needs its reference (e.g. the bank transfer id)"
-                        .to_string(),
-                }
+                return Err(ProviderError::invalid(
+                    "reference",
+                    "a manual payment needs its reference (e.g. the bank transfer id)".to_string(),
+                )
                 .into());
             };
             let payment = provider.record_payment(&invoice, amount, reference).await?;

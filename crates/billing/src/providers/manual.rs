@@ -29,10 +29,11 @@ fn unsupported(what: &str) -> ProviderError {
 
 fn check_reference(reference: &str) -> Result<(), ProviderError> {
     if reference.trim().is_empty() || reference.len() > 200 {
-        return Err(ProviderError::Invalid {
-            field: "reference".to_string(),
-            message: "a manual payment needs a reference of 1 to 200 characters (e.g. the bank transfer id)".to_string(),
-        });
+        return Err(ProviderError::invalid(
+            "reference",
+            "a manual payment needs a reference of 1 to 200 characters (e.g. the bank transfer id)"
+                .to_string(),
+        ));
     }
     Ok(())
 }
@@ -95,10 +96,10 @@ impl PaymentProvider for ManualProvider {
         idempotency_key: &str,
     ) -> Result<ProviderRefund, ProviderError> {
         let Some(amount) = amount else {
-            return Err(ProviderError::Invalid {
-                field: "amount".to_string(),
-                message: "a manual refund needs its amount".to_string(),
-            });
+            return Err(ProviderError::invalid(
+                "amount",
+                "a manual refund needs its amount".to_string(),
+            ));
         };
         check_amount("amount", amount, currency)?;
         Ok(ProviderRefund {

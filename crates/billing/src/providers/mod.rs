@@ -106,6 +106,16 @@ pub enum ProviderEvent {
     Ignored { event_id: String, kind: String },
 }
 
+impl ProviderError {
+    /// A field of the request is wrong.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ProviderError {
+        ProviderError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl ProviderEvent {
     /// The provider's event id: deliveries of one event share it.
     pub fn event_id(&self) -> &str {
@@ -223,10 +233,7 @@ pub(crate) fn check_amount(
     amount: Decimal,
     currency: Currency,
 ) -> Result<(), ProviderError> {
-    let invalid = |message: String| ProviderError::Invalid {
-        field: field.to_string(),
-        message,
-    };
+    let invalid = |message: String| ProviderError::invalid(field, message);
     if amount <= Decimal::ZERO {
         return Err(invalid(format!("must be positive, got {amount}")));
     }

@@ -105,10 +105,7 @@ fn signature(message: &str) -> ProviderError {
 fn minor_units(field: &str, amount: Decimal, currency: Currency) -> Result<i64, ProviderError> {
     Money::new(amount, currency)
         .to_minor_units()
-        .map_err(|e| ProviderError::Invalid {
-            field: field.to_string(),
-            message: e.to_string(),
-        })
+        .map_err(|e| ProviderError::invalid(field, e.to_string()))
 }
 
 fn str_field<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
@@ -171,16 +168,16 @@ fn search_literal(s: &str) -> String {
 impl StripeProvider {
     pub fn new(config: StripeConfig) -> Result<StripeProvider, ProviderError> {
         if config.secret_key.trim().is_empty() {
-            return Err(ProviderError::Invalid {
-                field: "billing.stripe.secret_key".to_string(),
-                message: "must not be empty".to_string(),
-            });
+            return Err(ProviderError::invalid(
+                "billing.stripe.secret_key",
+                "must not be empty".to_string(),
+            ));
         }
         if config.webhook_secret.trim().is_empty() {
-            return Err(ProviderError::Invalid {
-                field: "billing.stripe.webhook_secret".to_string(),
-                message: "must not be empty".to_string(),
-            });
+            return Err(ProviderError::invalid(
+                "billing.stripe.webhook_secret",
+                "must not be empty".to_string(),
+            ));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.timeout_secs.max(1)))
@@ -381,13 +378,13 @@ impl PaymentProvider for StripeProvider {
     ) -> Result<ProviderPayment, ProviderError> {
         let payment = self.status(reference).await?;
         if payment.invoice_id.as_deref() != Some(invoice.id.as_str()) {
-            return Err(ProviderError::Invalid {
-                field: "reference".to_string(),
-                message: format!(
+            return Err(ProviderError::invalid(
+                "reference",
+                format!(
                     "PaymentIntent {reference} is not for invoice {}",
                     invoice.id
                 ),
-            });
+            ));
         }
         Ok(payment)
     }
@@ -427,10 +424,10 @@ impl PaymentProvider for StripeProvider {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(ProviderError::Invalid {
-                field: "reference".to_string(),
-                message: "a Stripe PaymentIntent id (pi_…)".to_string(),
-            });
+            return Err(ProviderError::invalid(
+                "reference",
+                "a Stripe PaymentIntent id (pi_…)".to_string(),
+            ));
         }
         let pi = self
             .get(&format!("/v1/payment_intents/{payment_reference}"), &[])
