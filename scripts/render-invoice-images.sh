@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Renders the example invoice (crates/billing/tests/sample) as HTML and PDF and
+# Renders the example invoice (crates/billing/tests/sample), its credit note and
+# an invoice closed by a real run (crates/server/tests/invoices.rs) as HTML and PDF and
 # turns both into PNGs under target/invoice-images/, to look at:
 #   invoice.pdf -> invoice-pdf-1.png (pdftoppm), invoice.html -> invoice-html.png
 #   (headless Chromium). Needs poppler-utils and chromium (installed if missing).
@@ -13,6 +14,9 @@ if ! command -v pdftoppm >/dev/null || ! command -v chromium >/dev/null; then
 fi
 
 TOLLGATE_RENDER_DIR="$out" cargo test -q -p tollgate-billing --test render
+# An invoice made by a real invoice run (graduated usage from the ledger).
+TOLLGATE_RENDER_DIR="$out" TOLLGATE_TEST_POSTGRES_URL= \
+  cargo test -q -p tollgate-server --test invoices a_closed_period_is_explained_from_the_ledger
 
 for pdf in "$out"/*.pdf; do
   pdftoppm -png -r 80 "$pdf" "${pdf%.pdf}-pdf"

@@ -576,3 +576,97 @@ async fn without_stripe_settings_the_webhook_is_not_found() {
     let _: Option<Timestamp> = None;
     srv.stop().await;
 }
+
+const METERED: &str = r#"
+[catalog]
+name = "Metered"
+currency = "USD"
+
+[features.api_calls]
+kind = "metered"
+name = "API calls"
+reset = "billing_period"
+
+[plans.metered]
+name = "Metered"
+tier = 0
+base_price = "10"
+
+[plans.metered.entitlements]
+api_calls = "unlimited"
+
+[[plans.metered.charges]]
+metric = "api_calls"
+name = "API calls"
+price = { model = "graduated", tiers = [ { up_to = 1000, unit_price = "0" }, { up_to = 10000, unit_price = "0.002" }, { unit_price = "0.001" } ] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_period_is_explained_from_the_ledger() {
+    use tollgate_engine::UsageRequest;
+    for backend in backends("invoices_explain") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, METERED).await;
+        let admin = srv.admin_key.clone();
+        srv.customer("acme", Some("metered")).await;
+        for (i, q) in [5_000, 7_000, 500].into_iter().enumerate() {
+            srv.engine
+                .consume(
+                    UsageRequest::new("acme", "api_calls", Decimal::from(q)).key(format!("k{i}")),
+                )
+                .await
+                .unwrap();
+        }
+        srv.engine.flush().await.unwrap();
+        srv.clock.advance(jiff::SignedDuration::from_hours(24 * 32));
+        let report = srv
+            .state
+            .billing
+            .run_invoices(&tollgate_billing::run::RunOptions::default(), &|_| {})
+            .await
+            .unwrap();
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(report.created, 1, "{report:?}");
+        let r = srv.get("/v1/customers/acme/invoices", &admin).await;
+        let id = r.body["data"][0]["id"].as_str().unwrap().to_string();
+
+        // 12,500 calls: 1,000 free, 9,000 × 0.002 = 18.00, 2,500 × 0.001 = 2.50.
+        let r = srv.get(&format!("/v1/invoices/{id}/explain"), &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let usage = r.body["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["kind"] == "usage")
+            .unwrap_or_else(|| panic!("no usage line: {r}"))
+            .clone();
+        assert_eq!(usage["amount"], "20.50", "{usage}");
+        assert_eq!(usage["quantity"], "12500");
+        assert_eq!(usage["source"]["records"], 3, "{usage}");
+        assert_eq!(usage["source"]["buckets"]["plan"], "12500", "{usage}");
+        assert_eq!(usage["tiers"].as_array().unwrap().len(), 3);
+        assert!(
+            usage["explanation"]
+                .as_str()
+                .unwrap()
+                .starts_with("12500 api_calls from 3 ledger records"),
+            "{usage}"
+        );
+
+        // The real invoice as documents (TOLLGATE_RENDER_DIR keeps them to look at).
+        let (_, _, html) = raw(&srv, &format!("/v1/invoices/{id}/html"), &admin).await;
+        let html = String::from_utf8(html).unwrap();
+        assert!(
+            html.contains("Tier 3 (above 10,000): 2,500 × 0.001 = 2.50"),
+            "{html}"
+        );
+        let (_, _, pdf) = raw(&srv, &format!("/v1/invoices/{id}/pdf"), &admin).await;
+        assert!(pdf_text(&pdf).contains("20.50"));
+        if let Ok(dir) = std::env::var("TOLLGATE_RENDER_DIR") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(format!("{dir}/run-invoice-{name}.html"), html).unwrap();
+            std::fs::write(format!("{dir}/run-invoice-{name}.pdf"), pdf).unwrap();
+        }
+        srv.stop().await;
+    }
+}
