@@ -1408,7 +1408,10 @@ pub struct WebhookOut {
     responses(
         (status = 200, description = "Processed (or a repeat)", body = WebhookOut),
         (status = 400, description = "Missing or wrong signature", content_type = "application/problem+json"),
-        (status = 404, description = "Stripe is not configured", content_type = "application/problem+json"),
+        (status = 404, description = "Stripe is not configured, or the event names an unknown invoice", content_type = "application/problem+json"),
+        (status = 409, description = "The invoice cannot take the payment or credit (e.g. void)", content_type = "application/problem+json"),
+        (status = 413, description = "Request body too large", content_type = "application/problem+json"),
+        (status = 422, description = "The event's amounts do not fit the invoice", content_type = "application/problem+json"),
     )
 )]
 pub async fn stripe_webhook(
