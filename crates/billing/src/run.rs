@@ -302,7 +302,7 @@ fn due_periods(
 
 /// The tax rule of a customer: `metadata.tax_rate` (a fraction, as a string
 /// or a number) or the configured default.
-fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
+pub(crate) fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
     let rate = match customer.metadata.get("tax_rate") {
         None | Some(serde_json::Value::Null) => billing.config.default_tax_rate,
         Some(v) => {
@@ -332,7 +332,7 @@ fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
 
 /// The customer as printed on the invoice (name, e-mail, and from metadata
 /// `address` (lines) and `tax_id`).
-fn bill_to(customer: &CustomerRecord) -> Party {
+pub(crate) fn bill_to(customer: &CustomerRecord) -> Party {
     let address = customer
         .metadata
         .get("address")
@@ -356,7 +356,7 @@ fn bill_to(customer: &CustomerRecord) -> Party {
     }
 }
 
-fn currency_of(customer: &CustomerRecord) -> Result<Currency> {
+pub(crate) fn currency_of(customer: &CustomerRecord) -> Result<Currency> {
     Currency::from_code(&customer.currency).map_err(|e| InvoiceError::Invalid {
         field: "currency",
         message: e.to_string(),
@@ -399,7 +399,7 @@ impl Billing {
     }
 
     /// The due date of an invoice issued at `at`.
-    fn due_at(&self, at: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn due_at(&self, at: Timestamp) -> Option<Timestamp> {
         at.checked_add(SignedDuration::from_hours(
             24 * i64::from(self.config.payment_terms_days),
         ))

@@ -13,6 +13,7 @@ pub mod events;
 pub mod keys;
 pub mod plans;
 pub mod runs;
+pub mod subscriptions;
 pub mod system;
 pub mod usage;
 
@@ -28,4 +29,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(plans::routes())
         .merge(admin::routes())
         .merge(runs::routes())
+        .merge(subscriptions::routes())
 }
