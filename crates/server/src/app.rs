@@ -54,6 +54,8 @@ pub enum StartError {
     Serve(std::io::Error),
     #[error("the engine did not shut down cleanly: {0}")]
     Close(EngineError),
+    #[error("invalid payment provider settings: {0}")]
+    Payments(tollgate_billing::providers::ProviderError),
 }
 
 /// A started application, not yet serving.
@@ -156,10 +158,15 @@ pub async fn start(
         store.clone(),
         settings.billing.clone(),
     ));
+    let payments = Arc::new(
+        tollgate_billing::providers::Providers::new(settings.billing.stripe.as_ref())
+            .map_err(StartError::Payments)?,
+    );
     let state = AppState {
         engine,
         store,
         billing,
+        payments,
         keys: ring,
         limiter: Arc::new(KeyLimiter::new(
             settings.rate_limit.per_second,

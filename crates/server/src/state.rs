@@ -17,4 +17,6 @@ pub struct AppState {
     pub limiter: Arc<KeyLimiter>,
     /// Invoices, plan changes, payments.
     pub billing: Arc<tollgate_billing::Billing>,
+    /// Payment providers: manual, and Stripe when `[billing.stripe]` is set.
+    pub payments: Arc<tollgate_billing::providers::Providers>,
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod customers;
 pub mod enforcement;
 pub mod events;
+pub mod invoices;
 pub mod keys;
 pub mod plans;
 pub mod runs;
@@ -30,4 +31,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(runs::routes())
         .merge(subscriptions::routes())
+        .merge(invoices::routes())
 }
