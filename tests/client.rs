@@ -431,3 +431,83 @@ fn a_large_import_is_sent_in_chunks_of_ten_thousand() {
     let expected: u64 = (0..23_456u64).map(|i| 1 + i % 7).sum();
     assert_eq!(tokens["used"], expected.to_string());
 }
+
+#[test]
+fn subscriptions_change_cancel_and_history_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let (code, _, err) = server.run(&["customers", "create", "acme", "--plan", "starter"]);
+    assert_eq!(code, 0, "{err}");
+
+    // A preview changes nothing.
+    let (code, out, err) = server.run(&["subscriptions", "change", "acme", "pro", "--preview"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("preview: acme starter v1 → pro v1 (upgrade, immediately"),
+        "{out}"
+    );
+    assert!(out.contains("proration:") && out.contains("total"), "{out}");
+    assert!(
+        out.contains("gains:") && out.contains("api_access"),
+        "{out}"
+    );
+    assert!(out.contains("limit:    locations_max 1 → 5"), "{out}");
+
+    let (code, out, err) = server.run(&[
+        "subscriptions",
+        "change",
+        "acme",
+        "pro",
+        "--reason",
+        "more locations",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "applied");
+    assert_eq!(v["subscription"]["plan"], "pro");
+    assert_eq!(v["pending_items"].as_array().unwrap().len(), 2, "{v}");
+
+    // A downgrade waits for the period end; it can be seen and canceled.
+    let (code, out, err) = server.run(&["subscriptions", "change", "acme", "starter"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("scheduled: acme pro v1 → starter v1 (downgrade, period end"),
+        "{out}"
+    );
+    let (code, out, _) = server.run(&["subscriptions", "scheduled", "acme"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("change to starter v1 at") && out.contains("(pending)"),
+        "{out}"
+    );
+    let (code, out, _) = server.run(&["subscriptions", "scheduled", "acme", "--cancel"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(canceled)"), "{out}");
+    let (_, out, _) = server.run(&["subscriptions", "scheduled", "acme"]);
+    assert_eq!(out.trim(), "nothing scheduled");
+
+    // Refusals are one line, exit 2.
+    let (code, _, err) = server.run(&["subscriptions", "change", "acme", "platinum"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("422") && err.contains("plan: unknown plan"),
+        "{err}"
+    );
+
+    let (code, out, err) = server.run(&["subscriptions", "cancel", "acme", "--now"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("applied: acme on pro v1, canceled"),
+        "{out}"
+    );
+
+    let (code, out, err) = server.run(&["subscriptions", "history", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    let kinds: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(kinds, ["subscribe", "upgrade", "cancel"], "{out}");
+    assert!(out.contains("(more locations)"), "{out}");
+}

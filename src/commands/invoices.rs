@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tollgate_billing::Billing;
-use tollgate_billing::run::{RunOptions, parse_month};
+use tollgate_billing::run::{RunOptions, RunReport, parse_month};
 use tollgate_core::billing::{Invoice, InvoiceStatus};
 use tollgate_engine::{Engine, SystemClock};
 use tollgate_server::app;
 use tollgate_store::billing::InvoiceFilter;
 
 use super::CliError;
+use super::client::{self, Client};
 use super::server::{config, runtime};
 use crate::cli::{InvoicesCommand, ServeArgs};
 
@@ -46,7 +47,19 @@ pub fn invoices(cmd: InvoicesCommand) -> Result<ExitCode, CliError> {
             InvoicesCommand::Run {
                 store,
                 period,
+                url: Some(url),
+                api_key,
                 json,
+            } => {
+                let _ = store;
+                run_remote(&url, api_key, period, json).await
+            }
+            InvoicesCommand::Run {
+                store,
+                period,
+                url: None,
+                json,
+                ..
             } => run(&store, period.as_deref(), json).await,
             InvoicesCommand::List {
                 store,
@@ -114,6 +127,33 @@ pub fn invoices(cmd: InvoicesCommand) -> Result<ExitCode, CliError> {
     })
 }
 
+/// The run on a running server; a spinner while it works.
+async fn run_remote(
+    url: &str,
+    api_key: Option<String>,
+    period: Option<String>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let client = Client::new(url, api_key)?;
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_message("closing billing periods on the server");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let answer = client
+        .post(
+            "/v1/admin/invoices/run",
+            &serde_json::json!({ "period": period }),
+        )
+        .await;
+    bar.finish_and_clear();
+    let answer = answer?;
+    let report: RunReport = client::view(&answer["report"], "run report")?;
+    print_report(&report, json)
+}
+
 async fn run(store: &ServeArgs, period: Option<&str>, json: bool) -> Result<ExitCode, CliError> {
     let month = period.map(parse_month).transpose().map_err(err)?;
     let b = billing(store).await?;
@@ -138,8 +178,12 @@ async fn run(store: &ServeArgs, period: Option<&str>, json: bool) -> Result<Exit
         .await
         .map_err(err)?;
     bar.finish_and_clear();
+    print_report(&report, json)
+}
+
+fn print_report(report: &RunReport, json: bool) -> Result<ExitCode, CliError> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         println!(
             "{} period(s) due: {} invoice(s) created, {} finished from an earlier run, {} already invoiced; {} issued",

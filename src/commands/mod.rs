@@ -18,6 +18,7 @@ mod demo;
 mod invoices;
 mod remote;
 mod server;
+mod subscriptions;
 
 /// Errors a command reports as one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plans(PlansCommand::Apply { client, file }) => remote::apply(&client, &file),
         Command::Customers(cmd) => remote::customers(cmd),
         Command::Usage(cmd) => remote::usage(cmd),
+        Command::Subscriptions(cmd) => subscriptions::run(cmd),
         Command::Invoices(cmd) => invoices::invoices(cmd),
         Command::Demo(args) => demo::run(&args),
     }

@@ -161,8 +161,12 @@ async fn main() -> Res<()> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let sizes = if sizes.is_empty() { vec![10_000] } else { sizes };
-    println!("customers  seed_s  run_s  per_customer_us  ledger_rows");
+    let sizes = if sizes.is_empty() {
+        vec![10_000]
+    } else {
+        sizes
+    };
+    println!("customers  seed_s  run_s  per_customer_us  ledger_rows  phases_ms");
     for n in sizes {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db")).await?);
@@ -187,11 +191,17 @@ async fn main() -> Res<()> {
         let report = billing.run_invoices(&opts, &|_| {}).await?;
         let run = t.elapsed();
         assert_eq!(report.issued, n, "{report:?}");
+        let t = &report.timings;
         println!(
-            "{n:>9}  {seed_s:>6.1}  {:>5.1}  {:>15.0}  {:>11}",
+            "{n:>9}  {seed_s:>6.1}  {:>5.1}  {:>15.0}  {:>11}  load {} prepare {} ledger {} compute {} write {}",
             run.as_secs_f64(),
             run.as_secs_f64() * 1e6 / n as f64,
-            n * 10
+            n * 10,
+            t.load_ms,
+            t.prepare_ms,
+            t.ledger_ms,
+            t.compute_ms,
+            t.write_ms
         );
     }
     Ok(())

@@ -14,6 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tollgate_core::billing::Invoice;
 use tollgate_core::billing::change::{
     Blocker, ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior,
     preview_change,
@@ -23,6 +24,7 @@ use tollgate_core::catalog::Plan;
 use tollgate_core::catalog::{DiffEffect, PlanDiffEntry, diff_plans};
 use tollgate_core::period::Period;
 use tollgate_engine::{EngineError, SubscribeOptions};
+use tollgate_store::billing::{InvoiceKind, NewInvoice};
 use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord, ScheduledChangeRecord};
 use tollgate_store::{StoreError, SubscriptionRecord, SubscriptionStatus};
 
@@ -35,6 +37,12 @@ pub const WORKER: &str = "worker";
 pub const ACTION_CHANGE_PLAN: &str = "change_plan";
 pub const ACTION_CANCEL: &str = "cancel";
 pub const ACTION_TRIAL_EXPIRE: &str = "trial_expire";
+
+/// Serializes every plan-change write of this process (requests, the
+/// worker's due changes, migrations): plan changes are rare, and two of them
+/// racing on one customer (or a scheduled change applied twice) must not
+/// happen. One node writes a deployment (as for the ledger).
+static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PENDING: &str = "pending";
 const APPLIED: &str = "applied";
@@ -49,6 +57,8 @@ pub enum ChangeError {
     Store(#[from] StoreError),
     #[error("billing: {0}")]
     Billing(#[from] BillingError),
+    #[error("invoice: {0}")]
+    Invoice(#[from] crate::run::InvoiceError),
     #[error("customer {0:?} has no subscription")]
     NoSubscription(String),
     /// A field of the request is wrong (named).
@@ -423,6 +433,7 @@ impl Billing {
         req: &ChangeRequest,
         actor: &str,
     ) -> Result<ChangeOutcome> {
+        let _changes = CHANGES.lock().await;
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(
@@ -480,7 +491,7 @@ impl Billing {
         let subscription = self.move_to(&cur.sub, &to, None).await?;
         let change_id = mint("pch");
         let (pending_items, invoice_id) = self
-            .record_proration(customer, &change_id, req.proration, &view.preview)
+            .record_proration(customer, &change_id, req.proration, &view)
             .await?;
         let superseded = self
             .supersede_scheduled(customer, &change_id, now, false)
@@ -555,24 +566,24 @@ impl Billing {
     }
 
     /// Records the proration lines of an applied change as the behaviour asks:
-    /// pending items for the next invoice (`next_invoice`, and `invoice_now`
-    /// until off-cycle invoices exist: the lines then wait for the next
-    /// invoice too), nothing for `none`.
+    /// pending items (`next_invoice`: they wait for the next invoice;
+    /// `invoice_now`: they go at once on an off-cycle invoice, issued when
+    /// `auto_issue` is on), nothing for `none`.
     async fn record_proration(
         &self,
         customer: &str,
         change_id: &str,
         behavior: ProrationBehavior,
-        preview: &ChangePreview,
+        view: &PreviewView,
     ) -> Result<(Vec<PendingItemRecord>, Option<String>)> {
-        if behavior == ProrationBehavior::None {
+        let preview = &view.preview;
+        if behavior == ProrationBehavior::None || preview.proration_lines.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let currency = self
+        let record = self
             .engine
             .customer(customer)
-            .map(|c| c.currency)
-            .unwrap_or_else(|| "USD".to_string());
+            .ok_or_else(|| EngineError::UnknownCustomer(customer.to_string()))?;
         let now = self.engine.now();
         let mut items = Vec::with_capacity(preview.proration_lines.len());
         for line in &preview.proration_lines {
@@ -586,14 +597,59 @@ impl Billing {
                 customer_id: customer.to_string(),
                 line: value,
                 amount: line.amount,
-                currency: currency.clone(),
+                currency: record.currency.clone(),
                 created_at: now,
                 invoice_id: None,
             };
             self.store.changes().insert_pending_item(&item).await?;
             items.push(item);
         }
-        Ok((items, None))
+        if behavior != ProrationBehavior::InvoiceNow {
+            return Ok((items, None));
+        }
+        let mut invoice = Invoice::off_cycle(
+            mint("inv"),
+            customer.to_string(),
+            crate::run::currency_of(&record)?,
+            Period::new(preview.effective_at, view.period.end)
+                .map_err(|e| BillingError::Invalid(e.to_string()))?,
+            preview.proration_lines.clone(),
+            crate::run::tax_rule(self, &record)?,
+            now,
+        );
+        invoice.issuer = self.config.issuer.clone();
+        invoice.bill_to = crate::run::bill_to(&record);
+        invoice.memo = Some(format!("Plan change {change_id}"));
+        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let stored = self
+            .store
+            .billing()
+            .insert_invoice(&NewInvoice {
+                invoice,
+                kind: InvoiceKind::OffCycle,
+                pending_items: ids.clone(),
+            })
+            .await?;
+        let invoice_id = stored.invoice.id;
+        self.store
+            .changes()
+            .attach_pending_items(&ids, &invoice_id)
+            .await?;
+        for i in &mut items {
+            i.invoice_id = Some(invoice_id.clone());
+        }
+        if self.config.auto_issue {
+            self.store
+                .billing()
+                .issue_invoice(
+                    &invoice_id,
+                    &self.config.invoice_prefix,
+                    now,
+                    self.due_at(now),
+                )
+                .await?;
+        }
+        Ok((items, Some(invoice_id)))
     }
 
     async fn refuse_if_scheduled(&self, customer: &str) -> Result<()> {
@@ -659,6 +715,7 @@ impl Billing {
         customer: &str,
         actor: &str,
     ) -> Result<ScheduledChangeRecord> {
+        let _changes = CHANGES.lock().await;
         let mut s = self
             .scheduled_change(customer)
             .await?
@@ -692,6 +749,19 @@ impl Billing {
     /// an operator) and records it: `trial_start` when trialing, else
     /// `subscribe`. A trial's expiry is scheduled.
     pub async fn subscribe(
+        &self,
+        customer: &str,
+        plan: &str,
+        opts: SubscribeOptions,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<SubscriptionRecord> {
+        let _changes = CHANGES.lock().await;
+        self.subscribe_unlocked(customer, plan, opts, actor, reason)
+            .await
+    }
+
+    async fn subscribe_unlocked(
         &self,
         customer: &str,
         plan: &str,
@@ -765,6 +835,7 @@ impl Billing {
         req: &TrialRequest,
         actor: &str,
     ) -> Result<SubscriptionOutcome> {
+        let _changes = CHANGES.lock().await;
         self.require_customer(customer)?;
         if let Some(s) = self.engine.subscription(customer)? {
             if s.status != SubscriptionStatus::Canceled {
@@ -794,7 +865,7 @@ impl Billing {
                 message: e.to_string(),
             })?;
         let sub = self
-            .subscribe(
+            .subscribe_unlocked(
                 customer,
                 &plan.key,
                 SubscribeOptions {
@@ -830,6 +901,7 @@ impl Billing {
         reason: Option<String>,
         actor: &str,
     ) -> Result<SubscriptionOutcome> {
+        let _changes = CHANGES.lock().await;
         let sub = self.subscription_of(customer)?;
         if sub.status != SubscriptionStatus::Trialing {
             return Err(ChangeError::Conflict(format!(
@@ -880,6 +952,50 @@ impl Billing {
         })
     }
 
+    /// Sets the subscription's status directly (an operator's `PATCH`):
+    /// becoming `canceled` is recorded as `cancel` (and cancels any scheduled
+    /// change), leaving `canceled` as `reactivate`; other moves (`past_due`,
+    /// back to `active`) are not plan changes and are not recorded.
+    pub async fn set_subscription_status(
+        &self,
+        customer: &str,
+        status: SubscriptionStatus,
+        actor: &str,
+    ) -> Result<SubscriptionRecord> {
+        let _changes = CHANGES.lock().await;
+        let before = self.subscription_of(customer)?;
+        let canceled = SubscriptionStatus::Canceled;
+        if status == canceled && before.status != canceled {
+            let now = self.engine.now();
+            self.cancel_now(&before, mint("pch"), "cancel", now, actor, None)
+                .await?;
+            return self.subscription_of(customer);
+        }
+        let after = self
+            .engine
+            .set_subscription_status(customer, status)
+            .await?;
+        if before.status == canceled && status != canceled {
+            let now = self.engine.now();
+            let change = PlanChangeRecord {
+                id: mint("pch"),
+                customer_id: customer.to_string(),
+                kind: "reactivate".to_string(),
+                from_plan: Some(before.plan_key.clone()),
+                from_version: Some(before.plan_version),
+                to_plan: after.plan_key.clone(),
+                to_version: after.plan_version,
+                effective_at: now,
+                requested_at: now,
+                actor: actor.to_string(),
+                reason: None,
+                details: json!({ "status": after.status }),
+            };
+            self.store.changes().insert_plan_change(&change).await?;
+        }
+        Ok(after)
+    }
+
     /// Cancels the subscription at the end of the current period (scheduled,
     /// cancellable) or now (requests are denied from now; no proration).
     pub async fn cancel_subscription(
@@ -888,6 +1004,7 @@ impl Billing {
         req: &CancelRequest,
         actor: &str,
     ) -> Result<SubscriptionOutcome> {
+        let _changes = CHANGES.lock().await;
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(
@@ -985,6 +1102,7 @@ impl Billing {
     /// cancellations at period end, trial expiries). The billing worker calls
     /// it on its clock. A change that fails stays pending and is retried.
     pub async fn apply_due_changes(&self, now: Timestamp) -> Result<DueReport> {
+        let _changes = CHANGES.lock().await;
         let mut report = DueReport::default();
         for s in self.store.changes().scheduled_changes_due(now).await? {
             match self.apply_scheduled(&s).await {
@@ -1117,7 +1235,6 @@ impl Billing {
         if let Some(v) = req.from_version {
             self.plan_version(plan, Some(v)).await?;
         }
-        let mut sources: BTreeMap<u32, Plan> = BTreeMap::new();
         let mut differences = BTreeMap::new();
         let mut customers = Vec::new();
         for sub in self.store.all_subscriptions().await? {
@@ -1135,10 +1252,11 @@ impl Billing {
             {
                 continue;
             }
-            if !sources.contains_key(&sub.plan_version) {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                differences.entry(sub.plan_version)
+            {
                 let from = self.plan_version(plan, Some(sub.plan_version)).await?;
-                differences.insert(sub.plan_version, diff_plans(&from, &to));
-                sources.insert(sub.plan_version, from);
+                slot.insert(diff_plans(&from, &to));
             }
             let diff = differences
                 .get(&sub.plan_version)
@@ -1186,6 +1304,7 @@ impl Billing {
         req: &MigrationRequest,
         actor: &str,
     ) -> Result<MigrationOutcome> {
+        let _changes = CHANGES.lock().await;
         let preview = self.preview_migration(plan, req).await?;
         let to = self.plan_version(plan, Some(preview.to_version)).await?;
         let now = self.engine.now();

@@ -8,11 +8,11 @@
 //!   index, so a rerun (after a crash, or twice at once) finds the first draft
 //!   and finishes it (pending items attached, issued) instead of writing a
 //!   second one;
-//! - numbers are taken when a draft is issued, in the same transaction, so a
-//!   crash leaves no gap;
+//! - numbers are taken when an invoice is issued, in the same transaction, so
+//!   a crash leaves no gap;
 //! - work is done in chunks ([`RunOptions::chunk`]): one pass over the ledger
-//!   for the whole run, then per chunk one transaction for the drafts and one
-//!   for issuing them.
+//!   for the whole run, then per chunk one transaction writing the invoices
+//!   already issued (or as drafts without `auto_issue`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,8 +32,8 @@ use tollgate_core::period::{BillingCycle, Period};
 use tollgate_core::pricing::ChargePrice;
 use tollgate_engine::EngineError;
 use tollgate_store::billing::{
-    InvoiceFilter, InvoiceKind, NewInvoice, PaymentOutcome, PaymentRecord, StoredInvoice,
-    UsageWindow,
+    InvoiceFilter, InvoiceKey, InvoiceKind, NewInvoice, PaymentOutcome, PaymentRecord,
+    StoredInvoice, UsageWindow,
 };
 use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord};
 use tollgate_store::{CustomerRecord, StoreError, SubscriptionRecord, SubscriptionStatus};
@@ -118,6 +118,33 @@ pub struct RunReport {
     /// Invoices issued by this run.
     pub issued: usize,
     pub failed: Vec<RunFailure>,
+    /// Where the run's time went (wall-clock milliseconds, for benchmarks
+    /// and logs; no rule reads them).
+    pub timings: RunTimings,
+}
+
+/// Milliseconds per phase of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimings {
+    /// Customers, subscriptions, plans, existing invoices, finishing drafts.
+    pub load_ms: u64,
+    /// Plan history and pending items per period.
+    pub prepare_ms: u64,
+    /// The one pass over the ledger.
+    pub ledger_ms: u64,
+    /// `compute_invoice` for every period.
+    pub compute_ms: u64,
+    /// Writing drafts, attaching pending items, issuing.
+    pub write_ms: u64,
+}
+
+/// Microseconds (summed per period, then turned into milliseconds).
+fn ms_micros(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One period to close.
@@ -275,7 +302,7 @@ fn due_periods(
 
 /// The tax rule of a customer: `metadata.tax_rate` (a fraction, as a string
 /// or a number) or the configured default.
-fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
+pub(crate) fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
     let rate = match customer.metadata.get("tax_rate") {
         None | Some(serde_json::Value::Null) => billing.config.default_tax_rate,
         Some(v) => {
@@ -305,7 +332,7 @@ fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
 
 /// The customer as printed on the invoice (name, e-mail, and from metadata
 /// `address` (lines) and `tax_id`).
-fn bill_to(customer: &CustomerRecord) -> Party {
+pub(crate) fn bill_to(customer: &CustomerRecord) -> Party {
     let address = customer
         .metadata
         .get("address")
@@ -329,7 +356,7 @@ fn bill_to(customer: &CustomerRecord) -> Party {
     }
 }
 
-fn currency_of(customer: &CustomerRecord) -> Result<Currency> {
+pub(crate) fn currency_of(customer: &CustomerRecord) -> Result<Currency> {
     Currency::from_code(&customer.currency).map_err(|e| InvoiceError::Invalid {
         field: "currency",
         message: e.to_string(),
@@ -372,7 +399,7 @@ impl Billing {
     }
 
     /// The due date of an invoice issued at `at`.
-    fn due_at(&self, at: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn due_at(&self, at: Timestamp) -> Option<Timestamp> {
         at.checked_add(SignedDuration::from_hours(
             24 * i64::from(self.config.payment_terms_days),
         ))
@@ -391,6 +418,7 @@ impl Billing {
             now: Some(now),
             ..RunReport::default()
         };
+        let started = std::time::Instant::now();
         let plans = self.all_plans().await?;
         let customers: HashMap<String, Arc<CustomerRecord>> = self
             .store
@@ -445,21 +473,38 @@ impl Billing {
         let end_of_keys = latest
             .checked_add(SignedDuration::from_micros(1))
             .unwrap_or(latest);
-        let existing: HashMap<(String, Timestamp), (String, InvoiceStatus)> = self
+        let existing: HashMap<(String, Timestamp), InvoiceKey> = self
             .store
             .billing()
             .invoice_keys(earliest, end_of_keys)
             .await?
             .into_iter()
-            .map(|k| ((k.customer_id, k.period_start), (k.id, k.status)))
+            .map(|k| ((k.customer_id.clone(), k.period_start), k))
             .collect();
         let mut done = 0;
         let mut to_resume = Vec::new();
         let mut fresh = Vec::new();
         for d in due {
             match existing.get(&(d.customer.id.clone(), d.period.start)) {
-                Some((id, InvoiceStatus::Draft)) => to_resume.push(id.clone()),
-                Some(_) => {
+                Some(k) if k.status == InvoiceStatus::Draft => to_resume.push(k.id.clone()),
+                Some(k) => {
+                    // Issued with its pending items in one step: a crash
+                    // before they were attached is repaired here (attaching
+                    // to the same invoice again changes nothing).
+                    if !k.pending_items.is_empty() {
+                        if let Err(e) = self
+                            .store
+                            .changes()
+                            .attach_pending_items(&k.pending_items, &k.id)
+                            .await
+                        {
+                            report.failed.push(RunFailure {
+                                customer_id: k.customer_id.clone(),
+                                period_start: k.period_start,
+                                error: format!("pending items: {e}"),
+                            });
+                        }
+                    }
                     report.already_invoiced += 1;
                     done += 1;
                 }
@@ -498,6 +543,8 @@ impl Billing {
             h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
         }
         let mut claimed: HashSet<String> = HashSet::new();
+        report.timings.load_ms = ms(started);
+        let started = std::time::Instant::now();
         let mut prepared = Vec::with_capacity(fresh.len());
         for d in fresh {
             match self.prepare(d, &plans, &history, &mut claimed).await {
@@ -514,6 +561,8 @@ impl Billing {
         }
 
         // ---- one pass over the ledger ----------------------------------------------------
+        report.timings.prepare_ms = ms(started);
+        let started = std::time::Instant::now();
         let mut windows = Vec::new();
         let mut group_bys: HashMap<(String, u32), Arc<GroupBy>> = HashMap::new();
         for p in &prepared {
@@ -539,6 +588,7 @@ impl Billing {
         drop(windows);
 
         // ---- compute, persist, issue: chunk by chunk --------------------------------------
+        report.timings.ledger_ms = ms(started);
         let chunk = opts.chunk.max(1);
         let mut batch: Vec<NewInvoice> = Vec::with_capacity(chunk);
         let mut batch_len = 0;
@@ -549,7 +599,10 @@ impl Billing {
                 .map(|_| totals.next().unwrap_or_default())
                 .collect();
             batch_len += 1;
-            match self.compute(&p, usage, now) {
+            let started = std::time::Instant::now();
+            let computed = self.compute(&p, usage, now);
+            report.timings.compute_ms += ms_micros(started);
+            match computed {
                 Ok(new) => batch.push(new),
                 Err(e) => report.failed.push(RunFailure {
                     customer_id: p.due.customer.id.clone(),
@@ -558,17 +611,22 @@ impl Billing {
                 }),
             }
             if batch_len >= chunk {
+                let started = std::time::Instant::now();
                 self.flush_batch(&mut batch, now, &mut report).await?;
+                report.timings.write_ms += ms(started);
                 done += batch_len;
                 batch_len = 0;
                 progress(RunProgress { done, total });
             }
         }
         if batch_len > 0 {
+            let started = std::time::Instant::now();
             self.flush_batch(&mut batch, now, &mut report).await?;
+            report.timings.write_ms += ms(started);
             done += batch_len;
             progress(RunProgress { done, total });
         }
+        report.timings.compute_ms /= 1_000;
         Ok(report)
     }
 
@@ -582,16 +640,46 @@ impl Billing {
         if batch.is_empty() {
             return Ok(());
         }
-        let stored = self.store.billing().insert_invoices(batch).await?;
+        let billing = self.store.billing();
+        let stored = if self.config.auto_issue {
+            // Issued as they are written: one transaction per chunk, each
+            // number taken with its invoice.
+            billing
+                .insert_issued_invoices(batch, &self.config.invoice_prefix, now, self.due_at(now))
+                .await?
+        } else {
+            billing.insert_invoices(batch).await?
+        };
         batch.clear();
-        for s in &stored {
-            if s.created {
-                report.created += 1;
-            } else {
+        let mut unfinished = Vec::new();
+        for s in stored {
+            if !s.created {
                 report.resumed += 1;
+                unfinished.push(s);
+                continue;
+            }
+            report.created += 1;
+            if s.invoice.status == InvoiceStatus::Draft {
+                unfinished.push(s);
+                continue;
+            }
+            report.issued += 1;
+            if !s.pending_items.is_empty() {
+                if let Err(e) = self
+                    .store
+                    .changes()
+                    .attach_pending_items(&s.pending_items, &s.invoice.id)
+                    .await
+                {
+                    report.failed.push(RunFailure {
+                        customer_id: s.invoice.customer_id.clone(),
+                        period_start: s.invoice.period_start,
+                        error: format!("pending items: {e}"),
+                    });
+                }
             }
         }
-        let (issued, failed) = self.finish(stored, now).await?;
+        let (issued, failed) = self.finish(unfinished, now).await?;
         report.issued += issued;
         report.failed.extend(failed);
         Ok(())

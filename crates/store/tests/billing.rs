@@ -85,6 +85,7 @@ on_every_backend!(
     only_drafts_change,
     issuing_numbers_gapless_per_prefix_and_never_reuses,
     concurrent_issues_get_distinct_consecutive_numbers,
+    invoices_written_issued_take_numbers_only_when_new,
     status_changes_follow_the_lifecycle,
     payments_add_up_and_repeat_idempotently,
     credit_notes_are_numbered_and_never_exceed_the_total,
@@ -411,6 +412,54 @@ async fn concurrent_issues_get_distinct_consecutive_numbers(store: Arc<dyn Store
     numbers.sort();
     let expected: Vec<String> = (1..=24).map(|n| format!("INV-{n:06}")).collect();
     assert_eq!(numbers, expected);
+}
+
+async fn invoices_written_issued_take_numbers_only_when_new(store: Arc<dyn Store>) {
+    customers(&store, &["a", "b", "c"]).await;
+    let b = store.billing();
+    let (s, e) = nov();
+    let due = ts("2026-12-31T00:00:00Z");
+    let chunk = vec![
+        cycle(draft("inv_a", "a", s, e)),
+        cycle(draft("inv_b", "b", s, e)),
+    ];
+    let first = b
+        .insert_issued_invoices(&chunk, "INV", e, Some(due))
+        .await
+        .unwrap();
+    let numbers: Vec<_> = first.iter().map(|i| i.invoice.number.clone()).collect();
+    assert_eq!(
+        numbers,
+        [
+            Some("INV-000001".to_string()),
+            Some("INV-000002".to_string())
+        ]
+    );
+    assert!(
+        first
+            .iter()
+            .all(|i| i.created && i.invoice.status == InvoiceStatus::Open)
+    );
+    assert_eq!(first[0].invoice.due_at, Some(due));
+    // A rerun (new ids) finds them and takes no number; c is new.
+    let rerun = vec![
+        cycle(draft("inv_a2", "a", s, e)),
+        cycle(draft("inv_c", "c", s, e)),
+    ];
+    let second = b
+        .insert_issued_invoices(&rerun, "INV", e, Some(due))
+        .await
+        .unwrap();
+    assert!(!second[0].created);
+    assert_eq!(second[0].invoice.id, "inv_a");
+    assert_eq!(second[1].invoice.number.as_deref(), Some("INV-000003"));
+    assert_eq!(
+        b.list_invoices(&InvoiceFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 async fn status_changes_follow_the_lifecycle(store: Arc<dyn Store>) {

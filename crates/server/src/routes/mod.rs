@@ -13,6 +13,8 @@ pub mod events;
 pub mod invoices;
 pub mod keys;
 pub mod plans;
+pub mod runs;
+pub mod subscriptions;
 pub mod system;
 pub mod usage;
 
@@ -27,5 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(plans::routes())
         .merge(admin::routes())
+        .merge(runs::routes())
+        .merge(subscriptions::routes())
         .merge(invoices::routes())
 }

@@ -114,6 +114,8 @@ pub struct InvoiceKey {
     pub customer_id: String,
     pub period_start: Timestamp,
     pub status: InvoiceStatus,
+    /// The pending items the invoice carries.
+    pub pending_items: Vec<String>,
 }
 
 /// A payment received for an invoice.
@@ -168,6 +170,20 @@ pub trait BillingStore: Send + Sync {
     /// [`BillingStore::insert_invoice`] for many drafts in one transaction
     /// (one fsync for a whole chunk of an invoice run): all or nothing.
     async fn insert_invoices(&self, new: &[NewInvoice]) -> Result<Vec<StoredInvoice>>;
+    /// Writes drafts already issued, in one transaction: each new invoice
+    /// takes the next number of `prefix` (`open`, `issued_at`, `due_at`) and
+    /// is inserted in the same transaction, so a crash keeps both or neither.
+    /// A cycle invoice whose `(customer, period_start)` already has one is
+    /// not written: the existing one is returned (`created = false`) and no
+    /// number is taken. A concurrent writer of the same period makes the
+    /// whole call a `Conflict` (nothing written; the caller retries).
+    async fn insert_issued_invoices(
+        &self,
+        new: &[NewInvoice],
+        prefix: &str,
+        issued_at: Timestamp,
+        due_at: Option<Timestamp>,
+    ) -> Result<Vec<StoredInvoice>>;
     /// Replaces a draft's document (and its pending item ids when given).
     /// `NotFound` if absent, `Conflict` if it is no longer a draft.
     async fn update_draft(&self, invoice: &Invoice, pending_items: Option<&[String]>)
@@ -424,6 +440,7 @@ struct RawInvoiceKey {
     customer_id: String,
     period_start: i64,
     status: String,
+    pending_items: String,
 }
 
 impl TryFrom<RawInvoiceKey> for InvoiceKey {
@@ -433,6 +450,7 @@ impl TryFrom<RawInvoiceKey> for InvoiceKey {
             status: InvoiceStatus::parse(&r.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("invoices.status: {:?}", r.status)))?,
             period_start: codec::timestamp("invoices.period_start", r.period_start)?,
+            pending_items: codec::json("invoices.pending_items", &r.pending_items)?,
             id: r.id,
             customer_id: r.customer_id,
         })
@@ -626,28 +644,7 @@ macro_rules! billing_store_impl {
                 let mut tx = self.begin_write().await?;
                 let mut out = Vec::with_capacity(new.len());
                 for (n, row) in new.iter().zip(rows) {
-                    let done = sqlx::query(
-                        "INSERT INTO invoices (id, customer_id, kind, status, number, currency, \
-                         period_start, period_end, created_at, pending_items, document) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&row.id)
-                    .bind(&row.customer_id)
-                    .bind(row.kind)
-                    .bind(row.status)
-                    .bind(&row.number)
-                    .bind(&row.currency)
-                    .bind(row.period_start)
-                    .bind(row.period_end)
-                    .bind(row.created_at)
-                    .bind(&row.pending_items)
-                    .bind(&row.document)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        $crate::codec::insert_error(e, "invoice", &row.id, &row.customer_id)
-                    })?;
-                    if done.rows_affected() == 1 {
+                    if self.insert_row(&mut tx, &row).await? {
                         out.push(StoredInvoice {
                             invoice: n.invoice.clone(),
                             kind: n.kind,
@@ -656,20 +653,8 @@ macro_rules! billing_store_impl {
                         });
                         continue;
                     }
-                    let existing: Option<RawInvoice> = if n.kind == InvoiceKind::Cycle {
-                        sqlx::query_as(
-                            "SELECT kind, pending_items, document FROM invoices \
-                             WHERE customer_id = $1 AND period_start = $2 AND kind = 'cycle'",
-                        )
-                        .bind(&row.customer_id)
-                        .bind(row.period_start)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    } else {
-                        None
-                    };
-                    match existing {
-                        Some(raw) => out.push(raw.stored(false)?),
+                    match self.existing_cycle(&mut tx, n).await? {
+                        Some(existing) => out.push(existing),
                         None => {
                             return Err($crate::StoreError::Conflict {
                                 what: "invoice",
@@ -677,6 +662,54 @@ macro_rules! billing_store_impl {
                             });
                         }
                     }
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn insert_issued_invoices(
+                &self,
+                new: &[$crate::billing::NewInvoice],
+                prefix: &str,
+                issued_at: jiff::Timestamp,
+                due_at: Option<jiff::Timestamp>,
+            ) -> $crate::Result<Vec<$crate::billing::StoredInvoice>> {
+                use $crate::billing::*;
+                for n in new {
+                    check_new_draft(n)?;
+                }
+                let mut tx = self.begin_write().await?;
+                let mut out = Vec::with_capacity(new.len());
+                for n in new {
+                    if let Some(existing) = self.existing_cycle(&mut tx, n).await? {
+                        out.push(existing);
+                        continue;
+                    }
+                    let number = self.next_number(&mut tx, prefix).await?;
+                    let mut inv = n.invoice.clone();
+                    inv.number = Some(tollgate_core::billing::invoice::format_number(
+                        prefix,
+                        number.unsigned_abs(),
+                    ));
+                    inv.status = tollgate_core::billing::InvoiceStatus::Open;
+                    inv.issued_at = Some(issued_at);
+                    inv.due_at = due_at;
+                    inv.recompute_totals();
+                    let row = InvoiceRow::new(&inv, n.kind, &n.pending_items)?;
+                    if !self.insert_row(&mut tx, &row).await? {
+                        // Written by someone else since the check: nothing
+                        // of this transaction is kept, no number is lost.
+                        return Err($crate::StoreError::Conflict {
+                            what: "invoice (written concurrently)",
+                            id: row.id,
+                        });
+                    }
+                    out.push(StoredInvoice {
+                        invoice: inv,
+                        kind: n.kind,
+                        pending_items: n.pending_items.clone(),
+                        created: true,
+                    });
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -857,7 +890,7 @@ macro_rules! billing_store_impl {
                 to: jiff::Timestamp,
             ) -> $crate::Result<Vec<$crate::billing::InvoiceKey>> {
                 let rows: Vec<$crate::billing::RawInvoiceKey> = sqlx::query_as(
-                    "SELECT id, customer_id, period_start, status FROM invoices \
+                    "SELECT id, customer_id, period_start, status, pending_items FROM invoices \
                      WHERE kind = 'cycle' AND period_start >= $1 AND period_start < $2 \
                      ORDER BY customer_id, period_start",
                 )
@@ -1032,6 +1065,54 @@ macro_rules! billing_store_impl {
         }
 
         impl $store {
+            /// Inserts an invoice row unless it conflicts; whether it was written.
+            async fn insert_row(
+                &self,
+                tx: &mut sqlx::Transaction<'static, BillingDb>,
+                row: &$crate::billing::InvoiceRow,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO invoices (id, customer_id, kind, status, number, currency, \
+                     period_start, period_end, created_at, pending_items, document) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                )
+                .bind(&row.id)
+                .bind(&row.customer_id)
+                .bind(row.kind)
+                .bind(row.status)
+                .bind(&row.number)
+                .bind(&row.currency)
+                .bind(row.period_start)
+                .bind(row.period_end)
+                .bind(row.created_at)
+                .bind(&row.pending_items)
+                .bind(&row.document)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| $crate::codec::insert_error(e, "invoice", &row.id, &row.customer_id))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// The cycle invoice of a new invoice's customer and period, if any.
+            async fn existing_cycle(
+                &self,
+                tx: &mut sqlx::Transaction<'static, BillingDb>,
+                n: &$crate::billing::NewInvoice,
+            ) -> $crate::Result<Option<$crate::billing::StoredInvoice>> {
+                if n.kind != $crate::billing::InvoiceKind::Cycle {
+                    return Ok(None);
+                }
+                let existing: Option<$crate::billing::RawInvoice> = sqlx::query_as(
+                    "SELECT kind, pending_items, document FROM invoices \
+                     WHERE customer_id = $1 AND period_start = $2 AND kind = 'cycle'",
+                )
+                .bind(&n.invoice.customer_id)
+                .bind($crate::codec::micros(n.invoice.period_start))
+                .fetch_optional(&mut **tx)
+                .await?;
+                existing.map(|r| r.stored(false)).transpose()
+            }
+
             /// Reads an invoice inside a write transaction (locking its row).
             async fn locked_invoice(
                 &self,
