@@ -238,14 +238,14 @@ async fn invoice_lifecycle_documents_and_payments() {
         let acme_key = srv.customer_key("acme").await;
         // The upcoming invoice: a preview of the current period (Pro, 20.00).
         let r = srv
-            .get("/v1/customers/acme/invoices/upcoming", &acme_key)
+            .get("/v1/customers/acme/upcoming-invoice", &acme_key)
             .await;
         assert_eq!(r.status, 200, "{name}: {r}");
-        assert_eq!(r.body["status"], "draft");
-        assert!(r.body["number"].is_null());
-        assert_eq!(r.body["lines"][0]["amount"], "20.00", "{r}");
+        assert_eq!(r.body["invoice"]["status"], "draft");
+        assert!(r.body["invoice"]["number"].is_null());
+        assert_eq!(r.body["invoice"]["lines"][0]["amount"], "20.00", "{r}");
         let r = srv
-            .get("/v1/customers/globex/invoices/upcoming", &acme_key)
+            .get("/v1/customers/globex/upcoming-invoice", &acme_key)
             .await;
         assert_eq!(r.status, 404, "{r}");
         let r = srv.get("/v1/invoices", &acme_key).await;

@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use tollgate_billing::providers::ProviderError;
 use tollgate_billing::providers::collect::PaymentError;
 use tollgate_billing::render::{self, RenderOptions};
-use tollgate_billing::run::InvoiceError;
 use tollgate_core::billing::credit::{CreditNote, CreditRequest};
 use tollgate_core::billing::{Invoice, InvoiceStatus};
 use tollgate_core::money::round_line;
@@ -44,6 +43,7 @@ use utoipa_axum::routes;
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::runs::invoice_error;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -54,7 +54,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoice_pdf))
         .routes(routes!(explain_invoice))
         .routes(routes!(customer_invoices))
-        .routes(routes!(upcoming_invoice))
         .routes(routes!(add_line))
         .routes(routes!(adjust_line, remove_line))
         .routes(routes!(issue_invoice))
@@ -82,16 +81,6 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::NotFound { what, id } => ApiError::NotFound { what, id },
         StoreError::Conflict { .. } | StoreError::Refused(_) => ApiError::Conflict(e.to_string()),
         other => ApiError::Internal(other.to_string()),
-    }
-}
-
-fn invoice_error(e: InvoiceError) -> ApiError {
-    match e {
-        InvoiceError::Store(s) => store_error(s),
-        InvoiceError::Engine(e) => e.into(),
-        InvoiceError::NotFound { what, id } => ApiError::NotFound { what, id },
-        InvoiceError::Invalid { field, message } => ApiError::field(field, message),
-        InvoiceError::Billing(b) => ApiError::Conflict(b.to_string()),
     }
 }
 
@@ -334,37 +323,6 @@ pub async fn customer_invoices(
             q.limit,
         )
         .await?,
-    ))
-}
-
-/// The upcoming invoice of a customer's current period.
-///
-/// What the period will cost if usage continues at its present pace: usage
-/// so far scaled to the whole period by time (1,000 calls in the first 10 days
-/// of a 30-day period project to 3,000), priced like the close. A draft-shaped
-/// preview: no number, nothing stored.
-#[utoipa::path(
-    get,
-    path = "/v1/customers/{id}/invoices/upcoming",
-    tag = "invoices",
-    params(("id" = String, Path, description = "The customer's id")),
-    responses(
-        (status = 200, description = "The projected invoice", body = Object),
-        (status = 404, description = "Unknown customer, or no subscription", content_type = "application/problem+json"),
-    )
-)]
-pub async fn upcoming_invoice(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Invoice>, ApiError> {
-    principal.require_read(&id)?;
-    Ok(Json(
-        state
-            .billing
-            .upcoming_invoice(&id)
-            .await
-            .map_err(invoice_error)?,
     ))
 }
 
