@@ -8,11 +8,11 @@
 //!   index, so a rerun (after a crash, or twice at once) finds the first draft
 //!   and finishes it (pending items attached, issued) instead of writing a
 //!   second one;
-//! - numbers are taken when a draft is issued, in the same transaction, so a
-//!   crash leaves no gap;
+//! - numbers are taken when an invoice is issued, in the same transaction, so
+//!   a crash leaves no gap;
 //! - work is done in chunks ([`RunOptions::chunk`]): one pass over the ledger
-//!   for the whole run, then per chunk one transaction for the drafts and one
-//!   for issuing them.
+//!   for the whole run, then per chunk one transaction writing the invoices
+//!   already issued (or as drafts without `auto_issue`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

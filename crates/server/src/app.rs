@@ -56,6 +56,8 @@ pub enum StartError {
     Close(EngineError),
     #[error("cannot start alert delivery: {0}")]
     Notify(tollgate_notify::NotifyError),
+    #[error("invalid payment provider settings: {0}")]
+    Payments(tollgate_billing::providers::ProviderError),
 }
 
 /// A started application, not yet serving.
@@ -167,11 +169,16 @@ pub async fn start(
         tollgate_notify::Notifier::new(store.clone(), clock, settings.notify.clone())
             .map_err(StartError::Notify)?,
     );
+    let payments = Arc::new(
+        tollgate_billing::providers::Providers::new(settings.billing.stripe.as_ref())
+            .map_err(StartError::Payments)?,
+    );
     let state = AppState {
         engine,
         store,
         billing,
         notifier,
+        payments,
         keys: ring,
         limiter: Arc::new(KeyLimiter::new(
             settings.rate_limit.per_second,

@@ -70,6 +70,10 @@ const ENV_KEYS: &[&str] = &[
     "engine.idempotency_window_hours",
     "notify.enabled",
     "notify.allow_private_networks",
+    // Payment provider secrets belong in the environment, not in a file.
+    "billing.stripe.secret_key",
+    "billing.stripe.webhook_secret",
+    "billing.stripe.base_url",
 ];
 
 /// How log lines are written.
@@ -492,6 +496,28 @@ mod tests {
         assert!(s.storage_url.starts_with("sqlite://"));
         assert!(s.storage_url.ends_with("tollgate.db"));
         assert_eq!(s.body_limit, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn stripe_settings_are_read_from_billing_stripe() {
+        let c = Config::from_toml(
+            "[billing.stripe]\nsecret_key = \"sk_test_1\"\nwebhook_secret = \"whsec_1\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        let stripe = c.billing.stripe.unwrap();
+        assert_eq!(stripe.base_url, "https://api.stripe.com");
+        assert_eq!(stripe.webhook_tolerance_secs, 300);
+        assert!(
+            !format!("{stripe:?}").contains("sk_test_1"),
+            "secrets are not logged"
+        );
+        let e = Config::from_toml(
+            "[billing.stripe]\nsecret_key = \"sk_test_1\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("webhook_secret"), "{e}");
     }
 
     #[test]

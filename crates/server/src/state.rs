@@ -19,4 +19,6 @@ pub struct AppState {
     pub billing: Arc<tollgate_billing::Billing>,
     /// Alert delivery: webhook endpoints, deliveries, the worker.
     pub notifier: Arc<tollgate_notify::Notifier>,
+    /// Payment providers: manual, and Stripe when `[billing.stripe]` is set.
+    pub payments: Arc<tollgate_billing::providers::Providers>,
 }

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod customers;
 pub mod enforcement;
 pub mod events;
+pub mod invoices;
 pub mod keys;
 pub mod plans;
 pub mod runs;
@@ -34,4 +35,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(subscriptions::routes())
         .merge(runs::routes())
         .merge(webhooks::routes())
+        .merge(invoices::routes())
 }

@@ -23,7 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(upcoming_invoice))
 }
 
-fn invoice_error(e: InvoiceError) -> ApiError {
+pub(crate) fn invoice_error(e: InvoiceError) -> ApiError {
     match e {
         InvoiceError::NotFound { what, id } => ApiError::NotFound { what, id },
         InvoiceError::Invalid { field, message } => ApiError::field(field, message),
