@@ -49,9 +49,23 @@ pub enum Command {
     /// Send, import and export usage on a running server.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Change, cancel and inspect subscriptions on a running server (admin
+    /// key): plan changes with proration, scheduled downgrades, trials,
+    /// cancellation, version migration, history.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Close billing periods into invoices and read invoices, on the configured
+    /// store (data directory or --storage-url) with the server's catalog and
+    /// [billing] settings.
+    #[command(subcommand)]
+    Invoices(InvoicesCommand),
     /// Drive realistic traffic through the HTTP API (an embedded server by
     /// default, or --url) and print each customer's usage at the end.
     Demo(DemoArgs),
+    /// Webhook endpoints, secret rotation and the delivery log of a running
+    /// server (admin key): alerts delivered as signed webhooks.
+    #[command(subcommand)]
+    Webhooks(crate::commands::webhooks::WebhooksCommand),
 }
 
 /// How to reach a running server.
@@ -67,6 +81,58 @@ pub struct ClientArgs {
     /// Print the server's JSON instead of text for people.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvoicesCommand {
+    /// Close ended billing periods into invoices (idempotent: a rerun, also
+    /// after a crash, writes no second invoice). With --period, only the
+    /// periods ending in that month; without, every ended period without an
+    /// invoice (as the server's worker does).
+    #[command(after_help = "Exit status: 0 done, 2 some periods could not be closed (listed).")]
+    Run {
+        #[command(flatten)]
+        store: ServeArgs,
+        /// A month as YYYY-MM, e.g. 2026-11: the periods that end in it
+        /// (November's [Nov 1, Dec 1) included), on each customer's clock.
+        #[arg(long)]
+        period: Option<String>,
+        /// Run it on a running server instead (POST /v1/admin/invoices/run,
+        /// an admin key): e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The admin API key for --url.
+        #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Print the run's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List invoices (a derived `overdue` shows for open invoices past due).
+    List {
+        #[command(flatten)]
+        store: ServeArgs,
+        /// draft, open, paid, void or uncollectible.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        /// Invoices of periods starting in this month (YYYY-MM, UTC).
+        #[arg(long)]
+        period: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one invoice with its lines, where each usage line came from, and totals.
+    Show {
+        #[command(flatten)]
+        store: ServeArgs,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +173,114 @@ pub enum CustomersCommand {
         /// At most this many customers (default: all).
         #[arg(long)]
         limit: Option<u64>,
+    },
+}
+
+/// What happens to a plan change's proration lines.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProrationArg {
+    /// On the customer's next invoice (default).
+    NextInvoice,
+    /// Invoiced now.
+    InvoiceNow,
+    /// No proration.
+    None,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Change a customer's plan: an upgrade takes effect now with proration, a
+    /// downgrade at the end of the period (scheduled) unless --now.
+    ///
+    /// A change the customer's state does not fit (more locations or seats in
+    /// use than the target allows) is refused with every blocker listed,
+    /// unless --force (the excess is recorded in the history).
+    #[command(after_help = "Exit status: 0 done (or previewed), 2 refused or error.")]
+    Change {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The customer's id in your application.
+        customer: String,
+        /// The target plan.
+        plan: String,
+        /// A published version of the plan (default: the latest).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Only show what the change would do.
+        #[arg(long)]
+        preview: bool,
+        /// Take effect at the end of the current period.
+        #[arg(long, conflicts_with = "now")]
+        at_period_end: bool,
+        /// Take effect now.
+        #[arg(long)]
+        now: bool,
+        #[arg(long, value_enum)]
+        proration: Option<ProrationArg>,
+        /// Apply even if the customer's state does not fit the target plan.
+        #[arg(long)]
+        force: bool,
+        /// Why (kept in the history).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Cancel a subscription at the end of the period (default) or --now.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        customer: String,
+        /// Cancel now: requests are denied from now on.
+        #[arg(long)]
+        now: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show the change waiting for its date, or cancel it (--cancel).
+    Scheduled {
+        #[command(flatten)]
+        client: ClientArgs,
+        customer: String,
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Start a trial of a plan, or convert the customer's trial (--convert).
+    Trial {
+        #[command(flatten)]
+        client: ClientArgs,
+        customer: String,
+        /// The plan to try (not with --convert).
+        #[arg(required_unless_present = "convert")]
+        plan: Option<String>,
+        /// Trial length (default: the plan's trial days).
+        #[arg(long, conflicts_with = "convert")]
+        days: Option<u32>,
+        /// Convert the trial into a paid subscription now.
+        #[arg(long)]
+        convert: bool,
+    },
+    /// The customer's plan-change history: who, when, from, to and why.
+    History {
+        #[command(flatten)]
+        client: ClientArgs,
+        customer: String,
+    },
+    /// Move every subscriber of a plan to another version (default: the
+    /// latest), or --preview who gains and loses what.
+    Migrate {
+        #[command(flatten)]
+        client: ClientArgs,
+        plan: String,
+        #[arg(long)]
+        from_version: Option<u32>,
+        #[arg(long)]
+        to_version: Option<u32>,
+        #[arg(long)]
+        preview: bool,
+        /// Migrate customers whose state does not fit the target too.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 

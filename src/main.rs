@@ -19,6 +19,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // A command whose output is piped (`tollgate usage export | head`) ends
+    // quietly when the reader goes away, like any Unix tool, instead of
+    // panicking on EPIPE. Not for the commands that run a server: a client
+    // hanging up must never kill it.
+    if !matches!(cli.command, cli::Command::Serve(_) | cli::Command::Demo(_)) {
+        sigpipe::reset();
+    }
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -431,3 +431,149 @@ fn a_large_import_is_sent_in_chunks_of_ten_thousand() {
     let expected: u64 = (0..23_456u64).map(|i| 1 + i % 7).sum();
     assert_eq!(tokens["used"], expected.to_string());
 }
+
+#[test]
+fn subscriptions_change_cancel_and_history_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let (code, _, err) = server.run(&["customers", "create", "acme", "--plan", "starter"]);
+    assert_eq!(code, 0, "{err}");
+
+    // A preview changes nothing.
+    let (code, out, err) = server.run(&["subscriptions", "change", "acme", "pro", "--preview"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("preview: acme starter v1 → pro v1 (upgrade, immediately"),
+        "{out}"
+    );
+    assert!(out.contains("proration:") && out.contains("total"), "{out}");
+    assert!(
+        out.contains("gains:") && out.contains("api_access"),
+        "{out}"
+    );
+    assert!(out.contains("limit:    locations_max 1 → 5"), "{out}");
+
+    let (code, out, err) = server.run(&[
+        "subscriptions",
+        "change",
+        "acme",
+        "pro",
+        "--reason",
+        "more locations",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "applied");
+    assert_eq!(v["subscription"]["plan"], "pro");
+    assert_eq!(v["pending_items"].as_array().unwrap().len(), 2, "{v}");
+
+    // A downgrade waits for the period end; it can be seen and canceled.
+    let (code, out, err) = server.run(&["subscriptions", "change", "acme", "starter"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("scheduled: acme pro v1 → starter v1 (downgrade, period end"),
+        "{out}"
+    );
+    let (code, out, _) = server.run(&["subscriptions", "scheduled", "acme"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("change to starter v1 at") && out.contains("(pending)"),
+        "{out}"
+    );
+    let (code, out, _) = server.run(&["subscriptions", "scheduled", "acme", "--cancel"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(canceled)"), "{out}");
+    let (_, out, _) = server.run(&["subscriptions", "scheduled", "acme"]);
+    assert_eq!(out.trim(), "nothing scheduled");
+
+    // Refusals are one line, exit 2.
+    let (code, _, err) = server.run(&["subscriptions", "change", "acme", "platinum"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("422") && err.contains("plan: unknown plan"),
+        "{err}"
+    );
+
+    let (code, out, err) = server.run(&["subscriptions", "cancel", "acme", "--now"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("applied: acme on pro v1, canceled"),
+        "{out}"
+    );
+
+    let (code, out, err) = server.run(&["subscriptions", "history", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    let kinds: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(kinds, ["subscribe", "upgrade", "cancel"], "{out}");
+    assert!(out.contains("(more locations)"), "{out}");
+}
+
+#[test]
+fn webhooks_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path());
+    // Refused: a loopback receiver (the SSRF guard), named by its field.
+    let (code, _, err) = srv.run(&["webhooks", "create", "http://127.0.0.1:9/hook"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("url") && err.contains("loopback"), "{err}");
+    let (code, out, err) = srv.run(&[
+        "webhooks",
+        "create",
+        "https://hooks.example.com/tollgate",
+        "--event-type",
+        "usage.*",
+        "--description",
+        "ops",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = ep["id"].as_str().unwrap().to_string();
+    assert!(ep["secret"].as_str().unwrap().starts_with("whsec_"));
+    let (code, out, _) = srv.run(&["webhooks", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "{id}  https://hooks.example.com/tollgate  [usage.*]  healthy"
+        )),
+        "{out}"
+    );
+    let (code, out, _) = srv.run(&["webhooks", "rotate-secret", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("old secret   still signs until"), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "update", &id, "--disable", "--all-events"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("[all events]  off"), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "test", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("test event evt"), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "deliveries", "--endpoint", &id]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let delivery = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, _) = srv.run(&["webhooks", "delivery", &delivery]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&delivery), "{out}");
+    let (code, out, _) = srv.run(&["webhooks", "retry", &delivery]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("queued"), "{out}");
+    let (code, _, err) = srv.run(&[
+        "webhooks",
+        "replay",
+        "--from",
+        "2026-01-02T00:00:00Z",
+        "--to",
+        "2026-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("to"), "{err}");
+    let (code, out, _) = srv.run(&["webhooks", "delete", &id]);
+    assert_eq!((code, out.trim()), (0, format!("deleted {id}").as_str()));
+    let (code, _, err) = srv.run(&["webhooks", "show", &id]);
+    assert_eq!(code, 2);
+    assert!(err.contains("404"), "{err}");
+}

@@ -15,8 +15,11 @@ use crate::render;
 
 pub mod client;
 mod demo;
+mod invoices;
 mod remote;
 mod server;
+mod subscriptions;
+pub mod webhooks;
 
 /// Errors a command reports as one clear line.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plans(PlansCommand::Apply { client, file }) => remote::apply(&client, &file),
         Command::Customers(cmd) => remote::customers(cmd),
         Command::Usage(cmd) => remote::usage(cmd),
+        Command::Subscriptions(cmd) => subscriptions::run(cmd),
+        Command::Invoices(cmd) => invoices::invoices(cmd),
         Command::Demo(args) => demo::run(&args),
+        Command::Webhooks(cmd) => webhooks::run(cmd),
     }
 }
 

@@ -12,7 +12,7 @@ use tollgate_store::Store;
 use super::CliError;
 use crate::cli::{ConfigArgs, KeyScopeArg, KeysCommand, ServeArgs, StoreArgs};
 
-fn config(args: &ConfigArgs, serve: Option<&ServeArgs>) -> Result<Config, CliError> {
+pub(super) fn config(args: &ConfigArgs, serve: Option<&ServeArgs>) -> Result<Config, CliError> {
     let file = match &args.config {
         Some(path) => ConfigFile::Explicit(path.clone()),
         None => match std::env::current_dir() {

@@ -1,1 +1,1365 @@
-//! See the crate documentation.
+//! Plan changes in the service: preview and apply (upgrade now with proration,
+//! downgrade at period end or now), scheduled changes, trials, cancellation,
+//! plan version migration, and the plan-change history every one of them
+//! writes. The money rules are the core's (`tollgate_core::billing::change`);
+//! this module gathers their inputs (current period, usage, gauge levels),
+//! applies the result to the engine (which enforces the new plan from the
+//! effective instant) and records it. Rules: `docs/plan-changes.md`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::{SignedDuration, Timestamp};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tollgate_core::billing::Invoice;
+use tollgate_core::billing::change::{
+    Blocker, ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior,
+    preview_change,
+};
+use tollgate_core::billing::compute::BillingError;
+use tollgate_core::catalog::Plan;
+use tollgate_core::catalog::{DiffEffect, PlanDiffEntry, diff_plans};
+use tollgate_core::period::Period;
+use tollgate_engine::{EngineError, SubscribeOptions};
+use tollgate_store::billing::{InvoiceKind, NewInvoice};
+use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord, ScheduledChangeRecord};
+use tollgate_store::{StoreError, SubscriptionRecord, SubscriptionStatus};
+
+use crate::Billing;
+
+/// The actor of changes the billing worker applies.
+pub const WORKER: &str = "worker";
+
+/// Scheduled actions.
+pub const ACTION_CHANGE_PLAN: &str = "change_plan";
+pub const ACTION_CANCEL: &str = "cancel";
+pub const ACTION_TRIAL_EXPIRE: &str = "trial_expire";
+
+/// Serializes every plan-change write of this process (requests, the
+/// worker's due changes, migrations): plan changes are rare, and two of them
+/// racing on one customer (or a scheduled change applied twice) must not
+/// happen. One node writes a deployment (as for the ledger).
+static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PENDING: &str = "pending";
+const APPLIED: &str = "applied";
+const CANCELED: &str = "canceled";
+
+/// Why a plan-change operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("billing: {0}")]
+    Billing(#[from] BillingError),
+    #[error("invoice: {0}")]
+    Invoice(#[from] crate::run::InvoiceError),
+    #[error("customer {0:?} has no subscription")]
+    NoSubscription(String),
+    /// A field of the request is wrong (named).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The customer's current state does not fit the target plan; every
+    /// violation is listed. `force` applies the change anyway.
+    #[error("the change is blocked: {}", blocker_list(.blockers))]
+    Blocked {
+        blockers: Vec<Blocker>,
+        preview: Box<ChangePreview>,
+    },
+    /// The request conflicts with the subscription's state (a change already
+    /// scheduled, a canceled subscription, no trial to convert…).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("customer {0:?} has no scheduled change")]
+    NoScheduledChange(String),
+}
+
+fn blocker_list(blockers: &[Blocker]) -> String {
+    blockers
+        .iter()
+        .map(|b| b.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub type Result<T, E = ChangeError> = std::result::Result<T, E>;
+
+/// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
+/// process id, counter); they carry no meaning, but sort in minting order.
+pub(crate) fn mint(prefix: &str) -> String {
+    static STEM: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stem = STEM.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default();
+        format!("{micros:x}{:04x}", std::process::id() & 0xffff)
+    });
+    // Fixed width, so ids of one process sort in the order they were minted
+    // (the history orders changes of the same instant by id).
+    format!(
+        "{prefix}_{stem}{:010x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---- requests and outcomes ---------------------------------------------------------
+
+/// A plan change as asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    pub plan: String,
+    /// Default: the plan's latest version.
+    pub version: Option<u32>,
+    /// Default: upgrades now, downgrades (and other versions of the same
+    /// plan) at period end.
+    pub timing: Option<ChangeTiming>,
+    pub proration: ProrationBehavior,
+    /// Apply even if the customer's state does not fit the target plan; the
+    /// excess is recorded in the history and reported.
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+impl ChangeRequest {
+    pub fn to(plan: impl Into<String>) -> ChangeRequest {
+        ChangeRequest {
+            plan: plan.into(),
+            version: None,
+            timing: None,
+            proration: ProrationBehavior::NextInvoice,
+            force: false,
+            reason: None,
+        }
+    }
+}
+
+/// A preview with the plans and the period it was computed on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PreviewView {
+    pub customer_id: String,
+    pub from_plan: String,
+    pub from_version: u32,
+    pub to_plan: String,
+    pub to_version: u32,
+    /// The current billing period.
+    pub period: Period,
+    #[serde(flatten)]
+    pub preview: ChangePreview,
+}
+
+/// Whether a change took effect or waits for its date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeState {
+    Applied,
+    Scheduled,
+}
+
+/// What applying a change did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChangeOutcome {
+    pub state: ChangeState,
+    pub view: PreviewView,
+    /// The history entry (applied changes).
+    pub change: Option<PlanChangeRecord>,
+    /// The scheduled change (changes at period end).
+    pub scheduled: Option<ScheduledChangeRecord>,
+    /// Proration lines waiting for the next invoice.
+    pub pending_items: Vec<PendingItemRecord>,
+    /// The off-cycle invoice of `invoice_now` proration, when one was issued.
+    pub invoice_id: Option<String>,
+    /// Blockers overridden with `force` (recorded in the history).
+    pub excess: Vec<Blocker>,
+    /// A scheduled change this one replaced (canceled).
+    pub superseded: Option<ScheduledChangeRecord>,
+    pub subscription: SubscriptionRecord,
+}
+
+/// Starts a trial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRequest {
+    pub plan: String,
+    pub version: Option<u32>,
+    /// Default: the plan's `trial_days`.
+    pub days: Option<u32>,
+    pub reason: Option<String>,
+}
+
+/// A cancellation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// At the end of the current period (default) or now.
+    pub at_period_end: bool,
+    pub reason: Option<String>,
+}
+
+/// What a trial, conversion or cancellation did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SubscriptionOutcome {
+    pub state: ChangeState,
+    pub subscription: SubscriptionRecord,
+    pub change: Option<PlanChangeRecord>,
+    pub scheduled: Option<ScheduledChangeRecord>,
+}
+
+/// What `apply_due_changes` did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DueReport {
+    /// History entries written, in the order applied.
+    pub applied: Vec<PlanChangeRecord>,
+    /// Scheduled changes that were due but no longer apply (marked canceled).
+    pub dropped: Vec<ScheduledChangeRecord>,
+    /// Scheduled changes that failed (left pending, retried next time): id
+    /// and error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Moves subscribers of one plan to another version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRequest {
+    /// Subscribers of this version only (default: every version but the target).
+    pub from_version: Option<u32>,
+    /// Default: the latest version.
+    pub to_version: Option<u32>,
+    /// Migrate customers whose state does not fit the target too.
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+/// One subscriber in a migration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MigrationCustomer {
+    pub customer_id: String,
+    pub from_version: u32,
+    /// One line per difference that is a gain (`seats: limit 5 → 10`).
+    pub gains: Vec<String>,
+    /// One line per difference that is a loss.
+    pub losses: Vec<String>,
+    /// Other differences (a changed setting or price shape).
+    pub changes: Vec<String>,
+    pub blockers: Vec<Blocker>,
+}
+
+/// Who gains and loses what.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MigrationPreview {
+    pub plan: String,
+    pub to_version: u32,
+    /// The differences from each source version to the target.
+    pub differences: BTreeMap<u32, Vec<PlanDiffEntry>>,
+    pub customers: Vec<MigrationCustomer>,
+}
+
+/// What a migration did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MigrationOutcome {
+    pub plan: String,
+    pub to_version: u32,
+    /// History entries of the customers moved.
+    pub migrated: Vec<PlanChangeRecord>,
+    /// Customers left on their version because of blockers (without `force`).
+    pub skipped: Vec<MigrationCustomer>,
+}
+
+// ---- the service ----------------------------------------------------------------------
+
+/// A customer's subscription with its current plan and period.
+struct Current {
+    sub: SubscriptionRecord,
+    plan: Plan,
+    period: Period,
+    usage: BTreeMap<String, Decimal>,
+    gauges: BTreeMap<String, Decimal>,
+}
+
+fn kind_of(direction: ChangeDirection) -> &'static str {
+    match direction {
+        ChangeDirection::Upgrade => "upgrade",
+        ChangeDirection::Downgrade => "downgrade",
+        ChangeDirection::Lateral => "migrate",
+    }
+}
+
+impl Billing {
+    /// A published plan version: the catalog's when it is the latest (or no
+    /// version is asked), else the frozen definition from the store.
+    pub async fn plan_version(&self, key: &str, version: Option<u32>) -> Result<Plan> {
+        let unknown = || ChangeError::Invalid {
+            field: "plan",
+            message: format!(
+                "unknown plan {key:?}; plans: {}",
+                self.engine
+                    .catalog()
+                    .plans
+                    .iter()
+                    .map(|p| p.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let latest = self.engine.catalog().plan(key).ok_or_else(unknown)?;
+        let v = match version {
+            None => return Ok(latest.clone()),
+            Some(v) if v == latest.version => return Ok(latest.clone()),
+            Some(v) => v,
+        };
+        let record = self
+            .store
+            .plan_versions()
+            .await?
+            .into_iter()
+            .find(|r| r.plan_key == key && r.version == v)
+            .ok_or_else(|| ChangeError::Invalid {
+                field: "version",
+                message: format!(
+                    "plan {key:?} has no version {v}; versions: {:?}",
+                    self.engine.plan_versions(key)
+                ),
+            })?;
+        let mut plan: Plan = serde_json::from_value(record.definition).map_err(|e| {
+            StoreError::Corrupt(format!("published plan {key} v{v} is not readable: {e}"))
+        })?;
+        plan.version = v;
+        Ok(plan)
+    }
+
+    fn subscription_of(&self, customer: &str) -> Result<SubscriptionRecord> {
+        self.engine
+            .subscription(customer)?
+            .ok_or_else(|| ChangeError::NoSubscription(customer.to_string()))
+    }
+
+    /// The subscription, its plan, the current period, the usage of metered
+    /// features in their current window and the gauge levels.
+    async fn current(&self, customer: &str) -> Result<Current> {
+        let sub = self.subscription_of(customer)?;
+        let plan = self
+            .plan_version(&sub.plan_key, Some(sub.plan_version))
+            .await?;
+        let summary = self.engine.entitlements(customer)?;
+        let (Some(start), Some(end)) = (summary.period_start, summary.period_end) else {
+            return Err(ChangeError::NoSubscription(customer.to_string()));
+        };
+        let period = Period::new(start, end).map_err(|e| BillingError::Invalid(e.to_string()))?;
+        let mut usage = BTreeMap::new();
+        let mut gauges = BTreeMap::new();
+        for f in summary.features {
+            match (f.kind.as_str(), f.used) {
+                ("metered", Some(used)) => {
+                    usage.insert(f.feature, used);
+                }
+                ("gauge", Some(level)) => {
+                    gauges.insert(f.feature, level);
+                }
+                _ => {}
+            }
+        }
+        Ok(Current {
+            sub,
+            plan,
+            period,
+            usage,
+            gauges,
+        })
+    }
+
+    fn preview_on(
+        &self,
+        cur: &Current,
+        to: &Plan,
+        timing: Option<ChangeTiming>,
+        proration: ProrationBehavior,
+    ) -> Result<PreviewView> {
+        let preview = preview_change(&ChangeInput {
+            from: &cur.plan,
+            to,
+            period: cur.period,
+            at: self.engine.now(),
+            timing,
+            proration,
+            usage: cur.usage.clone(),
+            gauges: cur.gauges.clone(),
+        })?;
+        Ok(PreviewView {
+            customer_id: cur.sub.customer_id.clone(),
+            from_plan: cur.plan.key.clone(),
+            from_version: cur.plan.version,
+            to_plan: to.key.clone(),
+            to_version: to.version,
+            period: cur.period,
+            preview,
+        })
+    }
+
+    /// What a change would do, without doing it: proration lines, features
+    /// gained and lost (with the date each is lost), limits before and after,
+    /// blockers.
+    pub async fn preview_plan_change(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+    ) -> Result<PreviewView> {
+        let cur = self.current(customer).await?;
+        Ok(self.target(&cur, req).await?.1)
+    }
+
+    /// The target plan of a request and the preview of moving to it.
+    async fn target(&self, cur: &Current, req: &ChangeRequest) -> Result<(Plan, PreviewView)> {
+        let to = self.plan_version(&req.plan, req.version).await?;
+        if to.key == cur.plan.key && to.version == cur.plan.version {
+            return Err(ChangeError::Invalid {
+                field: "plan",
+                message: format!(
+                    "the customer is already on {} version {}",
+                    to.key, to.version
+                ),
+            });
+        }
+        let view = self.preview_on(cur, &to, req.timing, req.proration)?;
+        Ok((to, view))
+    }
+
+    /// Applies a change: now (upgrades by default; proration per the
+    /// request) or at period end (downgrades by default: a scheduled change).
+    /// Refused with every blocker listed unless `force`.
+    pub async fn change_plan(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+        actor: &str,
+    ) -> Result<ChangeOutcome> {
+        let _changes = CHANGES.lock().await;
+        let cur = self.current(customer).await?;
+        if cur.sub.status == SubscriptionStatus::Canceled {
+            return Err(ChangeError::Conflict(format!(
+                "the subscription of {customer:?} is canceled; subscribe again instead"
+            )));
+        }
+        let (to, view) = self.target(&cur, req).await?;
+        let blockers = view.preview.blockers.clone();
+        if !blockers.is_empty() && !req.force {
+            return Err(ChangeError::Blocked {
+                blockers,
+                preview: Box::new(view.preview),
+            });
+        }
+        let now = self.engine.now();
+        if view.preview.timing == ChangeTiming::PeriodEnd {
+            if cur.sub.status == SubscriptionStatus::Trialing {
+                return Err(ChangeError::Conflict(
+                    "the subscription is trialing: change it now (timing = immediately) or \
+                     convert the trial first"
+                        .to_string(),
+                ));
+            }
+            self.refuse_if_scheduled(customer).await?;
+            let scheduled = ScheduledChangeRecord {
+                id: mint("sch"),
+                customer_id: customer.to_string(),
+                action: ACTION_CHANGE_PLAN.to_string(),
+                to_plan: Some(to.key.clone()),
+                to_version: Some(to.version),
+                effective_at: view.preview.effective_at,
+                state: PENDING.to_string(),
+                actor: actor.to_string(),
+                reason: req.reason.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            self.store
+                .changes()
+                .put_scheduled_change(&scheduled)
+                .await?;
+            return Ok(ChangeOutcome {
+                state: ChangeState::Scheduled,
+                view,
+                change: None,
+                scheduled: Some(scheduled),
+                pending_items: Vec::new(),
+                invoice_id: None,
+                excess: blockers,
+                superseded: None,
+                subscription: cur.sub,
+            });
+        }
+
+        let subscription = self.move_to(&cur.sub, &to, None).await?;
+        let change_id = mint("pch");
+        let (pending_items, invoice_id) = self
+            .record_proration(customer, &change_id, req.proration, &view)
+            .await?;
+        let superseded = self
+            .supersede_scheduled(customer, &change_id, now, false)
+            .await?;
+        let change = PlanChangeRecord {
+            id: change_id,
+            customer_id: customer.to_string(),
+            kind: kind_of(view.preview.direction).to_string(),
+            from_plan: Some(cur.plan.key.clone()),
+            from_version: Some(cur.plan.version),
+            to_plan: to.key.clone(),
+            to_version: to.version,
+            effective_at: view.preview.effective_at,
+            requested_at: now,
+            actor: actor.to_string(),
+            reason: req.reason.clone(),
+            details: json!({
+                "direction": view.preview.direction,
+                "timing": view.preview.timing,
+                "proration_behavior": req.proration,
+                "proration_lines": view.preview.proration_lines,
+                "proration_total": view.preview.proration_total,
+                "pending_items": pending_items.iter().map(|i| &i.id).collect::<Vec<_>>(),
+                "invoice_id": invoice_id,
+                "features_gained": view.preview.features_gained,
+                "features_lost": view.preview.features_lost,
+                "limits": view.preview.limits,
+                "forced": !blockers.is_empty(),
+                "excess": blockers,
+            }),
+        };
+        self.store.changes().insert_plan_change(&change).await?;
+        Ok(ChangeOutcome {
+            state: ChangeState::Applied,
+            view,
+            change: Some(change),
+            scheduled: None,
+            pending_items,
+            invoice_id,
+            excess: blockers,
+            superseded,
+            subscription,
+        })
+    }
+
+    /// Puts the customer on `to` in the engine from now, keeping the billing
+    /// anchor, the status and the trial end (unless `status` is given).
+    async fn move_to(
+        &self,
+        sub: &SubscriptionRecord,
+        to: &Plan,
+        status: Option<SubscriptionStatus>,
+    ) -> Result<SubscriptionRecord> {
+        let status = status.unwrap_or(sub.status);
+        Ok(self
+            .engine
+            .subscribe(
+                &sub.customer_id,
+                &to.key,
+                SubscribeOptions {
+                    status: Some(status),
+                    anchor: Some(sub.anchor),
+                    trial_ends_at: if status == SubscriptionStatus::Trialing {
+                        sub.trial_ends_at
+                    } else {
+                        None
+                    },
+                    version: Some(to.version),
+                },
+            )
+            .await?)
+    }
+
+    /// Records the proration lines of an applied change as the behaviour asks:
+    /// pending items (`next_invoice`: they wait for the next invoice;
+    /// `invoice_now`: they go at once on an off-cycle invoice, issued when
+    /// `auto_issue` is on), nothing for `none`.
+    async fn record_proration(
+        &self,
+        customer: &str,
+        change_id: &str,
+        behavior: ProrationBehavior,
+        view: &PreviewView,
+    ) -> Result<(Vec<PendingItemRecord>, Option<String>)> {
+        let preview = &view.preview;
+        if behavior == ProrationBehavior::None || preview.proration_lines.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let record = self
+            .engine
+            .customer(customer)
+            .ok_or_else(|| EngineError::UnknownCustomer(customer.to_string()))?;
+        let now = self.engine.now();
+        let mut items = Vec::with_capacity(preview.proration_lines.len());
+        for line in &preview.proration_lines {
+            let mut value = serde_json::to_value(line)
+                .map_err(|e| BillingError::Invalid(format!("proration line: {e}")))?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("plan_change_id".to_string(), json!(change_id));
+            }
+            let item = PendingItemRecord {
+                id: mint("pii"),
+                customer_id: customer.to_string(),
+                line: value,
+                amount: line.amount,
+                currency: record.currency.clone(),
+                created_at: now,
+                invoice_id: None,
+            };
+            self.store.changes().insert_pending_item(&item).await?;
+            items.push(item);
+        }
+        if behavior != ProrationBehavior::InvoiceNow {
+            return Ok((items, None));
+        }
+        let mut invoice = Invoice::off_cycle(
+            mint("inv"),
+            customer.to_string(),
+            crate::run::currency_of(&record)?,
+            Period::new(preview.effective_at, view.period.end)
+                .map_err(|e| BillingError::Invalid(e.to_string()))?,
+            preview.proration_lines.clone(),
+            crate::run::tax_rule(self, &record)?,
+            now,
+        );
+        invoice.issuer = self.config.issuer.clone();
+        invoice.bill_to = crate::run::bill_to(&record);
+        invoice.memo = Some(format!("Plan change {change_id}"));
+        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let stored = self
+            .store
+            .billing()
+            .insert_invoice(&NewInvoice {
+                invoice,
+                kind: InvoiceKind::OffCycle,
+                pending_items: ids.clone(),
+            })
+            .await?;
+        let invoice_id = stored.invoice.id;
+        self.store
+            .changes()
+            .attach_pending_items(&ids, &invoice_id)
+            .await?;
+        for i in &mut items {
+            i.invoice_id = Some(invoice_id.clone());
+        }
+        if self.config.auto_issue {
+            self.store
+                .billing()
+                .issue_invoice(
+                    &invoice_id,
+                    &self.config.invoice_prefix,
+                    now,
+                    self.due_at(now),
+                )
+                .await?;
+        }
+        Ok((items, Some(invoice_id)))
+    }
+
+    async fn refuse_if_scheduled(&self, customer: &str) -> Result<()> {
+        if let Some(s) = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?
+        {
+            return Err(ChangeError::Conflict(format!(
+                "{} is already scheduled for {} ({}); cancel it first \
+                 (DELETE /v1/customers/{customer}/subscription/scheduled)",
+                describe(&s),
+                s.effective_at,
+                s.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cancels the customer's pending scheduled change because `by` replaced
+    /// it. A trial expiry is kept unless `trial_too`.
+    async fn supersede_scheduled(
+        &self,
+        customer: &str,
+        by: &str,
+        now: Timestamp,
+        trial_too: bool,
+    ) -> Result<Option<ScheduledChangeRecord>> {
+        let Some(mut s) = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if s.action == ACTION_TRIAL_EXPIRE && !trial_too {
+            return Ok(None);
+        }
+        s.state = CANCELED.to_string();
+        s.updated_at = now;
+        s.reason = Some(format!("superseded by {by}"));
+        self.store.changes().put_scheduled_change(&s).await?;
+        Ok(Some(s))
+    }
+
+    /// The customer's pending scheduled change.
+    pub async fn scheduled_change(&self, customer: &str) -> Result<Option<ScheduledChangeRecord>> {
+        self.require_customer(customer)?;
+        Ok(self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?)
+    }
+
+    /// Cancels the customer's pending scheduled change (a downgrade or a
+    /// cancellation at period end). A trial's expiry is not canceled this way:
+    /// convert the trial.
+    pub async fn cancel_scheduled_change(
+        &self,
+        customer: &str,
+        actor: &str,
+    ) -> Result<ScheduledChangeRecord> {
+        let _changes = CHANGES.lock().await;
+        let mut s = self
+            .scheduled_change(customer)
+            .await?
+            .ok_or_else(|| ChangeError::NoScheduledChange(customer.to_string()))?;
+        if s.action == ACTION_TRIAL_EXPIRE {
+            return Err(ChangeError::Conflict(
+                "a trial's expiry is not canceled: convert the trial instead".to_string(),
+            ));
+        }
+        s.state = CANCELED.to_string();
+        s.updated_at = self.engine.now();
+        s.reason = Some(format!("canceled by {actor}"));
+        self.store.changes().put_scheduled_change(&s).await?;
+        Ok(s)
+    }
+
+    fn require_customer(&self, customer: &str) -> Result<()> {
+        match self.engine.customer(customer) {
+            Some(_) => Ok(()),
+            None => Err(EngineError::UnknownCustomer(customer.to_string()).into()),
+        }
+    }
+
+    /// The customer's plan-change history, oldest first.
+    pub async fn plan_change_history(&self, customer: &str) -> Result<Vec<PlanChangeRecord>> {
+        self.require_customer(customer)?;
+        Ok(self.store.changes().plan_changes(customer).await?)
+    }
+
+    /// Subscribes a customer (first subscription, or a plan set directly by
+    /// an operator) and records it: `trial_start` when trialing, else
+    /// `subscribe`. A trial's expiry is scheduled.
+    pub async fn subscribe(
+        &self,
+        customer: &str,
+        plan: &str,
+        opts: SubscribeOptions,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<SubscriptionRecord> {
+        let _changes = CHANGES.lock().await;
+        self.subscribe_unlocked(customer, plan, opts, actor, reason)
+            .await
+    }
+
+    async fn subscribe_unlocked(
+        &self,
+        customer: &str,
+        plan: &str,
+        opts: SubscribeOptions,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<SubscriptionRecord> {
+        let before = self.engine.subscription(customer)?;
+        let sub = self.engine.subscribe(customer, plan, opts).await?;
+        self.record_subscribe(before.as_ref(), &sub, actor, reason)
+            .await?;
+        Ok(sub)
+    }
+
+    async fn record_subscribe(
+        &self,
+        before: Option<&SubscriptionRecord>,
+        sub: &SubscriptionRecord,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<PlanChangeRecord> {
+        let now = self.engine.now();
+        let customer = sub.customer_id.as_str();
+        let trialing = sub.status == SubscriptionStatus::Trialing;
+        let id = mint("pch");
+        self.supersede_scheduled(customer, &id, now, true).await?;
+        if let (true, Some(ends)) = (trialing, sub.trial_ends_at) {
+            let expiry = ScheduledChangeRecord {
+                id: mint("sch"),
+                customer_id: customer.to_string(),
+                action: ACTION_TRIAL_EXPIRE.to_string(),
+                to_plan: Some(sub.plan_key.clone()),
+                to_version: Some(sub.plan_version),
+                effective_at: ends,
+                state: PENDING.to_string(),
+                actor: actor.to_string(),
+                reason: None,
+                created_at: now,
+                updated_at: now,
+            };
+            self.store.changes().put_scheduled_change(&expiry).await?;
+        }
+        let change = PlanChangeRecord {
+            id,
+            customer_id: customer.to_string(),
+            kind: if trialing { "trial_start" } else { "subscribe" }.to_string(),
+            from_plan: before.map(|b| b.plan_key.clone()),
+            from_version: before.map(|b| b.plan_version),
+            to_plan: sub.plan_key.clone(),
+            to_version: sub.plan_version,
+            effective_at: now,
+            requested_at: now,
+            actor: actor.to_string(),
+            reason,
+            details: json!({
+                "status": sub.status,
+                "anchor": sub.anchor,
+                "trial_ends_at": sub.trial_ends_at,
+            }),
+        };
+        self.store.changes().insert_plan_change(&change).await?;
+        Ok(change)
+    }
+
+    /// Starts a trial of a plan now, for `days` (default: the plan's trial
+    /// days). The customer must have no live subscription. The period is
+    /// anchored at the trial's start; its expiry is scheduled.
+    pub async fn start_trial(
+        &self,
+        customer: &str,
+        req: &TrialRequest,
+        actor: &str,
+    ) -> Result<SubscriptionOutcome> {
+        let _changes = CHANGES.lock().await;
+        self.require_customer(customer)?;
+        if let Some(s) = self.engine.subscription(customer)? {
+            if s.status != SubscriptionStatus::Canceled {
+                return Err(ChangeError::Conflict(format!(
+                    "{customer:?} is already subscribed ({} v{}, {}); a trial starts a new \
+                     subscription: change the plan instead",
+                    s.plan_key,
+                    s.plan_version,
+                    s.status.as_str()
+                )));
+            }
+        }
+        let plan = self.plan_version(&req.plan, req.version).await?;
+        let days = req
+            .days
+            .or(plan.trial_days)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| ChangeError::Invalid {
+                field: "trial_days",
+                message: format!("plan {:?} has no trial days: give trial_days", plan.key),
+            })?;
+        let now = self.engine.now();
+        let ends = now
+            .checked_add(SignedDuration::from_hours(24 * i64::from(days)))
+            .map_err(|e| ChangeError::Invalid {
+                field: "trial_days",
+                message: e.to_string(),
+            })?;
+        let sub = self
+            .subscribe_unlocked(
+                customer,
+                &plan.key,
+                SubscribeOptions {
+                    status: Some(SubscriptionStatus::Trialing),
+                    anchor: Some(now),
+                    trial_ends_at: Some(ends),
+                    version: Some(plan.version),
+                },
+                actor,
+                req.reason.clone(),
+            )
+            .await?;
+        let scheduled = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?;
+        let change = self.store.changes().plan_changes(customer).await?.pop();
+        Ok(SubscriptionOutcome {
+            state: ChangeState::Applied,
+            subscription: sub,
+            change,
+            scheduled,
+        })
+    }
+
+    /// Converts a trial into a paid subscription now: status `active`, the
+    /// billing period re-anchored at the conversion (the first paid period
+    /// starts now, with fresh allowances), the scheduled expiry canceled.
+    pub async fn convert_trial(
+        &self,
+        customer: &str,
+        reason: Option<String>,
+        actor: &str,
+    ) -> Result<SubscriptionOutcome> {
+        let _changes = CHANGES.lock().await;
+        let sub = self.subscription_of(customer)?;
+        if sub.status != SubscriptionStatus::Trialing {
+            return Err(ChangeError::Conflict(format!(
+                "{customer:?} is not trialing (status {})",
+                sub.status.as_str()
+            )));
+        }
+        let now = self.engine.now();
+        let subscription = self
+            .engine
+            .subscribe(
+                customer,
+                &sub.plan_key,
+                SubscribeOptions {
+                    status: Some(SubscriptionStatus::Active),
+                    anchor: Some(now),
+                    trial_ends_at: None,
+                    version: Some(sub.plan_version),
+                },
+            )
+            .await?;
+        let id = mint("pch");
+        self.supersede_scheduled(customer, &id, now, true).await?;
+        let change = PlanChangeRecord {
+            id,
+            customer_id: customer.to_string(),
+            kind: "trial_convert".to_string(),
+            from_plan: Some(sub.plan_key.clone()),
+            from_version: Some(sub.plan_version),
+            to_plan: sub.plan_key.clone(),
+            to_version: sub.plan_version,
+            effective_at: now,
+            requested_at: now,
+            actor: actor.to_string(),
+            reason,
+            details: json!({
+                "trial_started_at": sub.anchor,
+                "trial_ends_at": sub.trial_ends_at,
+                "anchor": now,
+            }),
+        };
+        self.store.changes().insert_plan_change(&change).await?;
+        Ok(SubscriptionOutcome {
+            state: ChangeState::Applied,
+            subscription,
+            change: Some(change),
+            scheduled: None,
+        })
+    }
+
+    /// Sets the subscription's status directly (an operator's `PATCH`):
+    /// becoming `canceled` is recorded as `cancel` (and cancels any scheduled
+    /// change), leaving `canceled` as `reactivate`; other moves (`past_due`,
+    /// back to `active`) are not plan changes and are not recorded.
+    pub async fn set_subscription_status(
+        &self,
+        customer: &str,
+        status: SubscriptionStatus,
+        actor: &str,
+    ) -> Result<SubscriptionRecord> {
+        let _changes = CHANGES.lock().await;
+        let before = self.subscription_of(customer)?;
+        let canceled = SubscriptionStatus::Canceled;
+        if status == canceled && before.status != canceled {
+            let now = self.engine.now();
+            self.cancel_now(&before, mint("pch"), "cancel", now, actor, None)
+                .await?;
+            return self.subscription_of(customer);
+        }
+        let after = self
+            .engine
+            .set_subscription_status(customer, status)
+            .await?;
+        if before.status == canceled && status != canceled {
+            let now = self.engine.now();
+            let change = PlanChangeRecord {
+                id: mint("pch"),
+                customer_id: customer.to_string(),
+                kind: "reactivate".to_string(),
+                from_plan: Some(before.plan_key.clone()),
+                from_version: Some(before.plan_version),
+                to_plan: after.plan_key.clone(),
+                to_version: after.plan_version,
+                effective_at: now,
+                requested_at: now,
+                actor: actor.to_string(),
+                reason: None,
+                details: json!({ "status": after.status }),
+            };
+            self.store.changes().insert_plan_change(&change).await?;
+        }
+        Ok(after)
+    }
+
+    /// Cancels the subscription at the end of the current period (scheduled,
+    /// cancellable) or now (requests are denied from now; no proration).
+    pub async fn cancel_subscription(
+        &self,
+        customer: &str,
+        req: &CancelRequest,
+        actor: &str,
+    ) -> Result<SubscriptionOutcome> {
+        let _changes = CHANGES.lock().await;
+        let cur = self.current(customer).await?;
+        if cur.sub.status == SubscriptionStatus::Canceled {
+            return Err(ChangeError::Conflict(format!(
+                "the subscription of {customer:?} is already canceled"
+            )));
+        }
+        let now = self.engine.now();
+        let pending = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?;
+        if let (true, Some(expiry)) = (
+            req.at_period_end,
+            pending.filter(|p| p.action == ACTION_TRIAL_EXPIRE),
+        ) {
+            // A trial already ends on its own: that is its "period end".
+            return Ok(SubscriptionOutcome {
+                state: ChangeState::Scheduled,
+                subscription: cur.sub,
+                change: None,
+                scheduled: Some(expiry),
+            });
+        }
+        if req.at_period_end {
+            self.refuse_if_scheduled(customer).await?;
+            let scheduled = ScheduledChangeRecord {
+                id: mint("sch"),
+                customer_id: customer.to_string(),
+                action: ACTION_CANCEL.to_string(),
+                to_plan: None,
+                to_version: None,
+                effective_at: cur.period.end,
+                state: PENDING.to_string(),
+                actor: actor.to_string(),
+                reason: req.reason.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            self.store
+                .changes()
+                .put_scheduled_change(&scheduled)
+                .await?;
+            return Ok(SubscriptionOutcome {
+                state: ChangeState::Scheduled,
+                subscription: cur.sub,
+                change: None,
+                scheduled: Some(scheduled),
+            });
+        }
+        let id = mint("pch");
+        let change = self
+            .cancel_now(&cur.sub, id, "cancel", now, actor, req.reason.clone())
+            .await?;
+        Ok(SubscriptionOutcome {
+            state: ChangeState::Applied,
+            subscription: self.subscription_of(customer)?,
+            change: Some(change),
+            scheduled: None,
+        })
+    }
+
+    async fn cancel_now(
+        &self,
+        sub: &SubscriptionRecord,
+        id: String,
+        kind: &str,
+        effective_at: Timestamp,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<PlanChangeRecord> {
+        let customer = sub.customer_id.as_str();
+        self.engine.cancel(customer).await?;
+        let now = self.engine.now();
+        self.supersede_scheduled(customer, &id, now, true).await?;
+        let change = PlanChangeRecord {
+            id,
+            customer_id: customer.to_string(),
+            kind: kind.to_string(),
+            from_plan: Some(sub.plan_key.clone()),
+            from_version: Some(sub.plan_version),
+            to_plan: sub.plan_key.clone(),
+            to_version: sub.plan_version,
+            effective_at,
+            requested_at: now,
+            actor: actor.to_string(),
+            reason,
+            details: json!({ "status_before": sub.status }),
+        };
+        self.store.changes().insert_plan_change(&change).await?;
+        Ok(change)
+    }
+
+    /// Applies every scheduled change due at `now` (downgrades and
+    /// cancellations at period end, trial expiries). The billing worker calls
+    /// it on its clock. A change that fails stays pending and is retried.
+    pub async fn apply_due_changes(&self, now: Timestamp) -> Result<DueReport> {
+        let _changes = CHANGES.lock().await;
+        let mut report = DueReport::default();
+        for s in self.store.changes().scheduled_changes_due(now).await? {
+            match self.apply_scheduled(&s).await {
+                Ok(Some(change)) => report.applied.push(change),
+                Ok(None) => report.dropped.push(s),
+                Err(e) => {
+                    tracing::warn!(scheduled = %s.id, customer = %s.customer_id, error = %e,
+                        "a scheduled plan change failed; it stays pending");
+                    report.failed.push((s.id.clone(), e.to_string()));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Applies one due change; `None` when it no longer applies (the
+    /// subscription is gone or canceled, or the trial was converted).
+    async fn apply_scheduled(&self, s: &ScheduledChangeRecord) -> Result<Option<PlanChangeRecord>> {
+        let customer = s.customer_id.as_str();
+        let sub = self.engine.subscription(customer)?;
+        let live = sub
+            .clone()
+            .filter(|sub| sub.status != SubscriptionStatus::Canceled);
+        let applies = match (s.action.as_str(), &live) {
+            (_, None) => false,
+            (ACTION_TRIAL_EXPIRE, Some(sub)) => sub.status == SubscriptionStatus::Trialing,
+            (ACTION_CHANGE_PLAN | ACTION_CANCEL, Some(_)) => true,
+            _ => false,
+        };
+        let now = self.engine.now();
+        let mut done = s.clone();
+        done.updated_at = now;
+        let (Some(sub), true) = (live, applies) else {
+            done.state = CANCELED.to_string();
+            done.reason = Some("no longer applies".to_string());
+            self.store.changes().put_scheduled_change(&done).await?;
+            return Ok(None);
+        };
+        let id = mint("pch");
+        let change = match s.action.as_str() {
+            ACTION_CHANGE_PLAN => {
+                let (Some(plan), version) = (&s.to_plan, s.to_version) else {
+                    return Err(ChangeError::Invalid {
+                        field: "to_plan",
+                        message: format!("scheduled change {} names no plan", s.id),
+                    });
+                };
+                self.apply_scheduled_plan(&sub, s, plan, version, id, now)
+                    .await?
+            }
+            kind => {
+                let kind = if kind == ACTION_CANCEL {
+                    "cancel"
+                } else {
+                    "trial_expire"
+                };
+                self.cancel_now(&sub, id, kind, s.effective_at, &s.actor, s.reason.clone())
+                    .await?
+            }
+        };
+        done.state = APPLIED.to_string();
+        self.store.changes().put_scheduled_change(&done).await?;
+        Ok(Some(change))
+    }
+
+    async fn apply_scheduled_plan(
+        &self,
+        sub: &SubscriptionRecord,
+        s: &ScheduledChangeRecord,
+        plan: &str,
+        version: Option<u32>,
+        id: String,
+        now: Timestamp,
+    ) -> Result<PlanChangeRecord> {
+        let from = self
+            .plan_version(&sub.plan_key, Some(sub.plan_version))
+            .await?;
+        let to = self.plan_version(plan, version).await?;
+        let subscription = self.move_to(sub, &to, None).await?;
+        // What does not fit now is recorded as excess: the change was accepted
+        // when it was scheduled.
+        let cur = self.current(&sub.customer_id).await?;
+        let excess = preview_change(&ChangeInput {
+            from: &from,
+            to: &to,
+            period: cur.period,
+            at: now.max(cur.period.start).min(cur.period.end),
+            timing: Some(ChangeTiming::Immediately),
+            proration: ProrationBehavior::None,
+            usage: cur.usage.clone(),
+            gauges: cur.gauges.clone(),
+        })
+        .map(|p| p.blockers)
+        .unwrap_or_default();
+        let change = PlanChangeRecord {
+            id,
+            customer_id: sub.customer_id.clone(),
+            kind: kind_of(ChangeDirection::between(&from, &to)).to_string(),
+            from_plan: Some(from.key.clone()),
+            from_version: Some(from.version),
+            to_plan: to.key.clone(),
+            to_version: to.version,
+            effective_at: s.effective_at,
+            requested_at: s.created_at,
+            actor: s.actor.clone(),
+            reason: s.reason.clone(),
+            details: json!({
+                "scheduled_change": s.id,
+                "applied_at": now,
+                "applied_by": WORKER,
+                "status": subscription.status,
+                "forced": false,
+                "excess": excess,
+            }),
+        };
+        self.store.changes().insert_plan_change(&change).await?;
+        Ok(change)
+    }
+
+    // ---- plan version migration ---------------------------------------------------------
+
+    /// Who would gain and lose what if the subscribers of `plan` moved to
+    /// another version (default: the latest), with each one's blockers.
+    pub async fn preview_migration(
+        &self,
+        plan: &str,
+        req: &MigrationRequest,
+    ) -> Result<MigrationPreview> {
+        let to = self.plan_version(plan, req.to_version).await?;
+        if let Some(v) = req.from_version {
+            self.plan_version(plan, Some(v)).await?;
+        }
+        let mut differences = BTreeMap::new();
+        let mut customers = Vec::new();
+        for sub in self.store.all_subscriptions().await? {
+            let wanted = match req.from_version {
+                Some(v) => sub.plan_version == v,
+                None => sub.plan_version != to.version,
+            };
+            if sub.plan_key != plan
+                || !wanted
+                || sub.status == SubscriptionStatus::Canceled
+                || self
+                    .engine
+                    .customer(&sub.customer_id)
+                    .is_none_or(|c| c.deleted_at.is_some())
+            {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                differences.entry(sub.plan_version)
+            {
+                let from = self.plan_version(plan, Some(sub.plan_version)).await?;
+                slot.insert(diff_plans(&from, &to));
+            }
+            let diff = differences
+                .get(&sub.plan_version)
+                .cloned()
+                .unwrap_or_default();
+            let cur = self.current(&sub.customer_id).await?;
+            let blockers = self
+                .preview_on(
+                    &cur,
+                    &to,
+                    Some(ChangeTiming::Immediately),
+                    ProrationBehavior::None,
+                )?
+                .preview
+                .blockers;
+            let lines = |effect: DiffEffect| -> Vec<String> {
+                diff.iter()
+                    .filter(|d| d.effect == effect)
+                    .map(|d| d.summary.clone())
+                    .collect()
+            };
+            customers.push(MigrationCustomer {
+                customer_id: sub.customer_id.clone(),
+                from_version: sub.plan_version,
+                gains: lines(DiffEffect::Gain),
+                losses: lines(DiffEffect::Loss),
+                changes: lines(DiffEffect::Change),
+                blockers,
+            });
+        }
+        Ok(MigrationPreview {
+            plan: plan.to_string(),
+            to_version: to.version,
+            differences,
+            customers,
+        })
+    }
+
+    /// Moves the subscribers of `plan` to another version now (no proration:
+    /// what was billed for the current period stays as billed). Customers
+    /// with blockers stay unless `force`.
+    pub async fn migrate_plan(
+        &self,
+        plan: &str,
+        req: &MigrationRequest,
+        actor: &str,
+    ) -> Result<MigrationOutcome> {
+        let _changes = CHANGES.lock().await;
+        let preview = self.preview_migration(plan, req).await?;
+        let to = self.plan_version(plan, Some(preview.to_version)).await?;
+        let now = self.engine.now();
+        let mut migrated = Vec::new();
+        let mut skipped = Vec::new();
+        for c in preview.customers {
+            if !c.blockers.is_empty() && !req.force {
+                skipped.push(c);
+                continue;
+            }
+            let sub = self.subscription_of(&c.customer_id)?;
+            self.move_to(&sub, &to, None).await?;
+            let change = PlanChangeRecord {
+                id: mint("pch"),
+                customer_id: c.customer_id.clone(),
+                kind: "migrate".to_string(),
+                from_plan: Some(plan.to_string()),
+                from_version: Some(c.from_version),
+                to_plan: plan.to_string(),
+                to_version: to.version,
+                effective_at: now,
+                requested_at: now,
+                actor: actor.to_string(),
+                reason: req.reason.clone(),
+                details: json!({
+                    "gains": c.gains,
+                    "losses": c.losses,
+                    "changes": c.changes,
+                    "forced": !c.blockers.is_empty(),
+                    "excess": c.blockers,
+                }),
+            };
+            self.store.changes().insert_plan_change(&change).await?;
+            migrated.push(change);
+        }
+        Ok(MigrationOutcome {
+            plan: plan.to_string(),
+            to_version: to.version,
+            migrated,
+            skipped,
+        })
+    }
+}
+
+/// "a downgrade to basic v1", "a cancellation", "the trial's expiry".
+fn describe(s: &ScheduledChangeRecord) -> String {
+    match (s.action.as_str(), &s.to_plan, s.to_version) {
+        (ACTION_CHANGE_PLAN, Some(p), Some(v)) => format!("a change to {p} v{v}"),
+        (ACTION_CANCEL, ..) => "a cancellation".to_string(),
+        (ACTION_TRIAL_EXPIRE, ..) => "the trial's expiry".to_string(),
+        _ => format!("a {} change", s.action),
+    }
+}

@@ -41,6 +41,15 @@ pub struct BillingConfig {
     pub tax_label: String,
     /// Issue drafts as soon as a period closes (else they wait as drafts).
     pub auto_issue: bool,
+    /// `[billing.stripe]`: collect payments with Stripe (absent: manual only).
+    pub stripe: Option<providers::stripe::StripeConfig>,
+    /// How many ended periods per subscription a scheduled run looks back
+    /// for a missing invoice (after downtime); a manual run for a month
+    /// closes that month whatever this says.
+    pub catch_up_periods: u32,
+    /// Seconds of real time between two ticks of the billing worker (what is
+    /// due is decided by the engine's clock); 0 disables the worker.
+    pub worker_interval_secs: u64,
 }
 
 impl Default for BillingConfig {
@@ -57,6 +66,9 @@ impl Default for BillingConfig {
             tax_mode: TaxMode::PerLine,
             tax_label: "Tax".to_string(),
             auto_issue: true,
+            stripe: None,
+            catch_up_periods: 3,
+            worker_interval_secs: 60,
         }
     }
 }

@@ -1,1 +1,1066 @@
-//! See the crate documentation.
+//! The invoice run: closing ended billing periods into invoices, idempotently
+//! and crash-safely; the upcoming invoice; and the invoice operations the API
+//! uses (issue, pay, void, mark uncollectible, credit, edit a draft).
+//!
+//! Rules (documented with numbers in `docs/billing.md`):
+//! - a period closes when its end is at or before the engine clock's `now`;
+//! - one cycle invoice per customer and period, enforced by the store's unique
+//!   index, so a rerun (after a crash, or twice at once) finds the first draft
+//!   and finishes it (pending items attached, issued) instead of writing a
+//!   second one;
+//! - numbers are taken when an invoice is issued, in the same transaction, so
+//!   a crash leaves no gap;
+//! - work is done in chunks ([`RunOptions::chunk`]): one pass over the ledger
+//!   for the whole run, then per chunk one transaction writing the invoices
+//!   already issued (or as drafts without `auto_issue`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tollgate_core::billing::compute::{
+    BillingError, InvoiceInput, Segment, UsageTotal, compute_invoice, project_upcoming,
+};
+use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::{Invoice, InvoiceLine, InvoiceStatus, Party, TaxRule};
+use tollgate_core::catalog::{BaseBilling, Plan};
+use tollgate_core::money::Currency;
+use tollgate_core::period::{BillingCycle, Period};
+use tollgate_core::pricing::ChargePrice;
+use tollgate_engine::EngineError;
+use tollgate_store::billing::{
+    InvoiceFilter, InvoiceKey, InvoiceKind, NewInvoice, PaymentOutcome, PaymentRecord,
+    StoredInvoice, UsageWindow,
+};
+use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord};
+use tollgate_store::{CustomerRecord, StoreError, SubscriptionRecord, SubscriptionStatus};
+
+use crate::Billing;
+use crate::changes::mint;
+
+/// Why an invoice operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvoiceError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("billing: {0}")]
+    Billing(#[from] BillingError),
+    #[error("{what} {id:?} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A field of the request is wrong (named).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+pub type Result<T, E = InvoiceError> = std::result::Result<T, E>;
+
+/// What a run closes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Close only the periods that end in this month (the CLI's
+    /// `--period 2026-11`, see [`parse_month`]): periods whose end, on the
+    /// customer's wall clock, is after the 1st at 00:00 and at or before the
+    /// next month's 1st at 00:00 (so `[Nov 1, Dec 1)` is November's).
+    /// `None`: every ended period without an invoice, looking back at most
+    /// [`crate::BillingConfig::catch_up_periods`].
+    pub month: Option<jiff::civil::Date>,
+    /// Invoices per transaction (default 1,000).
+    pub chunk: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            month: None,
+            chunk: 1_000,
+        }
+    }
+}
+
+/// Progress of a run, for a progress bar: `done` of `total` periods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// A period that could not be closed (the others still are).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailure {
+    pub customer_id: String,
+    pub period_start: Timestamp,
+    pub error: String,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The clock's `now` the run closed periods against.
+    pub now: Option<Timestamp>,
+    /// Subscriptions looked at.
+    pub subscriptions: usize,
+    /// Periods due (ended, in the requested range).
+    pub periods: usize,
+    /// Drafts written by this run.
+    pub created: usize,
+    /// Drafts of an earlier (interrupted) run finished by this one.
+    pub resumed: usize,
+    /// Periods that already had an issued invoice.
+    pub already_invoiced: usize,
+    /// Invoices issued by this run.
+    pub issued: usize,
+    pub failed: Vec<RunFailure>,
+    /// Where the run's time went (wall-clock milliseconds, for benchmarks
+    /// and logs; no rule reads them).
+    pub timings: RunTimings,
+}
+
+/// Milliseconds per phase of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimings {
+    /// Customers, subscriptions, plans, existing invoices, finishing drafts.
+    pub load_ms: u64,
+    /// Plan history and pending items per period.
+    pub prepare_ms: u64,
+    /// The one pass over the ledger.
+    pub ledger_ms: u64,
+    /// `compute_invoice` for every period.
+    pub compute_ms: u64,
+    /// Writing drafts, attaching pending items, issuing.
+    pub write_ms: u64,
+}
+
+/// Microseconds (summed per period, then turned into milliseconds).
+fn ms_micros(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One period to close.
+#[derive(Debug)]
+struct Due {
+    customer: Arc<CustomerRecord>,
+    sub: Arc<SubscriptionRecord>,
+    cycle: Arc<BillingCycle>,
+    index: u32,
+    period: Period,
+}
+
+/// A period's plans: `[from, to)` spans with the plan in force.
+#[derive(Debug)]
+struct Span {
+    plan: Arc<Plan>,
+    from: Timestamp,
+    to: Timestamp,
+}
+
+/// Feature → the properties its dimensional charge groups by.
+type GroupBy = HashMap<String, Vec<String>>;
+
+/// Published plan versions by (key, version).
+type Plans = HashMap<(String, u32), Arc<Plan>>;
+
+/// A period ready to compute: its spans, in-advance plan, pending items.
+#[derive(Debug)]
+struct Prepared {
+    due: Due,
+    spans: Vec<Span>,
+    advance: Option<(Arc<Plan>, Period)>,
+    pending: Vec<PendingItemRecord>,
+}
+
+/// The plan in force at `t` for a customer whose history from the run's
+/// earliest period on is `changes` (by `effective_at`), `current` otherwise.
+fn plan_at<'c>(
+    changes: &'c [PlanChangeRecord],
+    current: (&'c str, u32),
+    t: Timestamp,
+) -> (&'c str, u32) {
+    if let Some(c) = changes.iter().rev().find(|c| c.effective_at <= t) {
+        return (c.to_plan.as_str(), c.to_version);
+    }
+    match changes.first() {
+        Some(c) => match (&c.from_plan, c.from_version) {
+            (Some(p), Some(v)) => (p.as_str(), v),
+            _ => (c.to_plan.as_str(), c.to_version),
+        },
+        None => current,
+    }
+}
+
+/// The spans of `period`: split at every plan change strictly inside it.
+fn spans_of(
+    plans: &Plans,
+    changes: &[PlanChangeRecord],
+    sub: &SubscriptionRecord,
+    period: Period,
+) -> Result<Vec<Span>> {
+    let current = (sub.plan_key.as_str(), sub.plan_version);
+    let mut cuts = vec![period.start];
+    cuts.extend(
+        changes
+            .iter()
+            .map(|c| c.effective_at)
+            .filter(|t| *t > period.start && *t < period.end),
+    );
+    cuts.push(period.end);
+    cuts.dedup();
+    let mut spans = Vec::with_capacity(cuts.len() - 1);
+    for w in cuts.windows(2) {
+        let (key, version) = plan_at(changes, current, w[0]);
+        spans.push(Span {
+            plan: plan_of(plans, key, version)?,
+            from: w[0],
+            to: w[1],
+        });
+    }
+    Ok(spans)
+}
+
+fn plan_of(plans: &Plans, key: &str, version: u32) -> Result<Arc<Plan>> {
+    plans
+        .get(&(key.to_string(), version))
+        .cloned()
+        .ok_or_else(|| InvoiceError::NotFound {
+            what: "plan version",
+            id: format!("{key}@{version}"),
+        })
+}
+
+/// Feature → the properties its charge groups by, for every dimensional
+/// charge of a plan.
+fn group_by(plan: &Plan) -> GroupBy {
+    plan.charges
+        .iter()
+        .filter_map(|c| match &c.price {
+            ChargePrice::Dimensional(d) => Some((c.metric.clone(), d.group_by.clone())),
+            ChargePrice::Single(_) => None,
+        })
+        .collect()
+}
+
+/// The periods of a subscription the run closes, oldest first.
+fn due_periods(
+    cycle: &BillingCycle,
+    sub: &SubscriptionRecord,
+    now: Timestamp,
+    month: Option<jiff::civil::Date>,
+    catch_up: u32,
+) -> Vec<(u32, Period)> {
+    let Ok(current) = cycle.index_containing(now) else {
+        return Vec::new();
+    };
+    let ends_between = match month.map(|m| month_bounds(m, &cycle.time_zone)) {
+        Some(Some(b)) => Some(b),
+        Some(None) => return Vec::new(),
+        None => None,
+    };
+    let mut out = Vec::new();
+    let mut n = current;
+    while n > 0 {
+        n -= 1;
+        let Ok(p) = cycle.period_index(n) else { break };
+        match ends_between {
+            Some((from, to)) => {
+                if p.end <= from {
+                    break;
+                }
+                if p.end > to {
+                    continue;
+                }
+            }
+            None => {
+                if current - n > catch_up.max(1) {
+                    break;
+                }
+            }
+        }
+        // Nothing is billed for a period that starts after a cancellation or
+        // lies entirely in a trial.
+        if sub.canceled_at.is_some_and(|c| p.start >= c) {
+            continue;
+        }
+        if sub.trial_ends_at.is_some_and(|t| p.end <= t) {
+            continue;
+        }
+        out.push((n, p));
+    }
+    out.reverse();
+    out
+}
+
+/// The tax rule of a customer: `metadata.tax_rate` (a fraction, as a string
+/// or a number) or the configured default.
+pub(crate) fn tax_rule(billing: &Billing, customer: &CustomerRecord) -> Result<TaxRule> {
+    let rate = match customer.metadata.get("tax_rate") {
+        None | Some(serde_json::Value::Null) => billing.config.default_tax_rate,
+        Some(v) => {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let rate = Decimal::from_str_exact(&text).map_err(|_| InvoiceError::Invalid {
+                field: "metadata.tax_rate",
+                message: format!("{text:?} is not a decimal fraction"),
+            })?;
+            if rate < Decimal::ZERO || rate > Decimal::ONE {
+                return Err(InvoiceError::Invalid {
+                    field: "metadata.tax_rate",
+                    message: format!("{rate} is not between 0 and 1"),
+                });
+            }
+            rate
+        }
+    };
+    Ok(TaxRule {
+        rate,
+        mode: billing.config.tax_mode,
+        label: billing.config.tax_label.clone(),
+    })
+}
+
+/// The customer as printed on the invoice (name, e-mail, and from metadata
+/// `address` (lines) and `tax_id`).
+pub(crate) fn bill_to(customer: &CustomerRecord) -> Party {
+    let address = customer
+        .metadata
+        .get("address")
+        .and_then(|a| a.as_array())
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Party {
+        name: customer.name.clone().unwrap_or_else(|| customer.id.clone()),
+        email: customer.email.clone(),
+        address,
+        tax_id: customer
+            .metadata
+            .get("tax_id")
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+    }
+}
+
+pub(crate) fn currency_of(customer: &CustomerRecord) -> Result<Currency> {
+    Currency::from_code(&customer.currency).map_err(|e| InvoiceError::Invalid {
+        field: "currency",
+        message: e.to_string(),
+    })
+}
+
+fn pending_lines(items: &[PendingItemRecord]) -> Result<Vec<InvoiceLine>> {
+    items
+        .iter()
+        .map(|i| {
+            serde_json::from_value(i.line.clone()).map_err(|e| {
+                InvoiceError::Store(StoreError::Corrupt(format!("pending item {}: {e}", i.id)))
+            })
+        })
+        .collect()
+}
+
+fn cycle_of(plan: &Plan, sub: &SubscriptionRecord, customer: &CustomerRecord) -> BillingCycle {
+    let tz = TimeZone::get(&customer.time_zone).unwrap_or(TimeZone::UTC);
+    BillingCycle::new(plan.interval, plan.anchoring, sub.anchor, tz)
+}
+
+impl Billing {
+    /// Every published plan version, by (key, version).
+    async fn all_plans(&self) -> Result<Plans> {
+        let mut plans = HashMap::new();
+        for r in self.store.plan_versions().await? {
+            match serde_json::from_value::<Plan>(r.definition) {
+                Ok(mut p) => {
+                    p.version = r.version;
+                    plans.insert((r.plan_key, r.version), Arc::new(p));
+                }
+                Err(e) => {
+                    tracing::warn!(plan = %r.plan_key, version = r.version, error = %e,
+                        "a published plan version is not readable");
+                }
+            }
+        }
+        Ok(plans)
+    }
+
+    /// The due date of an invoice issued at `at`.
+    pub(crate) fn due_at(&self, at: Timestamp) -> Option<Timestamp> {
+        at.checked_add(SignedDuration::from_hours(
+            24 * i64::from(self.config.payment_terms_days),
+        ))
+        .ok()
+    }
+
+    /// Closes every ended billing period that has no invoice yet (see the
+    /// module rules). `progress` is called after each chunk.
+    pub async fn run_invoices(
+        &self,
+        opts: &RunOptions,
+        progress: &(dyn Fn(RunProgress) + Send + Sync),
+    ) -> Result<RunReport> {
+        let now = self.engine.now();
+        let mut report = RunReport {
+            now: Some(now),
+            ..RunReport::default()
+        };
+        let started = std::time::Instant::now();
+        let plans = self.all_plans().await?;
+        let customers: HashMap<String, Arc<CustomerRecord>> = self
+            .store
+            .all_customers()
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), Arc::new(c)))
+            .collect();
+
+        // ---- which periods are due ----------------------------------------------
+        let mut due = Vec::new();
+        for sub in self.store.all_subscriptions().await? {
+            report.subscriptions += 1;
+            let Some(customer) = customers.get(&sub.customer_id) else {
+                continue;
+            };
+            let plan = match plan_of(&plans, &sub.plan_key, sub.plan_version) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.failed.push(RunFailure {
+                        customer_id: sub.customer_id.clone(),
+                        period_start: sub.anchor,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let cycle = Arc::new(cycle_of(&plan, &sub, customer));
+            let sub = Arc::new(sub);
+            for (index, period) in
+                due_periods(&cycle, &sub, now, opts.month, self.config.catch_up_periods)
+            {
+                due.push(Due {
+                    customer: customer.clone(),
+                    sub: sub.clone(),
+                    cycle: cycle.clone(),
+                    index,
+                    period,
+                });
+            }
+        }
+        due.sort_by(|a, b| (a.period.start, &a.customer.id).cmp(&(b.period.start, &b.customer.id)));
+        report.periods = due.len();
+        let total = due.len();
+        progress(RunProgress { done: 0, total });
+        let Some(earliest) = due.iter().map(|d| d.period.start).min() else {
+            return Ok(report);
+        };
+        let latest = due.iter().map(|d| d.period.start).max().unwrap_or(earliest);
+
+        // ---- what earlier runs did ------------------------------------------------
+        let end_of_keys = latest
+            .checked_add(SignedDuration::from_micros(1))
+            .unwrap_or(latest);
+        let existing: HashMap<(String, Timestamp), InvoiceKey> = self
+            .store
+            .billing()
+            .invoice_keys(earliest, end_of_keys)
+            .await?
+            .into_iter()
+            .map(|k| ((k.customer_id.clone(), k.period_start), k))
+            .collect();
+        let mut done = 0;
+        let mut to_resume = Vec::new();
+        let mut fresh = Vec::new();
+        for d in due {
+            match existing.get(&(d.customer.id.clone(), d.period.start)) {
+                Some(k) if k.status == InvoiceStatus::Draft => to_resume.push(k.id.clone()),
+                Some(k) => {
+                    // Issued with its pending items in one step: a crash
+                    // before they were attached is repaired here (attaching
+                    // to the same invoice again changes nothing).
+                    if !k.pending_items.is_empty() {
+                        if let Err(e) = self
+                            .store
+                            .changes()
+                            .attach_pending_items(&k.pending_items, &k.id)
+                            .await
+                        {
+                            report.failed.push(RunFailure {
+                                customer_id: k.customer_id.clone(),
+                                period_start: k.period_start,
+                                error: format!("pending items: {e}"),
+                            });
+                        }
+                    }
+                    report.already_invoiced += 1;
+                    done += 1;
+                }
+                None => fresh.push(d),
+            }
+        }
+        if !to_resume.is_empty() {
+            let mut stored = Vec::new();
+            for id in &to_resume {
+                if let Some(s) = self.store.billing().get_invoice(id).await? {
+                    stored.push(s);
+                }
+            }
+            report.resumed += stored.len();
+            let (issued, failed) = self.finish(stored, now).await?;
+            report.issued += issued;
+            report.failed.extend(failed);
+            done += to_resume.len();
+        }
+        progress(RunProgress { done, total });
+
+        // ---- plan history and pending items -------------------------------------------
+        let history_end = now
+            .checked_add(SignedDuration::from_micros(1))
+            .unwrap_or(now);
+        let mut history: HashMap<String, Vec<PlanChangeRecord>> = HashMap::new();
+        for c in self
+            .store
+            .changes()
+            .plan_changes_between(earliest, history_end)
+            .await?
+        {
+            history.entry(c.customer_id.clone()).or_default().push(c);
+        }
+        for h in history.values_mut() {
+            h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
+        }
+        let mut claimed: HashSet<String> = HashSet::new();
+        report.timings.load_ms = ms(started);
+        let started = std::time::Instant::now();
+        let mut prepared = Vec::with_capacity(fresh.len());
+        for d in fresh {
+            match self.prepare(d, &plans, &history, &mut claimed).await {
+                Ok(p) => prepared.push(p),
+                Err((d, e)) => {
+                    report.failed.push(RunFailure {
+                        customer_id: d.customer.id.clone(),
+                        period_start: d.period.start,
+                        error: e.to_string(),
+                    });
+                    done += 1;
+                }
+            }
+        }
+
+        // ---- one pass over the ledger ----------------------------------------------------
+        report.timings.prepare_ms = ms(started);
+        let started = std::time::Instant::now();
+        let mut windows = Vec::new();
+        let mut group_bys: HashMap<(String, u32), Arc<GroupBy>> = HashMap::new();
+        for p in &prepared {
+            for s in &p.spans {
+                let g = group_bys
+                    .entry((s.plan.key.clone(), s.plan.version))
+                    .or_insert_with(|| Arc::new(group_by(&s.plan)))
+                    .clone();
+                windows.push(UsageWindow {
+                    customer_id: p.due.customer.id.clone(),
+                    from: s.from,
+                    to: s.to,
+                    group_by: g,
+                });
+            }
+        }
+        let mut totals = self
+            .store
+            .billing()
+            .usage_totals(&windows)
+            .await?
+            .into_iter();
+        drop(windows);
+
+        // ---- compute, persist, issue: chunk by chunk --------------------------------------
+        report.timings.ledger_ms = ms(started);
+        let chunk = opts.chunk.max(1);
+        let mut batch: Vec<NewInvoice> = Vec::with_capacity(chunk);
+        let mut batch_len = 0;
+        for p in prepared {
+            let usage: Vec<Vec<UsageTotal>> = p
+                .spans
+                .iter()
+                .map(|_| totals.next().unwrap_or_default())
+                .collect();
+            batch_len += 1;
+            let started = std::time::Instant::now();
+            let computed = self.compute(&p, usage, now);
+            report.timings.compute_ms += ms_micros(started);
+            match computed {
+                Ok(new) => batch.push(new),
+                Err(e) => report.failed.push(RunFailure {
+                    customer_id: p.due.customer.id.clone(),
+                    period_start: p.due.period.start,
+                    error: e.to_string(),
+                }),
+            }
+            if batch_len >= chunk {
+                let started = std::time::Instant::now();
+                self.flush_batch(&mut batch, now, &mut report).await?;
+                report.timings.write_ms += ms(started);
+                done += batch_len;
+                batch_len = 0;
+                progress(RunProgress { done, total });
+            }
+        }
+        if batch_len > 0 {
+            let started = std::time::Instant::now();
+            self.flush_batch(&mut batch, now, &mut report).await?;
+            report.timings.write_ms += ms(started);
+            done += batch_len;
+            progress(RunProgress { done, total });
+        }
+        report.timings.compute_ms /= 1_000;
+        Ok(report)
+    }
+
+    /// Writes a chunk of drafts (one transaction), then finishes them.
+    async fn flush_batch(
+        &self,
+        batch: &mut Vec<NewInvoice>,
+        now: Timestamp,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let billing = self.store.billing();
+        let stored = if self.config.auto_issue {
+            // Issued as they are written: one transaction per chunk, each
+            // number taken with its invoice.
+            billing
+                .insert_issued_invoices(batch, &self.config.invoice_prefix, now, self.due_at(now))
+                .await?
+        } else {
+            billing.insert_invoices(batch).await?
+        };
+        batch.clear();
+        let mut unfinished = Vec::new();
+        for s in stored {
+            if !s.created {
+                report.resumed += 1;
+                unfinished.push(s);
+                continue;
+            }
+            report.created += 1;
+            if s.invoice.status == InvoiceStatus::Draft {
+                unfinished.push(s);
+                continue;
+            }
+            report.issued += 1;
+            if !s.pending_items.is_empty() {
+                if let Err(e) = self
+                    .store
+                    .changes()
+                    .attach_pending_items(&s.pending_items, &s.invoice.id)
+                    .await
+                {
+                    report.failed.push(RunFailure {
+                        customer_id: s.invoice.customer_id.clone(),
+                        period_start: s.invoice.period_start,
+                        error: format!("pending items: {e}"),
+                    });
+                }
+            }
+        }
+        let (issued, failed) = self.finish(unfinished, now).await?;
+        report.issued += issued;
+        report.failed.extend(failed);
+        Ok(())
+    }
+
+    /// Attaches each draft's pending items and, with `auto_issue`, issues the
+    /// drafts (one transaction, numbered in order). Returns how many were
+    /// issued and the drafts whose items could not be attached (left as
+    /// drafts for an operator).
+    async fn finish(
+        &self,
+        stored: Vec<StoredInvoice>,
+        now: Timestamp,
+    ) -> Result<(usize, Vec<RunFailure>)> {
+        let mut failed = Vec::new();
+        let mut to_issue = Vec::with_capacity(stored.len());
+        for s in stored {
+            if s.invoice.status != InvoiceStatus::Draft {
+                continue;
+            }
+            if !s.pending_items.is_empty() {
+                if let Err(e) = self
+                    .store
+                    .changes()
+                    .attach_pending_items(&s.pending_items, &s.invoice.id)
+                    .await
+                {
+                    failed.push(RunFailure {
+                        customer_id: s.invoice.customer_id.clone(),
+                        period_start: s.invoice.period_start,
+                        error: format!("pending items: {e}"),
+                    });
+                    continue;
+                }
+            }
+            to_issue.push(s.invoice.id);
+        }
+        if !self.config.auto_issue || to_issue.is_empty() {
+            return Ok((0, failed));
+        }
+        let issued = self
+            .store
+            .billing()
+            .issue_invoices(
+                &to_issue,
+                &self.config.invoice_prefix,
+                now,
+                self.due_at(now),
+            )
+            .await?;
+        Ok((issued.len(), failed))
+    }
+
+    /// The spans, in-advance plan and pending items of a due period.
+    async fn prepare(
+        &self,
+        due: Due,
+        plans: &Plans,
+        history: &HashMap<String, Vec<PlanChangeRecord>>,
+        claimed: &mut HashSet<String>,
+    ) -> std::result::Result<Prepared, (Due, InvoiceError)> {
+        let changes = history.get(&due.customer.id).map_or(&[][..], Vec::as_slice);
+        let spans = match spans_of(plans, changes, &due.sub, due.period) {
+            Ok(s) => s,
+            Err(e) => return Err((due, e)),
+        };
+        let mut advance = None;
+        let last = spans.last().map(|s| s.plan.clone());
+        if let Some(plan) = last.filter(|p| p.billing == BaseBilling::InAdvance) {
+            let canceled = due.sub.canceled_at.is_some_and(|c| c <= due.period.end)
+                || due.sub.status == SubscriptionStatus::Canceled && due.sub.canceled_at.is_none();
+            if !canceled {
+                let (key, version) =
+                    plan_at(changes, (plan.key.as_str(), plan.version), due.period.end);
+                let next_plan = plan_of(plans, key, version).unwrap_or(plan.clone());
+                match due.cycle.period_index(due.index + 1) {
+                    Ok(next) => advance = Some((next_plan, next)),
+                    Err(e) => return Err((due, BillingError::Invalid(e.to_string()).into())),
+                }
+            }
+        }
+        // Pending items created before the period's end go on its invoice
+        // (the earliest open one, when a run closes several periods).
+        let items = match self.store.changes().pending_items(&due.customer.id).await {
+            Ok(items) if items.is_empty() => items,
+            Ok(items) => items
+                .into_iter()
+                .filter(|i| i.created_at < due.period.end && claimed.insert(i.id.clone()))
+                .collect(),
+            Err(e) => return Err((due, e.into())),
+        };
+        Ok(Prepared {
+            due,
+            spans,
+            advance,
+            pending: items,
+        })
+    }
+
+    /// The core's input for a prepared period.
+    fn input<'p>(
+        &self,
+        p: &'p Prepared,
+        usage: Vec<Vec<UsageTotal>>,
+        id: String,
+        now: Timestamp,
+    ) -> Result<InvoiceInput<'p>> {
+        let d = &p.due;
+        let nominal = match d.cycle.is_partial(d.index) {
+            Ok(true) => Some(
+                d.cycle
+                    .nominal_period(d.index)
+                    .map_err(|e| BillingError::Invalid(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok(InvoiceInput {
+            invoice_id: id,
+            customer_id: d.customer.id.clone(),
+            currency: currency_of(&d.customer)?,
+            period: d.period,
+            nominal_period: nominal,
+            segments: p
+                .spans
+                .iter()
+                .zip(usage)
+                .map(|(s, usage)| Segment {
+                    plan: &s.plan,
+                    from: s.from,
+                    to: s.to,
+                    usage,
+                })
+                .collect(),
+            advance: p.advance.as_ref().map(|(plan, period)| (&**plan, *period)),
+            pending: pending_lines(&p.pending)?,
+            discounts: Vec::new(),
+            tax: tax_rule(self, &d.customer)?,
+            issuer: self.config.issuer.clone(),
+            bill_to: bill_to(&d.customer),
+            created_at: now,
+        })
+    }
+
+    fn compute(
+        &self,
+        p: &Prepared,
+        usage: Vec<Vec<UsageTotal>>,
+        now: Timestamp,
+    ) -> Result<NewInvoice> {
+        let input = self.input(p, usage, mint("inv"), now)?;
+        let invoice = compute_invoice(&input)?;
+        Ok(NewInvoice {
+            invoice,
+            kind: InvoiceKind::Cycle,
+            pending_items: p.pending.iter().map(|i| i.id.clone()).collect(),
+        })
+    }
+
+    // ---- the upcoming invoice ----------------------------------------------------------
+
+    /// What the customer's current period will cost if usage continues at
+    /// its present pace (see `project_upcoming` in the core).
+    pub async fn upcoming_invoice(&self, customer_id: &str) -> Result<Invoice> {
+        let now = self.engine.now();
+        let customer =
+            self.store
+                .get_customer(customer_id)
+                .await?
+                .ok_or_else(|| InvoiceError::NotFound {
+                    what: "customer",
+                    id: customer_id.to_string(),
+                })?;
+        let sub = self
+            .store
+            .get_subscription(customer_id)
+            .await?
+            .ok_or_else(|| InvoiceError::NotFound {
+                what: "subscription",
+                id: customer_id.to_string(),
+            })?;
+        let plans = self.all_plans().await?;
+        let plan = plan_of(&plans, &sub.plan_key, sub.plan_version)?;
+        let cycle = cycle_of(&plan, &sub, &customer);
+        let index = cycle
+            .index_containing(now)
+            .map_err(|e| BillingError::Invalid(e.to_string()))?;
+        let period = cycle
+            .period_index(index)
+            .map_err(|e| BillingError::Invalid(e.to_string()))?;
+        let mut changes = self.store.changes().plan_changes(customer_id).await?;
+        changes.retain(|c| c.effective_at >= period.start);
+        let due = Due {
+            customer: Arc::new(customer),
+            sub: Arc::new(sub),
+            cycle: Arc::new(cycle),
+            index,
+            period,
+        };
+        let history = HashMap::from([(customer_id.to_string(), changes)]);
+        let p = self
+            .prepare(due, &plans, &history, &mut HashSet::new())
+            .await
+            .map_err(|(_, e)| e)?;
+        // Usage so far: each span cut at `now`.
+        let windows: Vec<UsageWindow> = p
+            .spans
+            .iter()
+            .map(|s| UsageWindow {
+                customer_id: customer_id.to_string(),
+                from: s.from,
+                to: s.to.min(now).max(s.from),
+                group_by: Arc::new(group_by(&s.plan)),
+            })
+            .collect();
+        let usage = self.store.billing().usage_totals(&windows).await?;
+        let input = self.input(&p, usage, "upcoming".to_string(), now)?;
+        Ok(project_upcoming(&input, now)?)
+    }
+
+    // ---- invoice operations (the API's) -------------------------------------------------
+
+    pub async fn invoice(&self, id: &str) -> Result<StoredInvoice> {
+        self.store
+            .billing()
+            .get_invoice(id)
+            .await?
+            .ok_or_else(|| InvoiceError::NotFound {
+                what: "invoice",
+                id: id.to_string(),
+            })
+    }
+
+    pub async fn list_invoices(&self, filter: &InvoiceFilter) -> Result<Vec<Invoice>> {
+        Ok(self.store.billing().list_invoices(filter).await?)
+    }
+
+    /// Adds a line to a draft (an operator's adjustment) and recomputes its
+    /// totals. Only drafts change.
+    pub async fn add_draft_line(
+        &self,
+        invoice_id: &str,
+        description: &str,
+        amount: Decimal,
+    ) -> Result<Invoice> {
+        let mut inv = self.invoice(invoice_id).await?.invoice;
+        let line = InvoiceLine::adjustment(
+            description,
+            amount,
+            inv.period_start,
+            inv.period_end,
+            inv.currency,
+        );
+        inv.add_line(line);
+        self.store.billing().update_draft(&inv, None).await?;
+        Ok(inv)
+    }
+
+    /// Issues a draft now (number, due date). Idempotent.
+    pub async fn issue(&self, invoice_id: &str) -> Result<Invoice> {
+        let now = self.engine.now();
+        let inv = self
+            .store
+            .billing()
+            .issue_invoice(
+                invoice_id,
+                &self.config.invoice_prefix,
+                now,
+                self.due_at(now),
+            )
+            .await?;
+        Ok(inv)
+    }
+
+    /// Records a payment (partial allowed; `amount` `None` = everything due),
+    /// idempotent by `(provider, reference)`.
+    pub async fn record_payment(
+        &self,
+        invoice_id: &str,
+        provider: &str,
+        reference: &str,
+        amount: Option<Decimal>,
+        metadata: serde_json::Value,
+    ) -> Result<PaymentOutcome> {
+        if reference.trim().is_empty() {
+            return Err(InvoiceError::Invalid {
+                field: "reference",
+                message: "is empty".to_string(),
+            });
+        }
+        let inv = self.invoice(invoice_id).await?.invoice;
+        let amount = amount.unwrap_or(inv.totals.amount_due);
+        if amount.normalize().scale() > inv.currency.minor_units() {
+            return Err(InvoiceError::Invalid {
+                field: "amount",
+                message: format!(
+                    "{amount} has more decimals than {} allows",
+                    inv.currency.code()
+                ),
+            });
+        }
+        let payment = PaymentRecord {
+            id: mint("pay"),
+            invoice_id: invoice_id.to_string(),
+            provider: provider.to_string(),
+            reference: reference.to_string(),
+            amount,
+            currency: inv.currency.code().to_string(),
+            received_at: self.engine.now(),
+            metadata,
+        };
+        Ok(self.store.billing().record_payment(&payment).await?)
+    }
+
+    pub async fn void_invoice(&self, invoice_id: &str) -> Result<Invoice> {
+        self.set_status(invoice_id, InvoiceStatus::Void).await
+    }
+
+    pub async fn mark_uncollectible(&self, invoice_id: &str) -> Result<Invoice> {
+        self.set_status(invoice_id, InvoiceStatus::Uncollectible)
+            .await
+    }
+
+    async fn set_status(&self, invoice_id: &str, status: InvoiceStatus) -> Result<Invoice> {
+        Ok(self
+            .store
+            .billing()
+            .set_invoice_status(invoice_id, status, self.engine.now())
+            .await?)
+    }
+
+    /// Issues a credit note against an issued invoice (numbered, never more
+    /// than what is left to credit). Returns the note and the invoice after it.
+    pub async fn credit_invoice(
+        &self,
+        invoice_id: &str,
+        request: &CreditRequest,
+        reason: &str,
+    ) -> Result<(CreditNote, Invoice)> {
+        let inv = self.invoice(invoice_id).await?.invoice;
+        let note = credit_note(
+            &inv,
+            inv.totals.amount_credited,
+            request,
+            mint("cn"),
+            reason.to_string(),
+            self.engine.now(),
+        )?;
+        Ok(self
+            .store
+            .billing()
+            .insert_credit_note(&note, &self.config.credit_note_prefix)
+            .await?)
+    }
+
+    /// Open invoices past their due date (overdue is derived, never stored).
+    pub async fn overdue_invoices(&self) -> Result<Vec<Invoice>> {
+        let now = self.engine.now();
+        let open = self
+            .list_invoices(&InvoiceFilter {
+                status: Some(InvoiceStatus::Open),
+                ..InvoiceFilter::default()
+            })
+            .await?;
+        Ok(open.into_iter().filter(|i| i.is_overdue(now)).collect())
+    }
+}
+
+/// Parses a `YYYY-MM` month (the CLI's `--period`) into its first day.
+pub fn parse_month(month: &str) -> Result<jiff::civil::Date> {
+    let bad = || InvoiceError::Invalid {
+        field: "period",
+        message: format!("{month:?} is not a month like 2026-11"),
+    };
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    let (y, m): (i16, i8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    jiff::civil::Date::new(y, m, 1).map_err(|_| bad())
+}
+
+/// `(1st 00:00, next 1st 00:00)` of a month on a wall clock.
+fn month_bounds(first: jiff::civil::Date, tz: &TimeZone) -> Option<(Timestamp, Timestamp)> {
+    let next = first.checked_add(jiff::Span::new().months(1)).ok()?;
+    let at = |d: jiff::civil::Date| d.to_zoned(tz.clone()).ok().map(|z| z.timestamp());
+    Some((at(first)?, at(next)?))
+}

@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use jiff::SignedDuration;
 use rust_decimal::prelude::ToPrimitive;
-use tollgate_core::catalog::{Catalog, Enforcement, Entitlement, Feature, FeatureKind, Plan};
+use tollgate_core::catalog::{
+    Catalog, Enforcement, Entitlement, Feature, FeatureKind, Plan, Threshold,
+};
+
+use crate::alerts::Alerts;
 
 use crate::model::{CompiledPlan, Ent, FeatureDef, Features, Kind};
 
@@ -39,18 +43,25 @@ fn secs(s: u64) -> SignedDuration {
 }
 
 /// Compiles one entitlement of a feature. `None` when the entitlement's kind
-/// does not match the feature's.
-pub(crate) fn compile_ent(feature: &Feature, ent: &Entitlement) -> Option<Ent> {
+/// does not match the feature's. `thresholds` are the alert thresholds used
+/// when the entitlement sets none of its own (the plan's).
+pub(crate) fn compile_ent(
+    feature: &Feature,
+    ent: &Entitlement,
+    thresholds: &[Threshold],
+) -> Option<Ent> {
     Some(match (&feature.kind, ent) {
         (FeatureKind::Metered { reset }, Entitlement::Metered(m)) => Ent::Metered {
             limit: m.limit.finite(),
             hard: m.enforcement == Enforcement::Hard,
             reset: m.reset.unwrap_or(*reset),
             emergency: m.emergency_allowance,
+            alerts: Alerts::compile(m.alert_thresholds.as_deref().unwrap_or(thresholds), m.limit),
         },
         (FeatureKind::Gauge, Entitlement::Gauge(g)) => Ent::Gauge {
             limit: g.limit.finite(),
             hard: g.enforcement == Enforcement::Hard,
+            alerts: Alerts::compile(g.alert_thresholds.as_deref().unwrap_or(thresholds), g.limit),
         },
         (FeatureKind::Rate { window_secs }, Entitlement::Rate(r)) => Ent::Rate {
             limit: r.limit.finite(),
@@ -83,7 +94,7 @@ pub(crate) fn compile_plan(
         let (Some(idx), Some(feature)) = (features.get(key), catalog_features.feature(key)) else {
             continue;
         };
-        if let Some(e) = compile_ent(feature, ent) {
+        if let Some(e) = compile_ent(feature, ent, &plan.alert_thresholds) {
             ents[idx] = e;
         }
     }

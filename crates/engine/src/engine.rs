@@ -295,15 +295,19 @@ impl Inner {
                 field: "entitlement",
                 message: e.to_string(),
             })?;
-        let compiled =
-            compile::compile_ent(def, &ent).ok_or_else(|| EngineError::InvalidInput {
-                field: "entitlement",
-                message: format!(
-                    "a {} entitlement does not fit the {} feature {feature:?}",
-                    ent.kind_name(),
-                    def.kind.name()
-                ),
-            })?;
+        let compiled = compile::compile_ent(
+            def,
+            &ent,
+            &tollgate_core::catalog::default_alert_thresholds(),
+        )
+        .ok_or_else(|| EngineError::InvalidInput {
+            field: "entitlement",
+            message: format!(
+                "a {} entitlement does not fit the {} feature {feature:?}",
+                ent.kind_name(),
+                def.kind.name()
+            ),
+        })?;
         Ok((idx, compiled))
     }
 }
@@ -923,13 +927,24 @@ impl Engine {
                     drawn: Decimal::ZERO,
                 },
             );
-            Ok(record)
+            Ok((record, (window.start, window.end)))
         })??;
+        let (record, window) = record;
         if let Err(e) = self.inner.store.insert_grant(&record).await {
             self.inner.with_customer(customer, |st| {
                 st.grants.retain(|g| g.record.id != record.id);
             })?;
             return Err(e.into());
+        }
+        // The grant is stored; its alert follows (not in the same transaction:
+        // grants are not written through the group commit).
+        let inner = &*self.inner;
+        let event = inner.with_customer(customer, |st| {
+            crate::alerts::emergency_drawn(inner, st, idx, window, &record.id, record.quantity, now)
+        })?;
+        let events: Vec<_> = event.into_iter().collect();
+        if let Err(e) = inner.store.notify().insert_events(&events).await {
+            tracing::warn!(error = %e, grant = %record.id, "writing the emergency.drawn alert failed");
         }
         Ok(record)
     }
@@ -949,6 +964,9 @@ impl Engine {
         self.inner
             .locked(customer, |st| {
                 change(st);
+                // The limits may have changed: denials are announced afresh
+                // (the store's dedup key, which names the limit, keeps one).
+                st.announced = crate::alerts::Announced::default();
                 if recount {
                     st.reloading = Some(notify.clone());
                 }

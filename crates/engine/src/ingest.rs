@@ -57,6 +57,9 @@ impl Engine {
             let newest = now.checked_add(inner.config.future_skew).unwrap_or(now);
             let notify = Arc::new(Notify::new());
             let mut ops: Vec<(WriteOp, Counted)> = Vec::new();
+            // Alert events go after every append, so `claimed` indexes stay
+            // the appends' ledger seqs.
+            let mut alerts: Vec<WriteOp> = Vec::new();
             let mut undos: Vec<(Arc<str>, Undo)> = Vec::new();
             // (customer, key, feature, index of its write in `ops`)
             let mut claimed: Vec<(Arc<str>, String, usize, usize)> = Vec::new();
@@ -151,6 +154,18 @@ impl Engine {
                     reservation_id: None,
                     reservation_expires_at: None,
                 };
+                if counted {
+                    if let Some(w) = window {
+                        alerts.extend(crate::alerts::metered_usage(
+                            inner,
+                            &st,
+                            f,
+                            (w.start, w.end),
+                            crate::alerts::Change::up_by(ev.quantity, used, now),
+                            &alloc,
+                        ));
+                    }
+                }
                 let answer = answer_json(&decision);
                 if let Some(k) = &ev.idempotency_key {
                     st.idem.insert(
@@ -203,7 +218,8 @@ impl Engine {
                 events[i] = None;
             }
             if !ops.is_empty() {
-                let ack = match inner.submit(Ops::Many(ops)) {
+                let ops = crate::alerts::extend_ops(Ops::Many(ops), alerts);
+                let ack = match inner.submit(ops) {
                     Ok(rx) => Inner::wait_ack(rx).await,
                     Err(e) => Err(e),
                 };

@@ -14,6 +14,7 @@
 //! See `docs/` (fragment `engine.md`) for the rules: burn order, idempotency
 //! window and cost, backdating, rollover, what is persisted.
 
+mod alerts;
 mod clock;
 mod compile;
 mod engine;
@@ -34,6 +35,7 @@ mod sweep;
 mod types;
 mod writer;
 
+pub use alerts::RecommendedAction;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use engine::{Engine, EngineConfig, SubscribeOptions};
 pub use error::EngineError;

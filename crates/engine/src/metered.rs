@@ -30,6 +30,36 @@ pub(crate) enum Outcome {
         ops: Ops,
         undo: Undo,
     },
+    /// A denial that announces itself (`usage.denied`): write the alert, then
+    /// answer the denial whatever the commit did (undo forgets the
+    /// announcement if it failed). Idempotency keys are not recorded: a
+    /// denied request's retry is decided again.
+    Announce {
+        decision: Decision,
+        op: WriteOp,
+        undo: Undo,
+    },
+}
+
+impl Outcome {
+    /// A denial, announced when it is the window's first at a hard limit.
+    pub(crate) fn denied(
+        inner: &Inner,
+        st: &mut CustomerState,
+        f: usize,
+        window: Option<(Timestamp, Timestamp)>,
+        decision: Decision,
+        now: Timestamp,
+    ) -> Outcome {
+        match crate::alerts::denial(inner, st, f, window, &decision, now) {
+            None => Outcome::Answer(decision),
+            Some((op, start)) => Outcome::Announce {
+                decision,
+                op,
+                undo: Undo::Announced { feature: f, start },
+            },
+        }
+    }
 }
 
 /// How to take back a decision whose commit failed.
@@ -58,6 +88,10 @@ pub(crate) enum Undo {
     },
     Release {
         resv: OpenResv,
+    },
+    Announced {
+        feature: usize,
+        start: Timestamp,
     },
 }
 
@@ -99,6 +133,7 @@ impl Undo {
                 inner.reservations.insert(resv.id.clone(), st.id.clone());
                 st.rehold(resv);
             }
+            Undo::Announced { feature, start } => st.announced.release(feature, start),
         }
     }
 }
@@ -113,6 +148,11 @@ enum Step {
         undo: Undo,
         pending: Option<Arc<Notify>>,
         at: Timestamp,
+    },
+    Announcing {
+        rx: AckRx,
+        decision: Decision,
+        undo: Undo,
     },
 }
 
@@ -215,6 +255,15 @@ impl Engine {
                 settle_expired(inner, st, expired);
                 match out? {
                     Outcome::Answer(d) => Ok(Flow::Done(Step::Answer(d))),
+                    Outcome::Announce { decision, op, undo } => {
+                        match inner.submit(Ops::One(op, Counted::Nothing)) {
+                            Ok(rx) => Ok(Flow::Done(Step::Announcing { rx, decision, undo })),
+                            Err(_) => {
+                                undo.apply(inner, st);
+                                Ok(Flow::Done(Step::Answer(decision)))
+                            }
+                        }
+                    }
                     Outcome::Write {
                         decision,
                         ops,
@@ -262,6 +311,12 @@ impl Engine {
                 Ok(d)
             }
             Step::Answer(d) => Ok(d),
+            Step::Announcing { rx, decision, undo } => {
+                if Inner::wait_ack(rx).await.is_err() {
+                    let _ = inner.with_customer(u.customer, move |st| undo.apply(inner, st));
+                }
+                Ok(decision)
+            }
             Step::Committing {
                 rx,
                 decision,
@@ -351,8 +406,17 @@ impl Engine {
                 if !m.decision.allowed {
                     let mut d = m.decision;
                     d.upgrade_to = inner.upgrade_to(st, f, d.used + quantity);
-                    return Ok(Outcome::Answer(d));
+                    return Ok(Outcome::denied(inner, st, f, Some(m.window), d, now));
                 }
+                let used = m.decision.used;
+                let events = crate::alerts::metered_usage(
+                    inner,
+                    st,
+                    f,
+                    m.window,
+                    crate::alerts::Change::up_by(quantity, used, now),
+                    &m.alloc,
+                );
                 let record = NewUsageRecord {
                     customer_id: customer.clone(),
                     feature: feature.clone(),
@@ -374,9 +438,10 @@ impl Engine {
                 };
                 Ok(Outcome::Write {
                     decision: m.decision,
-                    ops: Ops::One(
+                    ops: crate::alerts::with_events(
                         WriteOp::AppendUsage(record),
                         Counted::Window(m.window.0, m.window.1),
+                        events,
                     ),
                     undo: Undo::Metered {
                         feature: f,
@@ -453,7 +518,7 @@ impl Engine {
                 let mut d = m.decision;
                 if !d.allowed {
                     d.upgrade_to = inner.upgrade_to(st, f, d.used + quantity);
-                    return Ok(Outcome::Answer(d));
+                    return Ok(Outcome::denied(inner, st, f, Some(m.window), d, now));
                 }
                 let id = inner.ids.mint("res");
                 let expires_at = now.checked_add(ttl).unwrap_or(Timestamp::MAX);
@@ -592,8 +657,16 @@ impl Engine {
                 if !d.allowed {
                     d.upgrade_to = inner.upgrade_to(st, f, d.used + quantity);
                     st.rehold(resv);
-                    return Ok(Outcome::Answer(d));
+                    return Ok(Outcome::denied(inner, st, f, Some(m.window), d, now));
                 }
+                let events = crate::alerts::metered_usage(
+                    inner,
+                    st,
+                    f,
+                    m.window,
+                    crate::alerts::Change::up_by(quantity, d.used, now),
+                    &m.alloc,
+                );
                 inner.reservations.remove(&reservation_id);
                 let mut ops = Vec::with_capacity(2);
                 if quantity > Decimal::ZERO {
@@ -623,7 +696,7 @@ impl Engine {
                 ));
                 Ok(Outcome::Write {
                     decision: d,
-                    ops: Ops::Many(ops),
+                    ops: crate::alerts::extend_ops(Ops::Many(ops), events),
                     undo: Undo::Commit {
                         resv,
                         window: m.window,

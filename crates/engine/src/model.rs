@@ -9,6 +9,8 @@ use jiff::SignedDuration;
 use rust_decimal::Decimal;
 use tollgate_core::period::{Anchoring, Interval, ResetPeriod};
 
+use crate::alerts::Alerts;
+
 /// A feature's kind (see the architecture's entitlement model).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -52,10 +54,13 @@ pub(crate) enum Ent {
         reset: ResetPeriod,
         /// Extra units that can be drawn once per usage window.
         emergency: Option<Decimal>,
+        /// Alert thresholds as quantities of this limit (`None`: none can fire).
+        alerts: Option<Arc<Alerts>>,
     },
     Gauge {
         limit: Option<Decimal>,
         hard: bool,
+        alerts: Option<Arc<Alerts>>,
     },
     Rate {
         limit: Option<Decimal>,

@@ -85,13 +85,13 @@ impl Engine {
                 let delta = new - level;
                 let bypass = st.bypass();
                 let (limit, hard, gate) = match (st.gate(now), st.ent(f).0) {
-                    (Ok(_), Ent::Gauge { limit, hard }) => (*limit, *hard, None),
+                    (Ok(_), Ent::Gauge { limit, hard, .. }) => (*limit, *hard, None),
                     (Ok(_), _) => (
                         Some(Decimal::ZERO),
                         true,
                         Some(DenyReason::FeatureNotInPlan),
                     ),
-                    (Err(r), Ent::Gauge { limit, hard }) => (*limit, *hard, Some(r)),
+                    (Err(r), Ent::Gauge { limit, hard, .. }) => (*limit, *hard, Some(r)),
                     (Err(r), _) => (Some(Decimal::ZERO), true, Some(r)),
                 };
                 let mut d = Decision {
@@ -125,7 +125,7 @@ impl Engine {
                             d.remaining = limit.map(|l| (l - level).max(Decimal::ZERO));
                             d.reason = Some(DenyReason::LimitReached);
                             d.upgrade_to = inner.upgrade_to(st, f, new);
-                            return Ok(Outcome::Answer(d));
+                            return Ok(Outcome::denied(inner, st, f, None, d, now));
                         }
                         d.bypassed = hard;
                         if !hard {
@@ -160,9 +160,19 @@ impl Engine {
                     allocation,
                     answer: answer_json(&d),
                 };
+                let events = crate::alerts::gauge_change(
+                    inner,
+                    st,
+                    f,
+                    crate::alerts::Change::up_by(delta, new, now),
+                );
                 Ok(Outcome::Write {
                     decision: d,
-                    ops: Ops::One(WriteOp::AppendUsage(record), Counted::Gauge),
+                    ops: crate::alerts::with_events(
+                        WriteOp::AppendUsage(record),
+                        Counted::Gauge,
+                        events,
+                    ),
                     undo: Undo::Gauge { feature: f, delta },
                 })
             },

@@ -258,6 +258,8 @@ pub(crate) struct CustomerState {
     /// still has to write.
     pub expired: Vec<(String, usize)>,
     pub idem: HashMap<Box<str>, Idem>,
+    /// Denials already announced by a `usage.denied` alert, per window.
+    pub announced: crate::alerts::Announced,
     pub id: Arc<str>,
     pub tz: TimeZone,
     pub record: Box<CustomerRecord>,
@@ -327,6 +329,7 @@ impl CustomerState {
             reloading: None,
             expired: Vec::new(),
             idem: HashMap::new(),
+            announced: crate::alerts::Announced::default(),
             id: Arc::from(record.id.as_str()),
             tz,
             record: Box::new(record),
@@ -1012,6 +1015,7 @@ mod props {
                 hard,
                 reset: ResetPeriod::BillingPeriod,
                 emergency: None,
+                alerts: None,
             }],
         });
         let sub = SubscriptionRecord {

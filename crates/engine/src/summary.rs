@@ -70,7 +70,7 @@ impl Engine {
                             s.resets_at = Some(w.end);
                         }
                     }
-                    Ent::Gauge { limit, hard } => {
+                    Ent::Gauge { limit, hard, .. } => {
                         let level = match st.slot(f) {
                             Some(Slot::Gauge(l)) => *l,
                             _ => Decimal::ZERO,

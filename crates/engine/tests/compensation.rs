@@ -32,6 +32,9 @@ impl Store for Flaky {
     async fn migrate(&self) -> Result<()> {
         self.inner.migrate().await
     }
+    fn billing(&self) -> &dyn tollgate_store::billing::BillingStore {
+        self.inner.billing()
+    }
     async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()> {
         self.inner.put_plan_version(plan).await
     }
@@ -128,6 +131,29 @@ impl Store for Flaky {
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
         self.inner.revoke_api_key(id, at).await
     }
+    fn notify(&self) -> &dyn notify::NotifyStore {
+        self.inner.notify()
+    }
+    fn changes(&self) -> &dyn changes::ChangeStore {
+        self.inner.changes()
+    }
+}
+
+/// An engine over a [`Flaky`] store of `b`, its clock at `t0`.
+async fn flaky_engine(b: &common::Backend) -> (Arc<Flaky>, Engine) {
+    let flaky = Arc::new(Flaky {
+        inner: b.store().await,
+        fail: AtomicBool::new(false),
+    });
+    let engine = Engine::open(
+        flaky.clone(),
+        common::catalog(),
+        Arc::new(TestClock::new(common::t0())),
+        common::config(),
+    )
+    .await
+    .unwrap();
+    (flaky, engine)
 }
 
 fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {
@@ -144,19 +170,7 @@ fn used(engine: &Engine, c: &str, f: &str) -> Option<Decimal> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semantics_failed_commit_undoes_the_decision() {
     for b in common::backends("compensation") {
-        let flaky = Arc::new(Flaky {
-            inner: b.store().await,
-            fail: AtomicBool::new(false),
-        });
-        let clock = TestClock::new(common::t0());
-        let engine = Engine::open(
-            flaky.clone(),
-            common::catalog(),
-            Arc::new(clock.clone()),
-            common::config(),
-        )
-        .await
-        .unwrap();
+        let (flaky, engine) = flaky_engine(&b).await;
         common::customer(&engine, "acme", "free").await; // api_calls hard 100
         engine
             .add_grant(tollgate_engine::NewGrant {
@@ -235,6 +249,73 @@ async fn semantics_failed_commit_undoes_the_decision() {
             .unwrap();
         assert!(replay.replayed);
         assert!(engine.verify("acme", "api_calls").await.unwrap().consistent);
+        engine.close().await.unwrap();
+        b.cleanup().await;
+    }
+}
+
+/// `(event type, threshold label)` of every outbox event, in order.
+async fn alerts(store: &dyn Store) -> Vec<(String, String)> {
+    store
+        .notify()
+        .events_after(0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let label = e.payload["threshold"]["label"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            (e.event_type, label)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_a_failed_commit_emits_no_alert() {
+    for b in common::backends("compensation_alerts") {
+        let (flaky, engine) = flaky_engine(&b).await;
+        common::customer(&engine, "acme", "free").await; // api_calls hard 100
+        engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(79)))
+            .await
+            .unwrap();
+        flaky.fail.store(true, Ordering::SeqCst);
+        // Crossing 80 % and 95 % in a batch that fails: no usage, no event.
+        let e = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(17)).key("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Store(_)), "{e}");
+        // The first denial's announcement fails too; the denial is still answered.
+        let d = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(50)))
+            .await
+            .unwrap();
+        assert!(!d.allowed);
+        assert!(alerts(&*flaky.inner).await.is_empty(), "{}", b.name);
+
+        flaky.fail.store(false, Ordering::SeqCst);
+        let ok = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(17)).key("x"))
+            .await
+            .unwrap();
+        assert_eq!(ok.used, dec!(96));
+        let d = engine
+            .consume(UsageRequest::new("acme", "api_calls", dec!(50)))
+            .await
+            .unwrap();
+        assert!(!d.allowed);
+        let expected: Vec<(String, String)> = [
+            ("usage.threshold_reached", "80%"),
+            ("usage.threshold_reached", "95%"),
+            ("usage.denied", ""),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(alerts(&*flaky.inner).await, expected, "{}", b.name);
         engine.close().await.unwrap();
         b.cleanup().await;
     }

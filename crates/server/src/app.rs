@@ -54,6 +54,10 @@ pub enum StartError {
     Serve(std::io::Error),
     #[error("the engine did not shut down cleanly: {0}")]
     Close(EngineError),
+    #[error("cannot start alert delivery: {0}")]
+    Notify(tollgate_notify::NotifyError),
+    #[error("invalid payment provider settings: {0}")]
+    Payments(tollgate_billing::providers::ProviderError),
 }
 
 /// A started application, not yet serving.
@@ -126,9 +130,14 @@ pub async fn start(
     settings: &Settings,
 ) -> Result<App, StartError> {
     store.migrate().await.map_err(StartError::Migrate)?;
-    let engine = Engine::open(store.clone(), catalog, clock, settings.engine.clone())
-        .await
-        .map_err(StartError::Engine)?;
+    let engine = Engine::open(
+        store.clone(),
+        catalog,
+        clock.clone(),
+        settings.engine.clone(),
+    )
+    .await
+    .map_err(StartError::Engine)?;
     let keys = load_keys(store.as_ref())
         .await
         .map_err(|e| StartError::Keys(e.to_string()))?;
@@ -156,10 +165,20 @@ pub async fn start(
         store.clone(),
         settings.billing.clone(),
     ));
+    let notifier = Arc::new(
+        tollgate_notify::Notifier::new(store.clone(), clock, settings.notify.clone())
+            .map_err(StartError::Notify)?,
+    );
+    let payments = Arc::new(
+        tollgate_billing::providers::Providers::new(settings.billing.stripe.as_ref())
+            .map_err(StartError::Payments)?,
+    );
     let state = AppState {
         engine,
         store,
         billing,
+        notifier,
+        payments,
         keys: ring,
         limiter: Arc::new(KeyLimiter::new(
             settings.rate_limit.per_second,
@@ -201,12 +220,13 @@ pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// clones.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let (routes, _doc) = crate::routes::router().split_for_parts();
+    let notifier = state.notifier.clone();
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(move |req, next| {
-            edge(body_limit, req, next)
+            edge(body_limit, notifier.clone(), req, next)
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -215,13 +235,29 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 /// The edge of every request, outermost first: error responses become
 /// problem+json ([`problem_errors`]); the request is counted and timed by
 /// matched route ([`crate::metrics::Track`]); a body announced larger than
-/// the limit is refused before it is read ([`limit_body`]).
-async fn edge(body_limit: usize, req: Request, next: Next) -> Response {
+/// the limit is refused before it is read ([`limit_body`]); after a
+/// successful write request (a consume may have crossed a threshold and put
+/// an alert in the outbox) the delivery worker is woken, so the alert leaves
+/// at once instead of at its next poll (waking is a flag; the worker spaces
+/// its passes, docs/webhooks.md).
+async fn edge(
+    body_limit: usize,
+    notifier: Arc<tollgate_notify::Notifier>,
+    req: Request,
+    next: Next,
+) -> Response {
     let track = crate::metrics::Track::start(&req);
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let response = match limit_body(body_limit, req) {
         Ok(req) => next.run(req).await,
         Err(too_large) => too_large.into_response(),
     };
+    if write && response.status().is_success() {
+        notifier.wake();
+    }
     track.finish(response.status());
     problem_errors(response).await
 }
@@ -329,10 +365,37 @@ pub async fn run(
             }
         }
     });
+    let billing_worker = match app.state.billing.config.worker_interval_secs {
+        0 => None,
+        secs => Some(tollgate_billing::worker::start_worker(
+            app.state.billing.clone(),
+            Duration::from_secs(secs),
+        )),
+    };
+    // Alert delivery in the background, stopped after the last request.
+    let (stop_notify, notify_stopped) = tokio::sync::watch::channel(false);
+    let notify_worker = app
+        .state
+        .notifier
+        .config()
+        .enabled
+        .then(|| tokio::spawn(app.state.notifier.clone().run(notify_stopped)));
     let served = axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    if let Some(w) = billing_worker {
+        w.abort();
+    }
+    let _ = stop_notify.send(true);
+    if let Some(worker) = notify_worker {
+        if tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the alert delivery worker did not stop within 5 s");
+        }
+    }
     let closed = app.state.engine.close().await;
     served.map_err(StartError::Serve)?;
     closed.map_err(StartError::Close)?;

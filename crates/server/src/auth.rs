@@ -335,7 +335,10 @@ impl FromRequestParts<AppState> for Principal {
 /// compute an answer and change nothing. Every other POST, PUT, PATCH and
 /// DELETE refuses customer keys with 403 before its body is even read, so a
 /// customer key learns nothing from a mutating route.
-pub const CUSTOMER_READ_ONLY_POSTS: &[&str] = &["/v1/quote"];
+pub const CUSTOMER_READ_ONLY_POSTS: &[&str] = &[
+    "/v1/quote",
+    "/v1/customers/{id}/subscription/change/preview",
+];
 
 fn customer_may(parts: &Parts) -> bool {
     use axum::http::Method;

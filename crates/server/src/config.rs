@@ -30,6 +30,14 @@
 //! group_commit_max_wait_ms = 2
 //! snapshot_interval_secs = 30
 //! idempotency_window_hours = 24
+//!
+//! [notify]                      # alert delivery; every setting in docs/webhooks.md
+//! allow_private_networks = false
+//! allowed_networks = ["10.1.0.0/16"]
+//! admin_emails = ["ops@example.com"]
+//! [notify.smtp]
+//! url = "smtp://127.0.0.1:25"
+//! from = "Tollgate <alerts@example.com>"
 //! ```
 
 use std::fmt;
@@ -60,6 +68,12 @@ const ENV_KEYS: &[&str] = &[
     "engine.group_commit_max_wait_ms",
     "engine.snapshot_interval_secs",
     "engine.idempotency_window_hours",
+    "notify.enabled",
+    "notify.allow_private_networks",
+    // Payment provider secrets belong in the environment, not in a file.
+    "billing.stripe.secret_key",
+    "billing.stripe.webhook_secret",
+    "billing.stripe.base_url",
 ];
 
 /// How log lines are written.
@@ -137,6 +151,8 @@ pub struct Config {
     pub engine: EngineSettings,
     /// Invoices: issuer, numbering, payment terms, tax.
     pub billing: tollgate_billing::BillingConfig,
+    /// Alert delivery: webhooks, e-mail, retries, the SSRF guard (docs/webhooks.md).
+    pub notify: tollgate_notify::NotifyConfig,
 }
 
 impl Default for Config {
@@ -151,6 +167,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             engine: EngineSettings::default(),
             billing: tollgate_billing::BillingConfig::default(),
+            notify: tollgate_notify::NotifyConfig::default(),
         }
     }
 }
@@ -319,6 +336,7 @@ impl Config {
         if self.engine.idempotency_window_hours == 0 {
             problems.push("engine.idempotency_window_hours: must be at least 1".into());
         }
+        problems.extend(self.notify.problems());
         match (listen, catalog, problems.is_empty()) {
             (Some(listen), Some(catalog), true) => Ok(Settings {
                 listen,
@@ -330,6 +348,7 @@ impl Config {
                 rate_limit: self.rate_limit.clone(),
                 engine: self.engine_config(),
                 billing: self.billing.clone(),
+                notify: self.notify.clone(),
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -393,6 +412,7 @@ pub struct Settings {
     pub rate_limit: RateLimitConfig,
     pub engine: EngineConfig,
     pub billing: tollgate_billing::BillingConfig,
+    pub notify: tollgate_notify::NotifyConfig,
 }
 
 impl Settings {
@@ -410,6 +430,7 @@ impl Settings {
             rate_limit: c.rate_limit.clone(),
             engine: c.engine_config(),
             billing: c.billing.clone(),
+            notify: c.notify.clone(),
         }
     }
 }
@@ -475,6 +496,28 @@ mod tests {
         assert!(s.storage_url.starts_with("sqlite://"));
         assert!(s.storage_url.ends_with("tollgate.db"));
         assert_eq!(s.body_limit, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn stripe_settings_are_read_from_billing_stripe() {
+        let c = Config::from_toml(
+            "[billing.stripe]\nsecret_key = \"sk_test_1\"\nwebhook_secret = \"whsec_1\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        let stripe = c.billing.stripe.unwrap();
+        assert_eq!(stripe.base_url, "https://api.stripe.com");
+        assert_eq!(stripe.webhook_tolerance_secs, 300);
+        assert!(
+            !format!("{stripe:?}").contains("sk_test_1"),
+            "secrets are not logged"
+        );
+        let e = Config::from_toml(
+            "[billing.stripe]\nsecret_key = \"sk_test_1\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("webhook_secret"), "{e}");
     }
 
     #[test]

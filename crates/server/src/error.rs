@@ -67,6 +67,14 @@ pub enum ApiError {
         retry_after_secs: Option<u64>,
         body: serde_json::Map<String, serde_json::Value>,
     },
+    /// A request refused because of the state it would act on (409), with
+    /// machine-readable details (e.g. every blocker of a plan change).
+    #[error("{detail}")]
+    Refused {
+        code: &'static str,
+        detail: String,
+        body: serde_json::Map<String, serde_json::Value>,
+    },
     #[error("the service is shutting down")]
     Unavailable,
     /// Any other HTTP error (unknown route, wrong method, unsupported media
@@ -102,6 +110,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Denied { status, .. } => *status,
+            ApiError::Refused { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Status { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,6 +129,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict".into(),
             ApiError::RateLimited { .. } => "rate_limited".into(),
             ApiError::Denied { reason, .. } => reason.clone(),
+            ApiError::Refused { code, .. } => (*code).into(),
             ApiError::Unavailable => "unavailable".into(),
             ApiError::Status { status, .. } => status
                 .canonical_reason()
@@ -141,6 +151,7 @@ impl ApiError {
             ApiError::Conflict(_) => "Conflict",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Denied { .. } => "Denied by the customer's plan",
+            ApiError::Refused { .. } => "Conflict",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Status { status, .. } => status.canonical_reason().unwrap_or("Error"),
             ApiError::Internal(_) => "Internal error",
@@ -228,7 +239,7 @@ impl IntoResponse for ApiError {
                 _ => None,
             },
             extra: match &self {
-                ApiError::Denied { body, .. } => Some(body),
+                ApiError::Denied { body, .. } | ApiError::Refused { body, .. } => Some(body),
                 _ => None,
             },
         };

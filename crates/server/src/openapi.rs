@@ -38,6 +38,8 @@ pub const SECURITY_SCHEME: &str = "api_key";
         (name = "usage", description = "Usage and entitlements"),
         (name = "plans", description = "The catalog's plans"),
         (name = "admin", description = "Operator tools"),
+        (name = "webhooks", description = "Alert delivery: webhook endpoints, secret rotation, the delivery log, retry and replay (admin)"),
+        (name = "invoices", description = "Invoices, their HTML and PDF documents, payments, credit notes; the Stripe webhook"),
     )
 )]
 #[derive(Debug)]

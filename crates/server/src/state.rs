@@ -17,4 +17,8 @@ pub struct AppState {
     pub limiter: Arc<KeyLimiter>,
     /// Invoices, plan changes, payments.
     pub billing: Arc<tollgate_billing::Billing>,
+    /// Alert delivery: webhook endpoints, deliveries, the worker.
+    pub notifier: Arc<tollgate_notify::Notifier>,
+    /// Payment providers: manual, and Stripe when `[billing.stripe]` is set.
+    pub payments: Arc<tollgate_billing::providers::Providers>,
 }

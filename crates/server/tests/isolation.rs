@@ -48,6 +48,63 @@ async fn state_of_b(srv: &TestServer, doc: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// Gives B an issued invoice whose customer name carries B's marker, and a
+/// credit note against it; returns their ids.
+async fn invoice_of_b(srv: &TestServer) -> (String, String) {
+    use tollgate_core::billing::{Invoice, InvoiceLine, InvoiceLineKind, Party, TaxRule};
+    use tollgate_core::money::Currency;
+    use tollgate_core::period::Period;
+    use tollgate_store::billing::{InvoiceKind, NewInvoice};
+    let (start, end) = (ts("2025-01-01T00:00:00Z"), ts("2025-02-01T00:00:00Z"));
+    let line = InvoiceLine::fee(
+        InvoiceLineKind::Base,
+        "Pro",
+        start,
+        end,
+        Decimal::from(20),
+        Currency::USD,
+    );
+    let mut inv = Invoice::off_cycle(
+        "inv_of_b".into(),
+        B.into(),
+        Currency::USD,
+        Period::new(start, end).unwrap(),
+        vec![line],
+        TaxRule::none(),
+        t0(),
+    );
+    inv.bill_to = Party {
+        name: "Bee Marker Corp".into(),
+        ..Party::default()
+    };
+    srv.state
+        .store
+        .billing()
+        .insert_invoice(&NewInvoice {
+            invoice: inv,
+            kind: InvoiceKind::Cycle,
+            pending_items: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let r = srv
+        .post("/v1/invoices/inv_of_b/issue", &srv.admin_key, json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = srv
+        .post(
+            "/v1/invoices/inv_of_b/credit-notes",
+            &srv.admin_key,
+            json!({"type": "amount", "amount": "5", "reason": "b-marker-credit"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    (
+        "inv_of_b".to_string(),
+        r.body["credit_note"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
 /// A body that names customer B in every way a route could read it.
 fn body_aimed_at_b(feature: &str) -> Value {
     json!({
@@ -109,6 +166,8 @@ async fn a_customer_key_never_reaches_another_customer() {
         let lease = srv.engine.acquire(B, "jobs").unwrap();
         let lease_id = lease.lease_id.unwrap();
         srv.engine.flush().await.unwrap();
+        // B has an issued invoice (and a draft) and a credit note.
+        let (invoice_id, credit_note_id) = invoice_of_b(&srv).await;
 
         let key_a = srv.customer_key(A).await;
         let doc = srv.get("/openapi.json", "").await.body;
@@ -118,6 +177,8 @@ async fn a_customer_key_never_reaches_another_customer() {
             grant_id.clone(),
             resv_id.clone(),
             lease_id.clone(),
+            invoice_id.clone(),
+            credit_note_id.clone(),
         ];
 
         let mut checked = 0;
@@ -139,6 +200,10 @@ async fn a_customer_key_never_reaches_another_customer() {
                     lease_id.clone()
                 } else if path.starts_with("/v1/keys/{id}") {
                     key_admin_id.clone()
+                } else if path.starts_with("/v1/invoices/{id}") {
+                    invoice_id.clone()
+                } else if path.starts_with("/v1/credit-notes/{id}") {
+                    credit_note_id.clone()
                 } else {
                     B.to_string()
                 };
@@ -151,7 +216,8 @@ async fn a_customer_key_never_reaches_another_customer() {
                     .replace("{id}", &id_value)
                     .replace("{feature}", feature)
                     .replace("{grant_id}", &grant_id)
-                    .replace("{key}", "pro");
+                    .replace("{key}", "pro")
+                    .replace("{line}", "0");
                 assert!(
                     !url.contains('{'),
                     "a path parameter this test does not know: {path}"
@@ -183,7 +249,11 @@ async fn a_customer_key_never_reaches_another_customer() {
                 if mutating {
                     assert_eq!(r.status, 403, "{label}: customer keys are read-only: {r}");
                     assert_eq!(r.content_type(), "application/problem+json", "{label}");
-                } else if path.contains("{id}") && path.starts_with("/v1/customers/") {
+                } else if path.contains("{id}")
+                    && (path.starts_with("/v1/customers/")
+                        || path.starts_with("/v1/invoices/")
+                        || path.starts_with("/v1/credit-notes/"))
+                {
                     assert!(
                         r.status == 404 || r.status == 403,
                         "{label}: another customer's data: {r}"

@@ -39,6 +39,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub mod billing;
 pub mod changes;
 mod codec;
 pub mod notify;
@@ -58,6 +59,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{what} {id:?} already exists")]
     Conflict { what: &'static str, id: String },
+    /// A write the store's rules refuse (a payment above the amount due, a
+    /// credit above the invoice total…); nothing was written.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error(
         "invalid storage URL {0:?}: expected sqlite://PATH[?synchronous=full|normal] or postgres://…"
     )]
@@ -322,7 +327,15 @@ pub struct CounterSnapshot {
 pub enum WriteOp {
     AppendUsage(NewUsageRecord),
     PutReservation(ReservationRecord),
-    SetReservationState { id: String, state: ReservationState },
+    SetReservationState {
+        id: String,
+        state: ReservationState,
+    },
+    /// An event for the outbox, committed with the writes that caused it. An
+    /// event whose `dedup_key` (or id) is already stored is dropped silently:
+    /// it never fails the batch. `seq` and `object_seq` are assigned by the
+    /// store (see [`notify::NotifyStore`]).
+    Outbox(notify::OutboxEvent),
 }
 
 /// Filters for listing customers.
@@ -358,6 +371,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
+
+    /// Invoices, payments, credit notes and run aggregations.
+    fn billing(&self) -> &dyn billing::BillingStore;
 
     // ---- catalog -------------------------------------------------------------
     /// Publishes a plan version. A published version is frozen: publishing the
@@ -403,7 +419,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// assigned to each `AppendUsage`, in order (strictly increasing, above every
     /// seq committed before; not necessarily contiguous). `PutReservation`
     /// creates or replaces; `SetReservationState` of an absent reservation is
-    /// `NotFound`. If any write fails, nothing of the batch is written.
+    /// `NotFound`. `Outbox` events are inserted in the same transaction (an
+    /// event whose dedup key exists is skipped, never an error), so an event is
+    /// stored if and only if the writes of its batch are. If any write fails,
+    /// nothing of the batch is written.
     async fn append_batch(&self, ops: &[WriteOp]) -> Result<Vec<i64>>;
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>>;
     /// Records with `recorded_at >= since` (rebuilding the idempotency window), in
@@ -449,6 +468,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Marks a key revoked at `at`; a key already revoked keeps its first
     /// revocation time. `NotFound` if absent.
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
+
+    // ---- sub-stores -------------------------------------------------------------------
+    /// Alerts: the outbox, webhook endpoints, deliveries and their attempts.
+    fn notify(&self) -> &dyn notify::NotifyStore;
+    /// Plan-change history, scheduled changes and pending invoice items.
+    fn changes(&self) -> &dyn changes::ChangeStore;
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (created if missing; optionally

@@ -45,7 +45,7 @@ use crate::codec::{
 use crate::{
     ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
     PlanVersionRecord, ReservationRecord, ReservationState, Result, Store, StoreError,
-    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp,
+    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp, notify,
 };
 
 /// The embedded migrations (compiled in; no database needed at build time).
@@ -57,7 +57,7 @@ const POOL_SIZE: u32 = 8;
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     schema: Option<String>,
 }
 
@@ -134,6 +134,18 @@ impl PgStore {
     /// Closes every connection of the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub(crate) fn write_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn read_pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
@@ -247,6 +259,10 @@ async fn set_reservation_state(
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn billing(&self) -> &dyn crate::billing::BillingStore {
+        self
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -535,6 +551,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let mut seqs = Vec::new();
         let mut run: Vec<UsageColumns> = Vec::new();
+        let mut outbox_locked = false;
         for (op, cols) in ops.iter().zip(prepared) {
             if let Some(cols) = cols {
                 run.push(cols);
@@ -547,6 +564,12 @@ impl Store for PgStore {
                 WriteOp::PutReservation(r) => put_reservation(&mut tx, r).await?,
                 WriteOp::SetReservationState { id, state } => {
                     set_reservation_state(&mut tx, id, *state).await?
+                }
+                WriteOp::Outbox(e) => {
+                    if !std::mem::replace(&mut outbox_locked, true) {
+                        notify::postgres::lock_outbox(&mut tx).await?;
+                    }
+                    notify::postgres::insert_event(&mut tx, e).await?;
                 }
                 WriteOp::AppendUsage(_) => {}
             }
@@ -748,6 +771,10 @@ impl Store for PgStore {
         codec::convert(rows)
     }
 
+    fn notify(&self) -> &dyn notify::NotifyStore {
+        self
+    }
+
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
@@ -762,5 +789,8 @@ impl Store for PgStore {
             });
         }
         Ok(())
+    }
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }

@@ -65,7 +65,7 @@ use crate::codec::{
 use crate::{
     ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
     PlanVersionRecord, ReservationRecord, ReservationState, Result, Store, StoreError,
-    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp,
+    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp, notify,
 };
 
 /// The embedded migrations (compiled in; no database needed at build time).
@@ -83,7 +83,7 @@ const USAGE_PARAMS: usize = 13;
 /// blocks ingest faster (1,000-row batches: ~60k rows/s with 65,536-seq blocks,
 /// ~120k with 8,192), while a query by customer probes one index range per block
 /// in its time range, so smaller blocks make those queries slower.
-const BLOCK_BITS: u32 = 13;
+pub(crate) const BLOCK_BITS: u32 = 13;
 /// Rows per full multi-row usage INSERT.
 const USAGE_CHUNK: usize = 2_048;
 /// Columns bound per snapshot row.
@@ -97,8 +97,8 @@ const _: () = assert!(SNAPSHOT_CHUNK * SNAPSHOT_PARAMS <= MAX_PARAMS);
 /// The SQLite store: one file, one writer connection, a small pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
     path: PathBuf,
 }
 
@@ -161,8 +161,16 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub(crate) fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub(crate) fn read_pool(&self) -> &SqlitePool {
+        &self.reader
     }
 }
 
@@ -364,6 +372,10 @@ async fn set_reservation_state(
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn billing(&self) -> &dyn crate::billing::BillingStore {
+        self
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -663,6 +675,7 @@ impl Store for SqliteStore {
         let mut seqs = Vec::new();
         let mut zones = BTreeMap::new();
         let mut run: Vec<UsageColumns> = Vec::new();
+        let mut outbox_locked = false;
         for (op, cols) in ops.iter().zip(prepared) {
             if let Some(cols) = cols {
                 run.push(cols);
@@ -678,6 +691,12 @@ impl Store for SqliteStore {
                 WriteOp::PutReservation(r) => put_reservation(&mut tx, r).await?,
                 WriteOp::SetReservationState { id, state } => {
                     set_reservation_state(&mut tx, id, *state).await?
+                }
+                WriteOp::Outbox(e) => {
+                    if !std::mem::replace(&mut outbox_locked, true) {
+                        notify::sqlite::lock_outbox(&mut tx).await?;
+                    }
+                    notify::sqlite::insert_event(&mut tx, e).await?;
                 }
                 WriteOp::AppendUsage(_) => {}
             }
@@ -902,6 +921,10 @@ impl Store for SqliteStore {
         codec::convert(rows)
     }
 
+    fn notify(&self) -> &dyn notify::NotifyStore {
+        self
+    }
+
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
@@ -916,6 +939,10 @@ impl Store for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    fn changes(&self) -> &dyn crate::changes::ChangeStore {
+        self
     }
 }
 

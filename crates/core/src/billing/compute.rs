@@ -2,17 +2,21 @@
 //! the ledger totals of each segment. A pure function: same inputs, same
 //! invoice, to the minor unit.
 //!
-//! CONTRACT (owned by the billing-core work; bodies to be written there):
+//! The rules (`docs/billing-semantics.md`, "Invoices"):
 //! - usage in a segment is priced by the plan in force in that segment;
 //! - the allowance (included units, tiers) is per *period* and shared across a
 //!   change: a segment's usage is priced at its position in the period's
-//!   cumulative count (`price(prior + q) − price(prior)`; volume: see docs);
+//!   cumulative count (`price(prior + q) − price(prior)`, included units taken
+//!   off the cumulative count); volume: every billable unit of the segment at
+//!   the unit price of the tier the period's total reaches (in the segment's
+//!   plan's table), the tier's flat fee shared in proportion;
 //! - units drawn from grants are not billed (listed for explanation), units
 //!   drawn from the emergency pool are billed at the entitlement's
 //!   `emergency_unit_price` on an [`InvoiceLineKind::Emergency`] line;
 //! - base price: in arrears, each segment's plan base prorated by the
-//!   segment's share of the period; in advance, the base of `advance` (the
-//!   next period) at full price;
+//!   segment's share of the (nominal) period; in advance, the base of
+//!   `advance` (the next period) at full price;
+//! - minimums: per period, each segment's minimum prorated by its share;
 //! - `pending` lines (prorations deferred to the next invoice) are copied in;
 //! - discounts, then tax per [`TaxRule`]; every line rounded once.
 
@@ -22,11 +26,13 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Plan;
-use crate::money::Currency;
-use crate::period::Period;
+use crate::catalog::{BaseBilling, Entitlement, Plan};
+use crate::money::{Currency, round_line};
+use crate::period::{Interval, Period};
+use crate::pricing::{Charge, ChargePrice, PriceModel, PricingError, TierBreakdown};
+use crate::proration::prorate;
 
-use super::invoice::{Invoice, InvoiceLine, Party, TaxRule};
+use super::invoice::{Invoice, InvoiceLine, InvoiceLineKind, LineSource, Party, TaxRule};
 
 /// Ledger totals of one feature (and, for a dimensional charge, one dimension
 /// group) over one segment. Only billable records are summed.
@@ -77,6 +83,11 @@ pub struct InvoiceInput<'a> {
     pub currency: Currency,
     /// The billing period being closed.
     pub period: Period,
+    /// The whole nominal period the base price pays for, when `period` is a
+    /// partial first calendar period (`BillingCycle::nominal_period`); `None`
+    /// = `period` itself. In-arrears base lines and minimums are prorated
+    /// against it (by second, like every proration).
+    pub nominal_period: Option<Period>,
     /// The plans in force during the period, in order, tiling it (a single
     /// segment when the plan did not change).
     pub segments: Vec<Segment<'a>>,
@@ -110,15 +121,823 @@ pub enum BillingError {
     Invalid(String),
 }
 
+/// The allocation bucket of units within the plan's limit (billed by the charge).
+pub const BUCKET_PLAN: &str = "plan";
+/// The allocation bucket of units beyond a soft limit (billed by the charge).
+pub const BUCKET_OVERAGE: &str = "overage";
+/// The allocation bucket of units drawn from the emergency pool (billed at the
+/// entitlement's `emergency_unit_price`).
+pub const BUCKET_EMERGENCY: &str = "emergency";
+
+/// Whether a bucket holds units drawn from a grant (top-up, promotion): every
+/// bucket but `plan`, `overage` and `emergency`. Grant units are never billed.
+pub fn is_grant_bucket(bucket: &str) -> bool {
+    !matches!(bucket, BUCKET_PLAN | BUCKET_OVERAGE | BUCKET_EMERGENCY)
+}
+
+impl UsageTotal {
+    fn bucket(&self, name: &str) -> Decimal {
+        self.buckets.get(name).copied().unwrap_or(Decimal::ZERO)
+    }
+
+    /// Units the metric's charge prices: `plan` + `overage`.
+    pub fn billable(&self) -> Decimal {
+        self.bucket(BUCKET_PLAN) + self.bucket(BUCKET_OVERAGE)
+    }
+
+    /// Units drawn from the emergency pool.
+    pub fn emergency(&self) -> Decimal {
+        self.bucket(BUCKET_EMERGENCY)
+    }
+
+    /// Units drawn from grants (not billed).
+    pub fn granted(&self) -> Decimal {
+        self.buckets
+            .iter()
+            .filter(|(k, _)| is_grant_bucket(k))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+}
+
+/// Whole seconds since the epoch, toward the past (as proration counts them).
+fn whole_seconds(ts: Timestamp) -> i64 {
+    let s = ts.as_second();
+    if ts.subsec_nanosecond() < 0 { s - 1 } else { s }
+}
+
+/// `amount × seconds([from, to)) / seconds(period)` at full precision.
+pub(crate) fn share_of(
+    amount: Decimal,
+    period: &Period,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Decimal, BillingError> {
+    let len = whole_seconds(period.end) - whole_seconds(period.start);
+    let secs = whole_seconds(to) - whole_seconds(from);
+    if len <= 0 {
+        return Err(BillingError::Invalid(format!(
+            "period {} to {} is empty",
+            period.start, period.end
+        )));
+    }
+    amount
+        .checked_mul(Decimal::from(secs))
+        .and_then(|x| x.checked_div(Decimal::from(len)))
+        .ok_or_else(|| BillingError::Invalid(format!("amount {amount} overflows")))
+}
+
+/// `YYYY-MM-DD` of an instant (UTC), for line descriptions.
+pub(crate) fn day(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%d").to_string()
+}
+
+fn interval_name(interval: Interval) -> &'static str {
+    match interval {
+        Interval::Month => "monthly",
+        Interval::Year => "yearly",
+    }
+}
+
+fn check_input(input: &InvoiceInput<'_>) -> Result<(), BillingError> {
+    let period = input.period;
+    if period.start >= period.end {
+        return Err(BillingError::Invalid(format!(
+            "period {} to {} is empty",
+            period.start, period.end
+        )));
+    }
+    if let Some(nominal) = input.nominal_period
+        && (nominal.start > period.start || nominal.end < period.end)
+    {
+        return Err(BillingError::Invalid(format!(
+            "nominal_period {} to {} must contain the period {} to {}",
+            nominal.start, nominal.end, period.start, period.end
+        )));
+    }
+    let Some(first) = input.segments.first() else {
+        return Err(BillingError::Segments(
+            "at least one segment is needed".into(),
+        ));
+    };
+    if first.from != period.start {
+        return Err(BillingError::Segments(format!(
+            "the first segment starts at {}, the period at {}",
+            first.from, period.start
+        )));
+    }
+    let mut cursor = period.start;
+    for (i, seg) in input.segments.iter().enumerate() {
+        if seg.from != cursor {
+            return Err(BillingError::Segments(format!(
+                "segments[{i}] starts at {} but the previous one ends at {cursor}",
+                seg.from
+            )));
+        }
+        if seg.to <= seg.from {
+            return Err(BillingError::Segments(format!(
+                "segments[{i}] ends at {} before it starts at {}",
+                seg.to, seg.from
+            )));
+        }
+        cursor = seg.to;
+        check_currency(input.currency, seg.plan)?;
+        for total in &seg.usage {
+            if let Some((bucket, q)) = total.buckets.iter().find(|(_, q)| **q < Decimal::ZERO) {
+                return Err(BillingError::Invalid(format!(
+                    "segments[{i}]: usage of {} in bucket {bucket} is negative ({q})",
+                    total.feature
+                )));
+            }
+        }
+    }
+    if cursor != period.end {
+        return Err(BillingError::Segments(format!(
+            "the last segment ends at {cursor}, the period at {}",
+            period.end
+        )));
+    }
+    if let Some((plan, _)) = &input.advance {
+        check_currency(input.currency, plan)?;
+    }
+    if input.tax.rate < Decimal::ZERO || input.tax.rate > Decimal::ONE {
+        return Err(BillingError::Invalid(format!(
+            "tax rate must be a fraction between 0 and 1 (0.2 = 20 %), got {}",
+            input.tax.rate
+        )));
+    }
+    Ok(())
+}
+
+fn check_currency(expected: Currency, plan: &Plan) -> Result<(), BillingError> {
+    if plan.currency != expected || plan.base_price.currency != expected {
+        return Err(BillingError::Currency {
+            expected: expected.to_string(),
+            what: format!("plan {} v{}", plan.key, plan.version),
+            found: plan.currency.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A plan's base price for `[from, to)` of `period` (the whole period: the full
+/// price; part of it: prorated by second).
+fn base_line(
+    plan: &Plan,
+    period: &Period,
+    from: Timestamp,
+    to: Timestamp,
+    currency: Currency,
+) -> Result<InvoiceLine, BillingError> {
+    let whole = from == period.start && to == period.end;
+    let unrounded = share_of(plan.base_price.amount, period, from, to)?;
+    let amount = prorate(plan.base_price, period, from, to)
+        .map_err(|e| BillingError::Invalid(e.to_string()))?;
+    let mut description = format!("{} plan ({})", plan.name, interval_name(plan.interval));
+    if !whole {
+        description.push_str(&format!(", {} to {} (prorated)", day(from), day(to)));
+    }
+    let mut line = InvoiceLine::fee(
+        InvoiceLineKind::Base,
+        description,
+        from,
+        to,
+        unrounded,
+        currency,
+    );
+    line.amount = amount.amount;
+    line.plan_key = Some(plan.key.clone());
+    line.plan_version = Some(plan.version);
+    Ok(line)
+}
+
 /// Computes the draft invoice of a period. Status is `draft`, no number.
+///
+/// Lines, in order: base lines (in-arrears segments, then the in-advance base of
+/// the next period), usage and emergency lines segment by segment, minimum
+/// lines, pending lines, discounts. Then tax and totals
+/// ([`Invoice::recompute_totals`]). See `docs/billing-semantics.md`, "Invoices".
 pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError> {
-    let _ = input;
-    Err(BillingError::Invalid(
-        "compute_invoice is being written (billing-core)".to_string(),
-    ))
+    check_input(input)?;
+    let currency = input.currency;
+    let base_period = input.nominal_period.unwrap_or(input.period);
+    let mut lines = Vec::new();
+    for seg in &input.segments {
+        if seg.plan.billing == BaseBilling::InArrears {
+            lines.push(base_line(
+                seg.plan,
+                &base_period,
+                seg.from,
+                seg.to,
+                currency,
+            )?);
+        }
+    }
+    if let Some((plan, next)) = &input.advance {
+        lines.push(base_line(plan, next, next.start, next.end, currency)?);
+    }
+    lines.extend(usage_lines(input, &base_period)?);
+    for pending in &input.pending {
+        let mut line = pending.clone();
+        line.amount = round_line(line.amount, currency);
+        line.tax_amount = Decimal::ZERO;
+        lines.push(line);
+    }
+    let discounts = discount_lines(&input.discounts, &lines, currency, &input.period)?;
+    lines.extend(discounts);
+    let mut invoice = Invoice::off_cycle(
+        input.invoice_id.clone(),
+        input.customer_id.clone(),
+        currency,
+        input.period,
+        lines,
+        input.tax.clone(),
+        input.created_at,
+    );
+    invoice.issuer = input.issuer.clone();
+    invoice.bill_to = input.bill_to.clone();
+    Ok(invoice)
+}
+
+/// Where a segment's usage sits in the period's cumulative count.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    /// Billable units of the period before this segment.
+    prior: Decimal,
+    /// Billable units in this segment.
+    quantity: Decimal,
+    /// Billable units of the whole period (volume pricing picks its tier by it).
+    total: Decimal,
+}
+
+/// A segment's usage priced at its position in the period.
+struct Priced {
+    amount: Decimal,
+    tiers: Vec<TierBreakdown>,
+    /// Units priced after the included units were taken off.
+    billable: Decimal,
+}
+
+/// Prices a segment's usage at its position in the period's cumulative count.
+///
+/// Included units come off the cumulative count: billable units before the
+/// segment are `max(0, prior − included)`, after it `max(0, prior + q −
+/// included)`. Per-unit, package and graduated: `price(after) − price(before)`.
+/// Volume: every billable unit of the segment at the unit price of the tier the
+/// period's total billable count reaches, plus that tier's flat fee shared in
+/// proportion to billable units (one segment: exactly plain volume pricing).
+fn price_position(
+    model: &PriceModel,
+    included: Decimal,
+    pos: Position,
+) -> Result<Priced, PricingError> {
+    let zero = Decimal::ZERO;
+    let before = (pos.prior - included).max(zero);
+    let after = (pos.prior + pos.quantity - included).max(zero);
+    let billable = after - before;
+    if let PriceModel::Volume { .. } = model {
+        let total = (pos.total - included).max(after);
+        if billable.is_zero() {
+            return Ok(Priced {
+                amount: zero,
+                tiers: Vec::new(),
+                billable,
+            });
+        }
+        let at_total = model.amount_for(total)?;
+        let Some(row) = at_total.tiers.into_iter().next() else {
+            return Err(PricingError::Overflow);
+        };
+        let flat_share = row
+            .flat_fee
+            .checked_mul(billable)
+            .and_then(|x| x.checked_div(total))
+            .ok_or(PricingError::Overflow)?;
+        let amount = billable
+            .checked_mul(row.unit_price)
+            .and_then(|x| x.checked_add(flat_share))
+            .ok_or(PricingError::Overflow)?;
+        return Ok(Priced {
+            amount,
+            tiers: vec![TierBreakdown {
+                units: billable,
+                flat_fee: flat_share,
+                amount,
+                ..row
+            }],
+            billable,
+        });
+    }
+    let priced_after = model.amount_for(after)?;
+    let priced_before = model.amount_for(before)?;
+    let mut tiers = Vec::new();
+    for row in priced_after.tiers {
+        let prev = priced_before
+            .tiers
+            .iter()
+            .find(|b| b.tier_index == row.tier_index);
+        let diff = match prev {
+            None => row,
+            Some(b) => TierBreakdown {
+                units: row.units - b.units,
+                flat_fee: zero,
+                packages: match (row.packages, b.packages) {
+                    (Some(a), Some(b)) => Some(a - b),
+                    (a, _) => a,
+                },
+                amount: row.amount - b.amount,
+                ..row
+            },
+        };
+        if !diff.units.is_zero() || !diff.amount.is_zero() {
+            tiers.push(diff);
+        }
+    }
+    Ok(Priced {
+        amount: priced_after.amount - priced_before.amount,
+        tiers,
+        billable,
+    })
+}
+
+/// Keeps the properties named by `group_by`.
+fn project(dims: &BTreeMap<String, String>, group_by: &[String]) -> BTreeMap<String, String> {
+    dims.iter()
+        .filter(|(k, _)| group_by.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The ledger totals behind a line.
+fn line_source(
+    feature: &str,
+    seg: &Segment<'_>,
+    totals: &[&UsageTotal],
+    prior: Decimal,
+) -> LineSource {
+    let mut buckets: BTreeMap<String, Decimal> = BTreeMap::new();
+    for t in totals {
+        for (k, v) in &t.buckets {
+            *buckets.entry(k.clone()).or_insert(Decimal::ZERO) += *v;
+        }
+    }
+    LineSource {
+        feature: feature.to_string(),
+        from: seg.from,
+        to: seg.to,
+        buckets,
+        prior_quantity: prior,
+        records: totals.iter().map(|t| t.records).sum(),
+    }
+}
+
+/// Per metric: the minimum owed over the segments whose charge has one.
+#[derive(Default)]
+struct MinimumAcc {
+    required: Decimal,
+    charged: Decimal,
+    charge_key: String,
+    display_name: String,
+    plan_key: String,
+    plan_version: u32,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+}
+
+/// What one usage line is about.
+struct UsageGroup<'t> {
+    description: String,
+    dimensions: BTreeMap<String, String>,
+    totals: Vec<&'t UsageTotal>,
+    model: Option<&'t PriceModel>,
+    included: Decimal,
+    pos: Position,
+}
+
+struct Ctx<'i, 'a> {
+    input: &'i InvoiceInput<'a>,
+    base_period: &'i Period,
+}
+
+impl Ctx<'_, '_> {
+    /// Billable units of `feature` (in the dimension group `group`, projected
+    /// on `group_by`) in the segments of `range`.
+    fn billable_in(
+        &self,
+        range: std::ops::Range<usize>,
+        feature: &str,
+        group: Option<(&BTreeMap<String, String>, &[String])>,
+    ) -> Decimal {
+        self.input.segments[range]
+            .iter()
+            .flat_map(|s| &s.usage)
+            .filter(|t| t.feature == feature)
+            .filter(|t| group.is_none_or(|(g, by)| project(&t.dimensions, by) == *g))
+            .map(UsageTotal::billable)
+            .sum()
+    }
+
+    fn position(
+        &self,
+        i: usize,
+        feature: &str,
+        group: Option<(&BTreeMap<String, String>, &[String])>,
+    ) -> Position {
+        let n = self.input.segments.len();
+        let prior = self.billable_in(0..i, feature, group);
+        let quantity = self.billable_in(i..i + 1, feature, group);
+        let after = self.billable_in(i + 1..n, feature, group);
+        Position {
+            prior,
+            quantity,
+            total: prior + quantity + after,
+        }
+    }
+
+    fn segment_suffix(&self, seg: &Segment<'_>) -> String {
+        if self.input.segments.len() > 1 {
+            format!(
+                " ({} plan, {} to {})",
+                seg.plan.name,
+                day(seg.from),
+                day(seg.to)
+            )
+        } else {
+            String::new()
+        }
+    }
+
+    fn groups<'s>(
+        &self,
+        i: usize,
+        seg: &'s Segment<'_>,
+        charge: &'s Charge,
+    ) -> Result<Vec<UsageGroup<'s>>, BillingError> {
+        let here: Vec<&UsageTotal> = seg
+            .usage
+            .iter()
+            .filter(|t| t.feature == charge.metric)
+            .collect();
+        let suffix = self.segment_suffix(seg);
+        match &charge.price {
+            ChargePrice::Single(model) => Ok(vec![UsageGroup {
+                description: format!("{}{suffix}", charge.display_name),
+                dimensions: BTreeMap::new(),
+                totals: here,
+                model: Some(model),
+                included: charge.included,
+                pos: self.position(i, &charge.metric, None),
+            }]),
+            ChargePrice::Dimensional(d) => {
+                let mut by_group: BTreeMap<BTreeMap<String, String>, Vec<&UsageTotal>> =
+                    BTreeMap::new();
+                for t in here {
+                    by_group
+                        .entry(project(&t.dimensions, &d.group_by))
+                        .or_default()
+                        .push(t);
+                }
+                if by_group.is_empty() {
+                    return Ok(vec![UsageGroup {
+                        description: format!("{}{suffix}", charge.display_name),
+                        dimensions: BTreeMap::new(),
+                        totals: Vec::new(),
+                        model: None,
+                        included: Decimal::ZERO,
+                        pos: Position {
+                            prior: Decimal::ZERO,
+                            quantity: Decimal::ZERO,
+                            total: Decimal::ZERO,
+                        },
+                    }]);
+                }
+                let mut groups = Vec::with_capacity(by_group.len());
+                for (dims, totals) in by_group {
+                    let model = d
+                        .prices
+                        .iter()
+                        .find(|p| p.when.iter().all(|(k, v)| dims.get(k) == Some(v)))
+                        .map(|p| &p.model)
+                        .or(d.default.as_ref())
+                        .ok_or_else(|| BillingError::Pricing {
+                            charge: charge.key.clone(),
+                            message: format!(
+                                "no price for dimension group {dims:?} and no default price"
+                            ),
+                        })?;
+                    let shown: Vec<String> = d
+                        .group_by
+                        .iter()
+                        .map(|k| {
+                            format!(
+                                "{k}={}",
+                                dims.get(k).map(String::as_str).unwrap_or("(none)")
+                            )
+                        })
+                        .collect();
+                    let pos = self.position(i, &charge.metric, Some((&dims, &d.group_by)));
+                    groups.push(UsageGroup {
+                        description: format!(
+                            "{} ({}){suffix}",
+                            charge.display_name,
+                            shown.join(", ")
+                        ),
+                        dimensions: dims,
+                        totals,
+                        model: Some(model),
+                        included: Decimal::ZERO,
+                        pos,
+                    });
+                }
+                Ok(groups)
+            }
+        }
+    }
+
+    fn usage_line(
+        &self,
+        seg: &Segment<'_>,
+        charge: &Charge,
+        group: UsageGroup<'_>,
+    ) -> Result<InvoiceLine, BillingError> {
+        let currency = self.input.currency;
+        let priced = match group.model {
+            Some(model) => price_position(model, group.included, group.pos).map_err(|e| {
+                BillingError::Pricing {
+                    charge: charge.key.clone(),
+                    message: e.to_string(),
+                }
+            })?,
+            None => Priced {
+                amount: Decimal::ZERO,
+                tiers: Vec::new(),
+                billable: Decimal::ZERO,
+            },
+        };
+        let unit_amount = match group.model {
+            Some(PriceModel::PerUnit { unit_price }) => Some(*unit_price),
+            _ => None,
+        };
+        let mut line = InvoiceLine::fee(
+            InvoiceLineKind::Usage,
+            group.description,
+            seg.from,
+            seg.to,
+            priced.amount,
+            currency,
+        );
+        line.charge = Some(charge.key.clone());
+        line.feature = Some(charge.metric.clone());
+        line.dimensions = group.dimensions;
+        line.plan_key = Some(seg.plan.key.clone());
+        line.plan_version = Some(seg.plan.version);
+        line.quantity = group.pos.quantity;
+        line.included = group.pos.quantity - priced.billable;
+        line.billable_quantity = priced.billable;
+        line.unit_amount = unit_amount;
+        line.tiers = priced.tiers;
+        line.source = Some(line_source(
+            &charge.metric,
+            seg,
+            &group.totals,
+            group.pos.prior,
+        ));
+        Ok(line)
+    }
+
+    fn emergency_lines(&self, seg: &Segment<'_>) -> Vec<InvoiceLine> {
+        let currency = self.input.currency;
+        let mut by_feature: BTreeMap<&str, Vec<&UsageTotal>> = BTreeMap::new();
+        for t in seg.usage.iter().filter(|t| t.emergency() > Decimal::ZERO) {
+            by_feature.entry(&t.feature).or_default().push(t);
+        }
+        let mut lines = Vec::new();
+        for (feature, totals) in by_feature {
+            let units: Decimal = totals.iter().map(|t| t.emergency()).sum();
+            let price = match seg.plan.entitlement(feature) {
+                Some(Entitlement::Metered(m)) => m.emergency_unit_price,
+                _ => None,
+            }
+            .unwrap_or(Decimal::ZERO);
+            let description = format!(
+                "{feature}: {} emergency units at {} {currency}{}",
+                units.normalize(),
+                price.normalize(),
+                self.segment_suffix(seg)
+            );
+            let mut line = InvoiceLine::fee(
+                InvoiceLineKind::Emergency,
+                description,
+                seg.from,
+                seg.to,
+                units * price,
+                currency,
+            );
+            line.feature = Some(feature.to_string());
+            line.plan_key = Some(seg.plan.key.clone());
+            line.plan_version = Some(seg.plan.version);
+            line.quantity = units;
+            line.billable_quantity = units;
+            line.unit_amount = Some(price);
+            line.source = Some(line_source(feature, seg, &totals, Decimal::ZERO));
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// Usage, emergency and minimum lines of every segment.
+fn usage_lines(
+    input: &InvoiceInput<'_>,
+    base_period: &Period,
+) -> Result<Vec<InvoiceLine>, BillingError> {
+    let ctx = Ctx { input, base_period };
+    let currency = input.currency;
+    let mut lines = Vec::new();
+    let mut minimums: BTreeMap<String, MinimumAcc> = BTreeMap::new();
+    for (i, seg) in input.segments.iter().enumerate() {
+        for charge in &seg.plan.charges {
+            if let Some((field, message)) = charge.validate().into_iter().next() {
+                return Err(BillingError::Pricing {
+                    charge: charge.key.clone(),
+                    message: format!("{field}: {message}"),
+                });
+            }
+            let mut charged = Decimal::ZERO;
+            for group in ctx.groups(i, seg, charge)? {
+                let line = ctx.usage_line(seg, charge, group)?;
+                charged += line.amount;
+                lines.push(line);
+            }
+            if let Some(minimum) = charge.minimum {
+                let acc = minimums.entry(charge.metric.clone()).or_default();
+                acc.required += share_of(minimum, ctx.base_period, seg.from, seg.to)?;
+                acc.charged += charged;
+                acc.charge_key = charge.key.clone();
+                acc.display_name = charge.display_name.clone();
+                acc.plan_key = seg.plan.key.clone();
+                acc.plan_version = seg.plan.version;
+                acc.from = acc.from.or(Some(seg.from));
+                acc.to = Some(seg.to);
+            }
+        }
+        lines.extend(ctx.emergency_lines(seg));
+    }
+    for (metric, acc) in minimums {
+        if acc.charged >= acc.required {
+            continue;
+        }
+        let description = format!(
+            "{}: minimum {} {currency} (usage came to {})",
+            acc.display_name,
+            round_line(acc.required, currency),
+            acc.charged
+        );
+        let mut line = InvoiceLine::fee(
+            InvoiceLineKind::Minimum,
+            description,
+            acc.from.unwrap_or(input.period.start),
+            acc.to.unwrap_or(input.period.end),
+            acc.required - acc.charged,
+            currency,
+        );
+        line.charge = Some(acc.charge_key);
+        line.feature = Some(metric);
+        line.plan_key = Some(acc.plan_key);
+        line.plan_version = Some(acc.plan_version);
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Discount lines, applied in order to what is left of the subtotal: a percent
+/// of the subtotal, or a fixed amount; never below zero in total.
+fn discount_lines(
+    discounts: &[Discount],
+    lines: &[InvoiceLine],
+    currency: Currency,
+    period: &Period,
+) -> Result<Vec<InvoiceLine>, BillingError> {
+    let subtotal = sum_amounts(lines);
+    let mut left = subtotal;
+    let mut out = Vec::new();
+    for (i, discount) in discounts.iter().enumerate() {
+        let (description, unrounded) = match discount {
+            Discount::Percent {
+                percent,
+                description,
+            } => {
+                if *percent < Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
+                    return Err(BillingError::Invalid(format!(
+                        "discounts[{i}].percent must be between 0 and 100 (got {percent})"
+                    )));
+                }
+                (description, -(subtotal * *percent / Decimal::ONE_HUNDRED))
+            }
+            Discount::Amount {
+                amount,
+                description,
+            } => {
+                if *amount < Decimal::ZERO {
+                    return Err(BillingError::Invalid(format!(
+                        "discounts[{i}].amount must not be negative (got {amount})"
+                    )));
+                }
+                (description, -*amount)
+            }
+        };
+        if left <= Decimal::ZERO {
+            break;
+        }
+        let mut line = InvoiceLine::fee(
+            InvoiceLineKind::Discount,
+            description.clone(),
+            period.start,
+            period.end,
+            unrounded,
+            currency,
+        );
+        if -line.amount > left {
+            line.amount = round_line(-left, currency);
+            line.unrounded = line.amount;
+        }
+        left += line.amount;
+        out.push(line);
+    }
+    Ok(out)
 }
 
 /// Sums already-rounded line amounts (helper shared by compute and credit).
 pub fn sum_amounts<'l>(lines: impl IntoIterator<Item = &'l InvoiceLine>) -> Decimal {
     lines.into_iter().map(|l| l.amount).sum()
+}
+
+/// What the current period will cost if usage continues at its present pace:
+/// an invoice-shaped preview (status `draft`, no number).
+///
+/// `input` is the period's close as if it ended now: segments tiling the whole
+/// period (the plan in force at `now` running to the period end), each with
+/// its usage so far. Usage so far is scaled to the whole period by time, by
+/// second: every ledger quantity (each bucket, each dimension group) is
+/// multiplied by `period seconds / elapsed seconds`, and the extra units are
+/// put in the segment in force at `now` (the plan that will price them).
+/// At the period start nothing has elapsed and nothing is extrapolated. Base
+/// lines, minimums, pending lines, discounts and tax are as at the close.
+///
+/// 1,000 calls in the first 10 days of a 30-day period project to 3,000.
+pub fn project_upcoming(input: &InvoiceInput<'_>, now: Timestamp) -> Result<Invoice, BillingError> {
+    check_input(input)?;
+    let period = input.period;
+    let now = now.clamp(period.start, period.end);
+    let elapsed = whole_seconds(now) - whole_seconds(period.start);
+    let len = whole_seconds(period.end) - whole_seconds(period.start);
+    if elapsed <= 0 || elapsed >= len {
+        return compute_invoice(input);
+    }
+    // extra = observed × (len − elapsed) / elapsed, per feature, group, bucket.
+    let mut extra: BTreeMap<(String, BTreeMap<String, String>), BTreeMap<String, Decimal>> =
+        BTreeMap::new();
+    for total in input.segments.iter().flat_map(|s| &s.usage) {
+        let buckets = extra
+            .entry((total.feature.clone(), total.dimensions.clone()))
+            .or_default();
+        for (bucket, q) in &total.buckets {
+            let add = q
+                .checked_mul(Decimal::from(len - elapsed))
+                .and_then(|x| x.checked_div(Decimal::from(elapsed)))
+                .ok_or_else(|| BillingError::Invalid(format!("usage {q} overflows")))?;
+            *buckets.entry(bucket.clone()).or_insert(Decimal::ZERO) += add;
+        }
+    }
+    let current = input
+        .segments
+        .iter()
+        .position(|s| s.from <= now && now < s.to)
+        .unwrap_or(input.segments.len() - 1);
+    let mut segments = input.segments.clone();
+    let seg = &mut segments[current];
+    for ((feature, dimensions), buckets) in extra {
+        match seg
+            .usage
+            .iter_mut()
+            .find(|t| t.feature == feature && t.dimensions == dimensions)
+        {
+            Some(total) => {
+                for (bucket, q) in buckets {
+                    *total.buckets.entry(bucket).or_insert(Decimal::ZERO) += q;
+                }
+            }
+            None => seg.usage.push(UsageTotal {
+                feature,
+                dimensions,
+                buckets,
+                records: 0,
+            }),
+        }
+    }
+    let projected = InvoiceInput {
+        segments,
+        ..input.clone()
+    };
+    compute_invoice(&projected)
 }

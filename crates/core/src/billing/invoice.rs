@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::money::Currency;
+use crate::money::{Currency, round_line};
 use crate::pricing::TierBreakdown;
 
 /// Lifecycle, as Stripe's: `draft` (editable) → `open` (issued: number
@@ -213,4 +213,224 @@ pub struct Invoice {
     pub due_at: Option<Timestamp>,
     pub paid_at: Option<Timestamp>,
     pub voided_at: Option<Timestamp>,
+}
+
+/// The printed number of an issued invoice or credit note: the prefix, a dash
+/// and the sequence number on at least six digits (`INV-000042`).
+pub fn format_number(prefix: &str, n: u64) -> String {
+    format!("{prefix}-{n:06}")
+}
+
+/// Zero at the currency's scale ("0.00" USD, "0" JPY).
+fn zero(currency: Currency) -> Decimal {
+    Decimal::new(0, currency.minor_units())
+}
+
+impl InvoiceLine {
+    /// A line of a fixed amount (base, minimum, proration, discount,
+    /// adjustment): quantity 1, `amount = round_line(unrounded)`, nothing else
+    /// set. Callers fill in the plan, charge and feature where they apply.
+    pub fn fee(
+        kind: InvoiceLineKind,
+        description: impl Into<String>,
+        period_start: Timestamp,
+        period_end: Timestamp,
+        unrounded: Decimal,
+        currency: Currency,
+    ) -> InvoiceLine {
+        let mut amount = round_line(unrounded, currency);
+        if amount.is_zero() {
+            // No "-0.00" lines.
+            amount.set_sign_positive(true);
+        }
+        InvoiceLine {
+            kind,
+            description: description.into(),
+            charge: None,
+            feature: None,
+            dimensions: BTreeMap::new(),
+            plan_key: None,
+            plan_version: None,
+            period_start,
+            period_end,
+            quantity: Decimal::ONE,
+            included: Decimal::ZERO,
+            billable_quantity: Decimal::ONE,
+            unit_amount: None,
+            tiers: Vec::new(),
+            unrounded,
+            amount,
+            tax_amount: Decimal::ZERO,
+            source: None,
+        }
+    }
+
+    /// An operator's manual line on a draft (positive: a charge, negative: a
+    /// credit).
+    pub fn adjustment(
+        description: impl Into<String>,
+        amount: Decimal,
+        period_start: Timestamp,
+        period_end: Timestamp,
+        currency: Currency,
+    ) -> InvoiceLine {
+        InvoiceLine::fee(
+            InvoiceLineKind::Adjustment,
+            description,
+            period_start,
+            period_end,
+            amount,
+            currency,
+        )
+    }
+
+    /// A sentence explaining where the line's quantity came from, from its
+    /// [`LineSource`] (`None` for lines without one): "12500 queries from 340
+    /// ledger records, 2026-04-01 to 2026-05-01: plan 10000, overage 2500;
+    /// not billed: grant_1 500; 4000 counted earlier in the period".
+    pub fn explain(&self) -> Option<String> {
+        let source = self.source.as_ref()?;
+        let billed: Vec<String> = source
+            .buckets
+            .iter()
+            .filter(|(k, _)| !super::compute::is_grant_bucket(k))
+            .map(|(k, v)| format!("{k} {}", v.normalize()))
+            .collect();
+        let granted: Vec<String> = source
+            .buckets
+            .iter()
+            .filter(|(k, _)| super::compute::is_grant_bucket(k))
+            .map(|(k, v)| format!("{k} {}", v.normalize()))
+            .collect();
+        let total: Decimal = source.buckets.values().copied().sum();
+        let mut out = format!(
+            "{} {} from {} ledger records, {} to {}",
+            total.normalize(),
+            source.feature,
+            source.records,
+            super::compute::day(source.from),
+            super::compute::day(source.to),
+        );
+        if !billed.is_empty() {
+            out.push_str(&format!(": {}", billed.join(", ")));
+        }
+        if !granted.is_empty() {
+            out.push_str(&format!("; not billed (grants): {}", granted.join(", ")));
+        }
+        if !source.prior_quantity.is_zero() {
+            out.push_str(&format!(
+                "; {} counted earlier in the period",
+                source.prior_quantity.normalize()
+            ));
+        }
+        Some(out)
+    }
+}
+
+impl Invoice {
+    /// Recomputes tax and totals from the lines (after a draft edit: a line
+    /// added, removed or adjusted). Per-line tax: each line's
+    /// `round_line(amount × rate)`; on total: `round_line((subtotal + discount)
+    /// × rate)`. Discount lines keep their amounts. Payments and credits
+    /// recorded in the totals are kept; `amount_due` follows.
+    pub fn recompute_totals(&mut self) {
+        let currency = self.currency;
+        let rate = self.tax.rate;
+        let mut subtotal = zero(currency);
+        let mut discount = zero(currency);
+        let mut tax = zero(currency);
+        for line in &mut self.lines {
+            line.tax_amount = match self.tax.mode {
+                TaxMode::PerLine => round_line(line.amount * rate, currency),
+                TaxMode::OnTotal => zero(currency),
+            };
+            tax += line.tax_amount;
+            match line.kind {
+                InvoiceLineKind::Discount => discount += line.amount,
+                _ => subtotal += line.amount,
+            }
+        }
+        if self.tax.mode == TaxMode::OnTotal {
+            tax = round_line((subtotal + discount) * rate, currency);
+        }
+        let totals = &mut self.totals;
+        totals.subtotal = subtotal;
+        totals.discount = discount;
+        totals.tax = tax;
+        totals.total = subtotal + discount + tax;
+        totals.amount_paid = round_line(totals.amount_paid, currency);
+        totals.amount_credited = round_line(totals.amount_credited, currency);
+        totals.amount_due =
+            (totals.total - totals.amount_paid - totals.amount_credited).max(zero(currency));
+    }
+
+    /// Adds a line to a draft and recomputes the totals.
+    pub fn add_line(&mut self, line: InvoiceLine) {
+        self.lines.push(line);
+        self.recompute_totals();
+    }
+
+    /// Records a payment received and updates `amount_due`.
+    pub fn record_payment(&mut self, amount: Decimal) {
+        self.totals.amount_paid += amount;
+        self.recompute_totals();
+    }
+
+    /// Records a credit note's total and updates `amount_due`.
+    pub fn record_credit(&mut self, amount: Decimal) {
+        self.totals.amount_credited += amount;
+        self.recompute_totals();
+    }
+
+    /// Overdue is derived, not a status: `open` and `now` past `due_at`.
+    pub fn is_overdue(&self, now: Timestamp) -> bool {
+        self.status == InvoiceStatus::Open && self.due_at.is_some_and(|due| now > due)
+    }
+
+    /// What can still be credited: the total less earlier credit notes.
+    pub fn creditable(&self, already_credited: Decimal) -> Decimal {
+        (self.totals.total - already_credited).max(zero(self.currency))
+    }
+}
+
+impl Invoice {
+    /// An off-cycle draft holding only `lines` over `period`, e.g. the
+    /// proration lines of a plan change invoiced now
+    /// (`ProrationBehavior::InvoiceNow`); tax and totals computed. Issuer and
+    /// customer are left empty for the caller to fill in.
+    pub fn off_cycle(
+        id: String,
+        customer_id: String,
+        currency: Currency,
+        period: crate::period::Period,
+        lines: Vec<InvoiceLine>,
+        tax: TaxRule,
+        created_at: Timestamp,
+    ) -> Invoice {
+        let mut invoice = Invoice {
+            id,
+            number: None,
+            customer_id,
+            currency,
+            status: InvoiceStatus::Draft,
+            period_start: period.start,
+            period_end: period.end,
+            lines,
+            tax,
+            totals: InvoiceTotals::default(),
+            issuer: Party::default(),
+            bill_to: Party::default(),
+            memo: None,
+            created_at,
+            issued_at: None,
+            due_at: None,
+            paid_at: None,
+            voided_at: None,
+        };
+        for line in &mut invoice.lines {
+            line.amount = round_line(line.amount, currency);
+        }
+        invoice.recompute_totals();
+        invoice
+    }
 }

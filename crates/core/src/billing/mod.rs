@@ -12,7 +12,8 @@
 //!   limits before and after, blockers.
 //! - [`credit`]: credit notes against issued invoices.
 //!
-//! See `docs/billing-semantics.md` ("Invoices", "Plan changes") for the rules
+//! See `docs/billing-semantics.md` ("Invoices", "Plan changes", "Credit
+//! notes") for the rules
 //! with worked numbers.
 
 pub mod change;

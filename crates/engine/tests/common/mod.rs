@@ -201,6 +201,11 @@ pub async fn open(b: &Backend, clock: &TestClock) -> Engine {
 /// A customer subscribed (active) to `plan`, anchored at the clock's now.
 pub async fn customer(engine: &Engine, id: &str, plan: &str) {
     engine.create_customer(NewCustomer::new(id)).await.unwrap();
+    subscribe_to(engine, id, plan).await;
+}
+
+/// Subscribes a customer (active) to `plan`; a plan change keeps the anchor.
+pub async fn subscribe_to(engine: &Engine, id: &str, plan: &str) {
     engine
         .subscribe(
             id,
@@ -212,4 +217,40 @@ pub async fn customer(engine: &Engine, id: &str, plan: &str) {
         )
         .await
         .unwrap();
+}
+
+/// 64 tasks consuming `api_calls` of `customer` at once, 5 times each (1, 0.5,
+/// 2, 1.5, 1 in turn: 384 units asked in all), each with its own idempotency
+/// key. Returns every answer.
+pub async fn race_64(engine: &Engine, customer: &str) -> Vec<tollgate_engine::Decision> {
+    use rust_decimal_macros::dec;
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let e = engine.clone();
+        let c = customer.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for i in 0..5 {
+                let q = [dec!(1), dec!(0.5), dec!(2), dec!(1.5), dec!(1)][(t + i) % 5];
+                let req = tollgate_engine::UsageRequest::new(c.as_str(), "api_calls", q)
+                    .key(format!("t{t}-{i}"));
+                answers.push(e.consume(req).await.unwrap());
+            }
+            answers
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// The quantity allowed by these answers.
+pub fn allowed_total(answers: &[tollgate_engine::Decision]) -> rust_decimal::Decimal {
+    answers
+        .iter()
+        .filter(|d| d.allowed)
+        .map(|d| d.quantity)
+        .sum()
 }

@@ -34,6 +34,7 @@ use utoipa_axum::routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::routes::alerts::{RECENT_EVENTS, current_usage_alert, recent_events};
 use crate::routes::enforcement::{norm, parse_decimal};
 use crate::routes::plans::MoneyOut;
 use crate::routes::usage::percentage;
@@ -98,6 +99,24 @@ pub struct CustomerUsage {
     pub percentage_used: Option<Decimal>,
     pub hard: Option<bool>,
     pub resets_at: Option<Timestamp>,
+    /// Near-limit view: the latest usage alert (threshold reached, limit
+    /// exceeded, denial) fired for this feature in its current window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_alert: Option<LastAlert>,
+}
+
+/// The latest usage alert of a (customer, feature) in the current window.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LastAlert {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The threshold reached (`80%`), for `usage.threshold_reached`.
+    pub threshold: Option<String>,
+    pub created_at: Timestamp,
+    /// What the alert recommended (`{"type": "upgrade", "plan": "pro", …}`).
+    #[schema(value_type = Option<Object>)]
+    pub recommended_action: Option<serde_json::Value>,
 }
 
 /// Metered and gauge usage of every live customer with a subscription.
@@ -140,6 +159,7 @@ async fn all_usage(state: &AppState) -> Result<(usize, usize, Vec<CustomerUsage>
                     .map(|l| norm(percentage(used, l))),
                 hard: f.hard,
                 resets_at: f.resets_at,
+                last_alert: None,
             });
         }
     }
@@ -356,12 +376,18 @@ pub struct NearLimitQuery {
     /// How many (1–1000, default 100).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only rows for which a usage alert fired in the current window (a
+    /// threshold of the plan reached, the limit exceeded, a denial).
+    #[serde(default)]
+    pub alerted: bool,
 }
 
 /// Customers near (or over) a limit.
 ///
 /// Every (customer, feature) whose usage in the current window is at or above
-/// `threshold` percent of a finite limit, the largest share first.
+/// `threshold` percent of a finite limit, the largest share first, each with
+/// the latest usage alert fired for it in that window (`last_alert`); with
+/// `alerted=true`, only those an alert fired for.
 #[utoipa::path(
     get,
     path = "/v1/admin/customers/near-limit",
@@ -400,12 +426,47 @@ pub async fn near_limit(
             && r.percentage_used.is_some_and(|p| p >= threshold)
     });
     rows.sort_by(by_share);
+    if q.alerted {
+        // Only the alerted rows count towards the page.
+        attach_alerts(&state, &mut rows, usize::MAX).await?;
+        rows.retain(|r| r.last_alert.is_some());
+    } else {
+        attach_alerts(&state, &mut rows, n).await?;
+    }
     let has_more = rows.len() > n;
     rows.truncate(n);
     Ok(axum::Json(CustomerUsageList {
         data: rows,
         has_more,
     }))
+}
+
+/// Fills `last_alert` of the first `n` rows from each customer's latest events.
+async fn attach_alerts(
+    state: &AppState,
+    rows: &mut [CustomerUsage],
+    n: usize,
+) -> Result<(), ApiError> {
+    let now = state.engine.now();
+    let mut events: BTreeMap<String, Vec<tollgate_store::notify::OutboxEvent>> = BTreeMap::new();
+    for r in rows.iter_mut().take(n) {
+        if !events.contains_key(&r.customer) {
+            let recent = recent_events(state, &r.customer, RECENT_EVENTS).await?;
+            events.insert(r.customer.clone(), recent);
+        }
+        let Some(recent) = events.get(&r.customer) else {
+            continue;
+        };
+        r.last_alert = current_usage_alert(recent, &r.feature, now).map(|e| LastAlert {
+            id: e.id.clone(),
+            event_type: e.event_type.clone(),
+            threshold: e.payload["threshold"]["label"].as_str().map(str::to_string),
+            created_at: e.created_at,
+            recommended_action: Some(e.payload["recommended_action"].clone())
+                .filter(|v| !v.is_null()),
+        });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -533,7 +533,10 @@ pub async fn create_customer(
         })
         .await?;
     if let (Some(plan), Some(opts)) = (body.plan, opts) {
-        state.engine.subscribe(&record.id, &plan, opts).await?;
+        state
+            .billing
+            .subscribe(&record.id, &plan, opts, &principal.key.id, None)
+            .await?;
     }
     Ok((StatusCode::CREATED, Json(customer_out(&state, record))))
 }
@@ -807,7 +810,11 @@ pub async fn put_subscription(
         &mut errors,
     );
     fail_if(errors)?;
-    let sub = state.engine.subscribe(&id, &body.plan, opts).await?;
+    // Through billing, so the plan-change history records it.
+    let sub = state
+        .billing
+        .subscribe(&id, &body.plan, opts, &principal.key.id, None)
+        .await?;
     Ok(Json(sub.into()))
 }
 
@@ -839,9 +846,10 @@ pub async fn patch_subscription(
 ) -> Result<Json<SubscriptionOut>, ApiError> {
     principal.require_server()?;
     live(&state, &id)?;
+    // Through billing: a cancellation or reactivation enters the history.
     let sub = state
-        .engine
-        .set_subscription_status(&id, body.status.into())
+        .billing
+        .set_subscription_status(&id, body.status.into(), &principal.key.id)
         .await?;
     Ok(Json(sub.into()))
 }

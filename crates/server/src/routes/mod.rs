@@ -7,13 +7,18 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod alerts;
 pub mod customers;
 pub mod enforcement;
 pub mod events;
+pub mod invoices;
 pub mod keys;
 pub mod plans;
+pub mod runs;
+pub mod subscriptions;
 pub mod system;
 pub mod usage;
+pub mod webhooks;
 
 /// Every `/v1` route and the system routes, with their OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,6 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(enforcement::routes())
         .merge(events::routes())
         .merge(usage::routes())
+        .merge(alerts::routes())
         .merge(plans::routes())
         .merge(admin::routes())
+        .merge(subscriptions::routes())
+        .merge(runs::routes())
+        .merge(webhooks::routes())
+        .merge(invoices::routes())
 }

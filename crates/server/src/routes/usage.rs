@@ -29,10 +29,11 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tollgate_core::catalog::{Catalog, Entitlement, FeatureKind, Limit, Plan, Threshold};
+use tollgate_core::catalog::{Catalog, Entitlement, FeatureKind, Plan};
 use tollgate_core::period::{BillingCycle, Period, ResetPeriod, usage_window};
 use tollgate_core::pricing::{ChargePrice, UsageQuantity};
-use tollgate_engine::{EntitlementsSummary, FeatureSummary};
+use tollgate_engine::{EntitlementsSummary, FeatureSummary, RecommendedAction};
+use tollgate_store::notify::OutboxEvent;
 use tollgate_store::{UsageQuery, UsageSource};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -40,6 +41,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::routes::alerts::{RECENT_EVENTS, recent_events, usage_alerts_in};
 use crate::routes::enforcement::norm;
 use crate::routes::plans::{MoneyOut, plan_definition, quote_error};
 use crate::state::AppState;
@@ -151,7 +153,10 @@ impl From<EntitlementsSummary> for EntitlementsOut {
     }
 }
 
-fn live_customer(state: &AppState, id: &str) -> Result<tollgate_store::CustomerRecord, ApiError> {
+pub(crate) fn live_customer(
+    state: &AppState,
+    id: &str,
+) -> Result<tollgate_store::CustomerRecord, ApiError> {
     state
         .engine
         .customer(id)
@@ -230,11 +235,12 @@ pub struct FeatureUsage {
     pub resets_at: Option<Timestamp>,
 }
 
-/// A usage alert.
+/// A feature's alerts in its current window (from the outbox: see
+/// `GET /v1/customers/{id}/alerts`), summed up with what to do.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageAlert {
-    /// `approaching_limit` (at or above the plan's first alert threshold, 80 %
-    /// by default) or `limit_exceeded` (at or above 100 %).
+    /// `approaching_limit` (an alert fired in the window, usage is below the
+    /// limit) or `limit_exceeded` (usage is at or above the limit).
     #[serde(rename = "type")]
     pub kind: String,
     pub feature: String,
@@ -249,6 +255,61 @@ pub struct UsageAlert {
     /// Units of the plan's emergency allowance that can be drawn now.
     #[schema(value_type = Option<String>)]
     pub emergency_allowance: Option<Decimal>,
+    /// The one action Tollgate recommends now (the rule of the alert events:
+    /// at a hard limit with the pool available, draw it; else the cheapest
+    /// public plan above with a higher limit; else the pool).
+    pub recommended: Option<RecommendedActionOut>,
+    /// Thresholds reached in this window (`80%`, `95%`, `100%`), lowest first.
+    pub thresholds_reached: Vec<String>,
+    /// The latest alert event of this feature in this window.
+    pub last_event: AlertEventRef,
+}
+
+/// An alert event, by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertEventRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created_at: Timestamp,
+}
+
+/// What to do about a limit: `{"type": "upgrade", "plan": "pro", "limit":
+/// "1000"}` or `{"type": "draw_emergency_pool", "units": "100"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecommendedActionOut {
+    /// `upgrade` or `draw_emergency_pool`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The plan's limit for the feature (`upgrade`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub limit: Option<Decimal>,
+    /// Units of the pool (`draw_emergency_pool`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub units: Option<Decimal>,
+}
+
+impl From<RecommendedAction> for RecommendedActionOut {
+    fn from(a: RecommendedAction) -> Self {
+        match a {
+            RecommendedAction::Upgrade { plan, limit } => RecommendedActionOut {
+                kind: "upgrade".into(),
+                plan: Some(plan),
+                limit: limit.map(norm),
+                units: None,
+            },
+            RecommendedAction::DrawEmergencyPool { units } => RecommendedActionOut {
+                kind: "draw_emergency_pool".into(),
+                plan: None,
+                limit: None,
+                units: Some(norm(units)),
+            },
+        }
+    }
 }
 
 /// The cost of the period.
@@ -291,8 +352,9 @@ pub struct UsageDashboard {
 /// interval and anchoring, in the customer's time zone); per metered and gauge
 /// feature: used, limit, percentage used, overage and a linear projection to the
 /// end of its window (`used / elapsed × window length`; gauges: the level);
-/// alerts at the plan's first alert threshold (80 % by default:
-/// `approaching_limit`) and at 100 % (`limit_exceeded`), recommending the
+/// alerts: one per feature with alert events in its current window (a
+/// threshold reached, usage beyond the limit, a denial; `approaching_limit`
+/// below the limit, `limit_exceeded` at or above it), recommending the
 /// cheapest plan that allows the projected usage or the plan's emergency
 /// allowance; and the cost so far and projected (the plan's quote of the
 /// period's billable usage, with gauges at their level) as money.
@@ -353,6 +415,7 @@ pub async fn usage_dashboard(
     }
     let catalog = engine.catalog();
     let emergency_drawn = drawn_emergency(&state, &id, now)?;
+    let events = recent_events(&state, &id, RECENT_EVENTS).await?;
     let mut projected_usage: BTreeMap<String, Decimal> = BTreeMap::new();
     for f in &summary.features {
         let Some(def) = catalog.feature(&f.feature) else {
@@ -386,7 +449,12 @@ pub async fn usage_dashboard(
         let overage = f
             .limit
             .map_or(Decimal::ZERO, |l| (used - l).max(Decimal::ZERO));
-        if let (Some(limit), Some(pct)) = (f.limit, percentage) {
+        // Gauge alerts are counted per billing period.
+        let alert_window = window.or(period).map(|w| w.start);
+        let fired: Vec<&OutboxEvent> = alert_window
+            .map(|start| usage_alerts_in(&events, &f.feature, start).collect())
+            .unwrap_or_default();
+        if let (Some(limit), Some(pct), false) = (f.limit, percentage, fired.is_empty()) {
             if let Some(alert) = alert_for(
                 &state,
                 &AlertInput {
@@ -401,6 +469,7 @@ pub async fn usage_dashboard(
                     hard: f.hard.unwrap_or(true),
                     emergency_drawn: emergency_drawn.contains(&f.feature),
                     window_end: window.map(|w| w.end),
+                    fired: &fired,
                 },
             ) {
                 dash.alerts.push(alert);
@@ -500,24 +569,29 @@ struct AlertInput<'a> {
     hard: bool,
     emergency_drawn: bool,
     window_end: Option<Timestamp>,
-}
-
-/// The quantity at which the plan's first alert fires for a feature (80 % of
-/// the limit when the plan names no threshold below the limit).
-fn first_threshold(plan: &Plan, feature: &str, limit: Decimal) -> Decimal {
-    plan.alert_thresholds_for(feature)
-        .iter()
-        .filter_map(|t: &Threshold| t.quantity_for(Limit::Finite(limit)))
-        .filter(|q| *q > Decimal::ZERO && *q < limit)
-        .min()
-        .unwrap_or(limit * Decimal::new(8, 1))
+    /// The feature's alert events in its window, newest first (not empty).
+    fired: &'a [&'a OutboxEvent],
 }
 
 fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
+    let last = a.fired.first()?;
     let exceeded = a.used >= a.limit;
-    if !exceeded && a.used < first_threshold(a.plan, a.feature, a.limit) {
-        return None;
-    }
+    let mut thresholds: Vec<(Decimal, String)> = a
+        .fired
+        .iter()
+        .filter_map(|e| {
+            let t = &e.payload["threshold"];
+            let q = e.payload["threshold_quantity"].as_str()?.parse().ok()?;
+            Some((q, t["label"].as_str()?.to_string()))
+        })
+        .collect();
+    thresholds.sort();
+    let recommended = state
+        .engine
+        .recommended_action(a.customer, a.feature)
+        .ok()
+        .flatten()
+        .map(RecommendedActionOut::from);
     let catalog = state.engine.catalog();
     // The plan to recommend allows the projected usage (at least one more unit
     // than now once the limit is reached).
@@ -605,6 +679,13 @@ fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
         recommended_action,
         upgrade_to: upgrade_to.map(|p| p.key.clone()),
         emergency_allowance: emergency.map(norm),
+        recommended,
+        thresholds_reached: thresholds.into_iter().map(|(_, l)| l).collect(),
+        last_event: AlertEventRef {
+            id: last.id.clone(),
+            event_type: last.event_type.clone(),
+            created_at: last.created_at,
+        },
     })
 }
 

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
+mod postgres;
+mod rows;
+mod sqlite;
+
 /// One entry of a customer's plan-change history (immutable once written).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanChangeRecord {

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
+pub(crate) mod postgres;
+mod rows;
+mod sql;
+pub(crate) mod sqlite;
+
 /// An event in the outbox. Written once; `dedup_key` makes "fire once per
 /// customer, feature, period and threshold" hold even across restarts: a
 /// second event with the same key is silently dropped by the store.

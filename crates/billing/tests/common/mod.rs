@@ -1,0 +1,192 @@
+//! Shared harness of the billing service tests: a catalog with five metered
+//! features, a real SQLite store on a temp file (and PostgreSQL in a fresh
+//! schema when `TOLLGATE_TEST_POSTGRES_URL` is set), an engine on a
+//! `TestClock`, and helpers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use tollgate_billing::{Billing, BillingConfig};
+use tollgate_core::catalog::{Catalog, load_catalog};
+use tollgate_engine::{
+    Engine, EngineConfig, NewCustomer, SubscribeOptions, TestClock, UsageRequest,
+};
+use tollgate_store::Store;
+use tollgate_store::sqlite::SqliteStore;
+
+/// Five metered features; `pro` ($49/month in arrears, calendar) prices each
+/// per unit; `adv` ($20/month in advance) prices `calls` only.
+pub const CATALOG: &str = r#"
+[catalog]
+name = "Billing test"
+currency = "USD"
+
+[features.calls]
+kind = "metered"
+name = "Calls"
+reset = "billing_period"
+
+[features.minutes]
+kind = "metered"
+name = "Minutes"
+reset = "billing_period"
+
+[features.storage_gb]
+kind = "metered"
+name = "Storage"
+reset = "billing_period"
+
+[features.egress_gb]
+kind = "metered"
+name = "Egress"
+reset = "billing_period"
+
+[features.tokens]
+kind = "metered"
+name = "Tokens"
+reset = "billing_period"
+
+[plans.pro]
+name = "Pro"
+tier = 1
+base_price = "49.00"
+anchoring = "calendar"
+billing = "in_arrears"
+
+[plans.pro.entitlements]
+calls = "unlimited"
+minutes = "unlimited"
+storage_gb = "unlimited"
+egress_gb = "unlimited"
+tokens = "unlimited"
+
+[[plans.pro.charges]]
+metric = "calls"
+name = "Calls"
+price = { model = "per_unit", unit_price = "0.001" }
+
+[[plans.pro.charges]]
+metric = "minutes"
+name = "Minutes"
+price = { model = "per_unit", unit_price = "0.004" }
+
+[[plans.pro.charges]]
+metric = "storage_gb"
+name = "Storage"
+price = { model = "per_unit", unit_price = "0.10" }
+
+[[plans.pro.charges]]
+metric = "egress_gb"
+name = "Egress"
+price = { model = "per_unit", unit_price = "0.05" }
+
+[[plans.pro.charges]]
+metric = "tokens"
+name = "Tokens"
+price.group_by = ["model"]
+price.prices = [ { when = { model = "big" }, model = "per_unit", unit_price = "0.00002" } ]
+price.default = { model = "per_unit", unit_price = "0.00001" }
+
+[plans.adv]
+name = "Advance"
+tier = 0
+base_price = "20.00"
+anchoring = "calendar"
+billing = "in_advance"
+
+[plans.adv.entitlements]
+calls = "unlimited"
+
+[[plans.adv.charges]]
+metric = "calls"
+name = "Calls"
+price = { model = "per_unit", unit_price = "0.01" }
+"#;
+
+pub fn catalog() -> Catalog {
+    load_catalog("billing-test.toml", CATALOG).unwrap()
+}
+
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+pub struct Env {
+    pub billing: Arc<Billing>,
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    pub clock: TestClock,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn env_at(start: &str, config: BillingConfig) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+    env_on(store, dir, start, config).await
+}
+
+pub async fn env_on(
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+    start: &str,
+    config: BillingConfig,
+) -> Env {
+    let clock = TestClock::new(ts(start));
+    let engine = Arc::new(
+        Engine::open(
+            store.clone(),
+            catalog(),
+            Arc::new(clock.clone()),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let billing = Arc::new(Billing::new(engine.clone(), store.clone(), config));
+    Env {
+        billing,
+        engine,
+        store,
+        clock,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    pub async fn customer(&self, id: &str, plan: &str, metadata: serde_json::Value) {
+        let mut c = NewCustomer::new(id);
+        c.name = Some(format!("Customer {id}"));
+        c.metadata = metadata;
+        self.engine.create_customer(c).await.unwrap();
+        self.engine
+            .subscribe(id, plan, SubscribeOptions::default())
+            .await
+            .unwrap();
+    }
+
+    pub async fn consume(&self, id: &str, feature: &str, q: Decimal) {
+        let d = self
+            .engine
+            .consume(UsageRequest::new(id, feature, q))
+            .await
+            .unwrap();
+        assert!(d.allowed, "{d:?}");
+    }
+
+    pub async fn consume_with(
+        &self,
+        id: &str,
+        feature: &str,
+        q: Decimal,
+        props: serde_json::Value,
+    ) {
+        let mut r = UsageRequest::new(id, feature, q);
+        if let serde_json::Value::Object(m) = props {
+            r.properties = m.into_iter().collect();
+        }
+        let d = self.engine.consume(r).await.unwrap();
+        assert!(d.allowed, "{d:?}");
+    }
+}

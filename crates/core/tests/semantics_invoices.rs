@@ -1,0 +1,895 @@
+//! Invoices and credit notes with real numbers: the rules of the "Invoices" and
+//! "Credit notes" sections of `docs/billing-semantics.md`.
+#![allow(clippy::unwrap_used)]
+
+mod billing_fixtures;
+
+use billing_fixtures::{
+    Spec, april, catalog, changed_at, input, march, period, plan, segment, ts, usage, whole,
+};
+use jiff::tz::TimeZone;
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tollgate_core::billing::compute::{
+    BillingError, Discount, compute_invoice, project_upcoming, sum_amounts,
+};
+use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::invoice::format_number;
+use tollgate_core::billing::{
+    Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule,
+};
+use tollgate_core::money::Currency;
+use tollgate_core::period::{Anchoring, BillingCycle, Interval};
+
+fn arrears() -> Spec<'static> {
+    Spec {
+        billing: "in_arrears",
+        ..Spec::default()
+    }
+}
+
+fn vat(rate: Decimal, mode: TaxMode) -> TaxRule {
+    TaxRule {
+        rate,
+        mode,
+        label: "VAT".to_string(),
+    }
+}
+
+fn amounts(invoice: &Invoice) -> Vec<String> {
+    invoice.lines.iter().map(|l| l.amount.to_string()).collect()
+}
+
+fn kinds(invoice: &Invoice) -> Vec<InvoiceLineKind> {
+    invoice.lines.iter().map(|l| l.kind).collect()
+}
+
+/// Basic in arrears, April, 13,000 api calls (10,000 in the plan, 3,000
+/// overage) and 150 emergency queries; VAT 20 % per line.
+fn april_invoice() -> Invoice {
+    let c = catalog(&arrears());
+    let basic = plan(&c, "basic");
+    let p = april();
+    let mut i = whole(
+        Currency::USD,
+        p,
+        basic,
+        vec![
+            usage(
+                "api_calls",
+                &[("plan", dec!(10000)), ("overage", dec!(3000))],
+            ),
+            usage("queries", &[("plan", dec!(2000)), ("emergency", dec!(150))]),
+        ],
+    );
+    i.tax = vat(dec!(0.2), TaxMode::PerLine);
+    compute_invoice(&i).unwrap()
+}
+
+#[test]
+fn semantics_invoice_base_usage_emergency_and_tax() {
+    let inv = april_invoice();
+    assert_eq!(inv.status, InvoiceStatus::Draft);
+    assert_eq!(inv.number, None);
+    assert_eq!(
+        kinds(&inv),
+        [
+            InvoiceLineKind::Base,
+            InvoiceLineKind::Usage,
+            InvoiceLineKind::Emergency
+        ]
+    );
+    assert_eq!(amounts(&inv), ["10.00", "24.00", "7.50"]);
+    assert_eq!(inv.lines[0].description, "Basic plan (monthly)");
+    // 13,000 calls, 1,000 included, 12,000 × 0.002 = 24.00.
+    let calls = &inv.lines[1];
+    assert_eq!(calls.quantity, dec!(13000));
+    assert_eq!(calls.included, dec!(1000));
+    assert_eq!(calls.billable_quantity, dec!(12000));
+    assert_eq!(calls.unit_amount, Some(dec!(0.002)));
+    let source = calls.source.as_ref().unwrap();
+    assert_eq!(source.buckets["plan"], dec!(10000));
+    assert_eq!(source.buckets["overage"], dec!(3000));
+    assert_eq!(source.records, 2);
+    assert_eq!(
+        calls.explain().unwrap(),
+        "13000 api_calls from 2 ledger records, 2026-04-01 to 2026-05-01: overage 3000, plan 10000"
+    );
+    // 150 emergency queries × 0.05 = 7.50; the 2,000 plan queries have no charge.
+    let emergency = &inv.lines[2];
+    assert_eq!(emergency.quantity, dec!(150));
+    assert_eq!(emergency.unit_amount, Some(dec!(0.05)));
+    // VAT per line: 2.00 + 4.80 + 1.50.
+    let tax: Vec<String> = inv.lines.iter().map(|l| l.tax_amount.to_string()).collect();
+    assert_eq!(tax, ["2.00", "4.80", "1.50"]);
+    assert_eq!(inv.totals.subtotal.to_string(), "41.50");
+    assert_eq!(inv.totals.discount.to_string(), "0.00");
+    assert_eq!(inv.totals.tax.to_string(), "8.30");
+    assert_eq!(inv.totals.total.to_string(), "49.80");
+    assert_eq!(inv.totals.amount_due.to_string(), "49.80");
+}
+
+#[test]
+fn semantics_invoice_in_advance_collects_the_next_period_base() {
+    let c = catalog(&Spec::default());
+    let basic = plan(&c, "basic");
+    let p = april();
+    let may = period("2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z");
+    let mut i = whole(
+        Currency::USD,
+        p,
+        basic,
+        vec![usage("api_calls", &[("plan", dec!(3000))])],
+    );
+    i.advance = Some((basic, may));
+    let inv = compute_invoice(&i).unwrap();
+    // May's base (in advance), April's usage (in arrears): 2,000 × 0.002.
+    assert_eq!(kinds(&inv), [InvoiceLineKind::Base, InvoiceLineKind::Usage]);
+    assert_eq!(amounts(&inv), ["10.00", "4.00"]);
+    assert_eq!(inv.lines[0].period_start, may.start);
+    assert_eq!(inv.lines[0].period_end, may.end);
+    assert_eq!(inv.lines[1].period_start, p.start);
+    assert_eq!(inv.totals.total.to_string(), "14.00");
+}
+
+#[test]
+fn semantics_invoice_upgrade_mid_period_shares_the_allowance() {
+    // Basic → Pro at the start of April 10, both billed in arrears.
+    let c = catalog(&arrears());
+    let (basic, pro) = (plan(&c, "basic"), plan(&c, "pro"));
+    let p = april();
+    let at = ts("2026-04-10T00:00:00Z");
+    let i = changed_at(Currency::USD, p, at, (basic, dec!(3000)), (pro, dec!(9000)));
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(
+        kinds(&inv),
+        [
+            InvoiceLineKind::Base,
+            InvoiceLineKind::Base,
+            InvoiceLineKind::Usage,
+            InvoiceLineKind::Usage
+        ]
+    );
+    // Bases: 10 × 9/30 = 3.00 and 30 × 21/30 = 21.00. Usage: Basic prices
+    // 3,000 − 1,000 included = 2,000 × 0.002 = 4.00; Pro's 5,000 included count
+    // the period's 3,000 earlier calls, so of its 9,000 only 2,000 are free:
+    // 7,000 × 0.001 = 7.00 (priced alone, the 9,000 would have cost 4.00).
+    assert_eq!(amounts(&inv), ["3.00", "21.00", "4.00", "7.00"]);
+    assert_eq!(
+        inv.lines[0].description,
+        "Basic plan (monthly), 2026-04-01 to 2026-04-10 (prorated)"
+    );
+    let pro_line = &inv.lines[3];
+    assert_eq!(pro_line.plan_key.as_deref(), Some("pro"));
+    assert_eq!(pro_line.quantity, dec!(9000));
+    assert_eq!(pro_line.included, dec!(2000));
+    assert_eq!(pro_line.billable_quantity, dec!(7000));
+    assert_eq!(pro_line.source.as_ref().unwrap().prior_quantity, dec!(3000));
+    assert_eq!(pro_line.period_start, at);
+    assert_eq!(inv.totals.total.to_string(), "35.00");
+}
+
+const GRADUATED_BASIC: &str = r#"price = { model = "graduated", tiers = [ { up_to = 1000, unit_price = "0" }, { up_to = 10000, unit_price = "0.002" }, { unit_price = "0.001" } ] }"#;
+const GRADUATED_PRO: &str = r#"price = { model = "graduated", tiers = [ { up_to = 5000, unit_price = "0" }, { unit_price = "0.001" } ] }"#;
+const VOLUME_BASIC: &str = r#"price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.01" }, { up_to = 10000, unit_price = "0.005" }, { unit_price = "0.002" } ] }"#;
+const VOLUME_PRO: &str = r#"price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.008" }, { up_to = 10000, unit_price = "0.004" }, { unit_price = "0.001" } ] }"#;
+
+/// 4,000 calls on Basic until April 10, then 8,000 on Pro; plans in advance
+/// (no base line on this invoice).
+fn across_a_change(basic_charge: &str, pro_charge: &str, second: Decimal) -> Invoice {
+    let c = catalog(&Spec {
+        basic_charge,
+        pro_charge,
+        ..Spec::default()
+    });
+    let p = april();
+    let at = ts("2026-04-10T00:00:00Z");
+    let i = changed_at(
+        Currency::USD,
+        p,
+        at,
+        (plan(&c, "basic"), dec!(4000)),
+        (plan(&c, "pro"), second),
+    );
+    compute_invoice(&i).unwrap()
+}
+
+#[test]
+fn semantics_invoice_graduated_across_a_plan_change() {
+    let inv = across_a_change(GRADUATED_BASIC, GRADUATED_PRO, dec!(8000));
+    // Basic: price(4,000) − price(0) = 1,000 × 0 + 3,000 × 0.002 = 6.00.
+    // Pro: units 4,001..12,000 of the period: price(12,000) − price(4,000)
+    // = (5,000 × 0 + 7,000 × 0.001) − 0 = 7.00.
+    assert_eq!(amounts(&inv), ["6.00", "7.00"]);
+    let rows: Vec<(usize, Decimal, Decimal)> = inv.lines[1]
+        .tiers
+        .iter()
+        .map(|t| (t.tier_index, t.units, t.amount))
+        .collect();
+    assert_eq!(
+        rows,
+        [(0, dec!(1000), dec!(0)), (1, dec!(7000), dec!(7.000))]
+    );
+    assert_eq!(inv.totals.total.to_string(), "13.00");
+}
+
+#[test]
+fn semantics_invoice_volume_across_a_plan_change() {
+    // The period's 12,000 calls reach the top tier of both tables: every unit
+    // at its own plan's top-tier price. 4,000 × 0.002 + 8,000 × 0.001.
+    let inv = across_a_change(VOLUME_BASIC, VOLUME_PRO, dec!(8000));
+    assert_eq!(amounts(&inv), ["8.00", "8.00"]);
+    assert_eq!(inv.lines[0].tiers[0].tier_index, 2);
+    assert_eq!(inv.lines[0].tiers[0].units, dec!(4000));
+    // No usage after the change: 4,000 is in Basic's tier 1, 4,000 × 0.005.
+    let inv = across_a_change(VOLUME_BASIC, VOLUME_PRO, dec!(0));
+    assert_eq!(amounts(&inv), ["20.00", "0.00"]);
+    // One segment: plain volume pricing (12,000 × 0.002 = 24.00).
+    let c = catalog(&Spec {
+        basic_charge: VOLUME_BASIC,
+        ..Spec::default()
+    });
+    let p = april();
+    let single = whole(
+        Currency::USD,
+        p,
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(12000))])],
+    );
+    let inv = compute_invoice(&single).unwrap();
+    assert_eq!(amounts(&inv), ["24.00"]);
+}
+
+#[test]
+fn semantics_invoice_grant_burn_is_not_billed() {
+    // All 5,000 calls drawn from a welcome grant: nothing billed, the grant
+    // shown in the line's source.
+    let c = catalog(&Spec::default());
+    let p = april();
+    let i = whole(
+        Currency::USD,
+        p,
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("grant_welcome", dec!(5000))])],
+    );
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(amounts(&inv), ["0.00"]);
+    let line = &inv.lines[0];
+    assert_eq!(line.quantity, dec!(0));
+    assert_eq!(
+        line.source.as_ref().unwrap().buckets["grant_welcome"],
+        dec!(5000)
+    );
+    let explained = line.explain().unwrap();
+    assert!(
+        explained.contains("not billed (grants): grant_welcome 5000"),
+        "{explained}"
+    );
+    assert_eq!(inv.totals.total.to_string(), "0.00");
+}
+
+#[test]
+fn semantics_invoice_anchor_on_the_31st_across_february() {
+    // Anniversary billing from 2026-01-31: the periods are [01-31, 02-28),
+    // 28 days, then [02-28, 03-31), 31 days.
+    let cycle = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Anniversary,
+        ts("2026-01-31T00:00:00Z"),
+        TimeZone::UTC,
+    );
+    let short = cycle.period_index(0).unwrap();
+    let next = cycle.period_index(1).unwrap();
+    assert_eq!(
+        short,
+        period("2026-01-31T00:00:00Z", "2026-02-28T00:00:00Z")
+    );
+    assert_eq!(next, period("2026-02-28T00:00:00Z", "2026-03-31T00:00:00Z"));
+
+    // In arrears: the short period is a whole period, its base is the full 10.00.
+    let c = catalog(&arrears());
+    let (basic, pro) = (plan(&c, "basic"), plan(&c, "pro"));
+    let full = whole(Currency::USD, short, basic, vec![]);
+    let inv = compute_invoice(&full).unwrap();
+    assert_eq!(amounts(&inv), ["10.00", "0.00"]);
+    assert_eq!(inv.lines[0].description, "Basic plan (monthly)");
+
+    // An upgrade on 02-14, half of the 28 days: 10 × 14/28 + 30 × 14/28.
+    let at = ts("2026-02-14T00:00:00Z");
+    let changed = input(
+        Currency::USD,
+        short,
+        vec![
+            segment(basic, short.start, at, vec![]),
+            segment(pro, at, short.end, vec![]),
+        ],
+    );
+    let inv = compute_invoice(&changed).unwrap();
+    assert_eq!(amounts(&inv), ["5.00", "15.00", "0.00", "0.00"]);
+    assert_eq!(inv.totals.total.to_string(), "20.00");
+
+    // In advance: closing the short period collects the next one, 31 days, in full.
+    let c = catalog(&Spec::default());
+    let basic = plan(&c, "basic");
+    let mut advance = whole(Currency::USD, short, basic, vec![]);
+    advance.advance = Some((basic, next));
+    let inv = compute_invoice(&advance).unwrap();
+    assert_eq!(amounts(&inv), ["10.00", "0.00"]);
+    assert_eq!(inv.lines[0].period_end, ts("2026-03-31T00:00:00Z"));
+}
+
+#[test]
+fn semantics_invoice_first_partial_calendar_period_in_arrears() {
+    // Calendar billing from 2026-04-10: the first period [04-10, 05-01) is
+    // prorated against the whole of April, 10 × 21/30 = 7.00.
+    let cycle = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Calendar,
+        ts("2026-04-10T00:00:00Z"),
+        TimeZone::UTC,
+    );
+    let first = cycle.period_index(0).unwrap();
+    let c = catalog(&arrears());
+    let mut i = whole(Currency::USD, first, plan(&c, "basic"), vec![]);
+    i.nominal_period = Some(cycle.nominal_period(0).unwrap());
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(amounts(&inv), ["7.00", "0.00"]);
+    assert_eq!(
+        inv.lines[0].description,
+        "Basic plan (monthly), 2026-04-10 to 2026-05-01 (prorated)"
+    );
+    // Without the nominal period the short period would be billed in full.
+    i.nominal_period = None;
+    assert_eq!(amounts(&compute_invoice(&i).unwrap()), ["10.00", "0.00"]);
+}
+
+#[test]
+fn semantics_invoice_yearly_plan_changed_mid_year() {
+    // $120/year → $240/year on 2026-07-02, in arrears: 182 of 365 days on
+    // Basic, 183 on Pro.
+    let c = catalog(&Spec {
+        billing: "in_arrears",
+        interval: "year",
+        basic_price: "120.00",
+        pro_price: "240.00",
+        ..Spec::default()
+    });
+    let year = period("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z");
+    let at = ts("2026-07-02T00:00:00Z");
+    let i = input(
+        Currency::USD,
+        year,
+        vec![
+            segment(plan(&c, "basic"), year.start, at, vec![]),
+            segment(plan(&c, "pro"), at, year.end, vec![]),
+        ],
+    );
+    let inv = compute_invoice(&i).unwrap();
+    // 120 × 182/365 = 59.8356… → 59.84; 240 × 183/365 = 120.3287… → 120.33.
+    assert_eq!(&amounts(&inv)[..2], ["59.84", "120.33"]);
+    assert_eq!(
+        inv.lines[0].description,
+        "Basic plan (yearly), 2026-01-01 to 2026-07-02 (prorated)"
+    );
+    assert_eq!(inv.totals.total.to_string(), "180.17");
+}
+
+#[test]
+fn semantics_invoice_in_jpy_is_whole_yen() {
+    let c = catalog(&Spec {
+        currency: "JPY",
+        billing: "in_arrears",
+        basic_price: "1000",
+        pro_price: "3000",
+        basic_charge: r#"price = { model = "per_unit", unit_price = "0.3" }"#,
+        pro_charge: r#"price = { model = "per_unit", unit_price = "0.2" }"#,
+        ..Spec::default()
+    });
+    let p = march();
+    let at = ts("2026-03-10T00:00:00Z");
+    let mut i = changed_at(
+        Currency::JPY,
+        p,
+        at,
+        (plan(&c, "basic"), dec!(400)),
+        (plan(&c, "pro"), dec!(834)),
+    );
+    i.tax = vat(dec!(0.1), TaxMode::OnTotal);
+    let inv = compute_invoice(&i).unwrap();
+    // ¥1,000 × 9/31 = 290.32 → ¥290; ¥3,000 × 22/31 = 2,129.03 → ¥2,129;
+    // 400 × 0.3 = ¥120; 834 × 0.2 = 166.8 → ¥167. Tax 10 % of ¥2,706 = 270.6 → ¥271.
+    assert_eq!(amounts(&inv), ["290", "2129", "120", "167"]);
+    assert_eq!(inv.totals.subtotal.to_string(), "2706");
+    assert_eq!(inv.totals.tax.to_string(), "271");
+    assert_eq!(inv.totals.total.to_string(), "2977");
+    assert_eq!(inv.totals.amount_due.to_string(), "2977");
+}
+
+#[test]
+fn semantics_invoice_minimum_over_split_segments() {
+    // Basic with a 5.00 minimum, the period split on April 10 (a version
+    // migration of the same terms): 700 then 500 calls, 1,000 included.
+    let c = catalog(&Spec {
+        basic_charge: r#"included = 1000
+minimum = "5.00"
+price = { model = "per_unit", unit_price = "0.002" }"#,
+        ..Spec::default()
+    });
+    let basic = plan(&c, "basic");
+    let p = april();
+    let at = ts("2026-04-10T00:00:00Z");
+    let i = changed_at(Currency::USD, p, at, (basic, dec!(700)), (basic, dec!(500)));
+    let inv = compute_invoice(&i).unwrap();
+    // 200 billable calls × 0.002 = 0.40; the minimum 5 × 9/30 + 5 × 21/30 = 5.00
+    // adds 4.60.
+    assert_eq!(amounts(&inv), ["0.00", "0.40", "4.60"]);
+    assert_eq!(inv.lines[2].kind, InvoiceLineKind::Minimum);
+    assert_eq!(inv.totals.total.to_string(), "5.00");
+}
+
+#[test]
+fn semantics_invoice_dimensional_lines_per_group() {
+    let c = catalog(&Spec {
+        basic_charge: r#"price.group_by = ["region"]
+price.prices = [ { when = { region = "eu" }, model = "per_unit", unit_price = "0.003" } ]
+price.default = { model = "per_unit", unit_price = "0.002" }"#,
+        ..Spec::default()
+    });
+    let p = april();
+    let mut eu = usage("api_calls", &[("plan", dec!(1000))]);
+    eu.dimensions.insert("region".into(), "eu".into());
+    let mut us = usage("api_calls", &[("plan", dec!(500))]);
+    us.dimensions.insert("region".into(), "us".into());
+    let i = whole(Currency::USD, p, plan(&c, "basic"), vec![us, eu]);
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(amounts(&inv), ["3.00", "1.00"]);
+    assert!(inv.lines[0].description.ends_with("(region=eu)"));
+    assert_eq!(inv.lines[1].dimensions["region"], "us");
+}
+
+/// Basic in arrears, 16,000 calls: base 10.00 + 15,000 × 0.002 = 30.00.
+fn discounted(discounts: Vec<Discount>, tax: TaxRule) -> Invoice {
+    let c = catalog(&arrears());
+    let p = april();
+    let mut i = whole(
+        Currency::USD,
+        p,
+        plan(&c, "basic"),
+        vec![usage(
+            "api_calls",
+            &[("plan", dec!(10000)), ("overage", dec!(6000))],
+        )],
+    );
+    i.discounts = discounts;
+    i.tax = tax;
+    compute_invoice(&i).unwrap()
+}
+
+#[test]
+fn semantics_invoice_discounts_and_tax() {
+    let percent = Discount::Percent {
+        percent: dec!(10),
+        description: "Launch 10 %".into(),
+    };
+    let fifty = Discount::Amount {
+        amount: dec!(50),
+        description: "Goodwill".into(),
+    };
+    // 10 % of 40.00 = −4.00; then 50.00 capped at the 36.00 left.
+    let inv = discounted(vec![percent, fifty], vat(dec!(0.2), TaxMode::PerLine));
+    assert_eq!(amounts(&inv), ["10.00", "30.00", "-4.00", "-36.00"]);
+    assert_eq!(inv.totals.subtotal.to_string(), "40.00");
+    assert_eq!(inv.totals.discount.to_string(), "-40.00");
+    assert_eq!(inv.totals.tax.to_string(), "0.00");
+    assert_eq!(inv.totals.total.to_string(), "0.00");
+
+    // 5.00 off, VAT 20 % on the total: (40 − 5) × 0.2 = 7.00.
+    let five = Discount::Amount {
+        amount: dec!(5),
+        description: "Goodwill".into(),
+    };
+    let inv = discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal));
+    assert_eq!(inv.totals.discount.to_string(), "-5.00");
+    assert_eq!(inv.totals.tax.to_string(), "7.00");
+    assert_eq!(inv.totals.total.to_string(), "42.00");
+    assert!(inv.lines.iter().all(|l| l.tax_amount.is_zero()));
+}
+
+#[test]
+fn semantics_invoice_tax_per_line_or_on_total() {
+    // Two pending 0.05 proration lines at 10 %: per line 0.005 → 0.01 each,
+    // on the total 0.10 × 0.1 = 0.01.
+    let c = catalog(&Spec::default());
+    let p = april();
+    let pending = |d: &str| {
+        InvoiceLine::fee(
+            InvoiceLineKind::Proration,
+            d,
+            p.start,
+            p.end,
+            dec!(0.05),
+            Currency::USD,
+        )
+    };
+    let mut i = whole(Currency::USD, p, plan(&c, "basic"), vec![]);
+    i.pending = vec![pending("a"), pending("b")];
+    i.tax = vat(dec!(0.1), TaxMode::PerLine);
+    let per_line = compute_invoice(&i).unwrap();
+    assert_eq!(amounts(&per_line), ["0.00", "0.05", "0.05"]);
+    assert_eq!(per_line.totals.tax.to_string(), "0.02");
+    i.tax = vat(dec!(0.1), TaxMode::OnTotal);
+    let on_total = compute_invoice(&i).unwrap();
+    assert_eq!(on_total.totals.tax.to_string(), "0.01");
+    assert_eq!(on_total.totals.total.to_string(), "0.11");
+}
+
+#[test]
+fn semantics_invoice_numbers_and_overdue() {
+    assert_eq!(format_number("INV", 42), "INV-000042");
+    assert_eq!(format_number("CN", 1_234_567), "CN-1234567");
+    let mut inv = april_invoice();
+    inv.due_at = Some(ts("2026-05-15T00:00:00Z"));
+    assert!(
+        !inv.is_overdue(ts("2026-05-16T00:00:00Z")),
+        "a draft is never overdue"
+    );
+    inv.status = InvoiceStatus::Open;
+    assert!(!inv.is_overdue(ts("2026-05-15T00:00:00Z")));
+    assert!(inv.is_overdue(ts("2026-05-15T00:00:01Z")));
+    inv.status = InvoiceStatus::Paid;
+    assert!(!inv.is_overdue(ts("2026-06-01T00:00:00Z")));
+}
+
+#[test]
+fn semantics_invoice_draft_edit_recomputes_totals() {
+    let mut inv = april_invoice(); // 41.50 + VAT 8.30 = 49.80
+    let adjustment = InvoiceLine::adjustment(
+        "Service credit",
+        dec!(-1.50),
+        inv.period_start,
+        inv.period_end,
+        Currency::USD,
+    );
+    inv.add_line(adjustment);
+    // 40.00 + VAT 2.00 + 4.80 + 1.50 − 0.30 = 48.00.
+    assert_eq!(inv.totals.subtotal.to_string(), "40.00");
+    assert_eq!(inv.totals.tax.to_string(), "8.00");
+    assert_eq!(inv.totals.total.to_string(), "48.00");
+    inv.record_payment(dec!(20));
+    assert_eq!(inv.totals.amount_due.to_string(), "28.00");
+}
+
+#[test]
+fn semantics_invoice_projection_scales_usage_by_elapsed_time() {
+    // 1,000 calls in the first 10 days of April project to 3,000: 2,000
+    // billable × 0.002 = 4.00, plus the base.
+    let c = catalog(&arrears());
+    let p = april();
+    let i = whole(
+        Currency::USD,
+        p,
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(1000))])],
+    );
+    let projected = project_upcoming(&i, ts("2026-04-11T00:00:00Z")).unwrap();
+    assert_eq!(amounts(&projected), ["10.00", "4.00"]);
+    assert_eq!(projected.lines[1].quantity, dec!(3000));
+    // At the period start nothing is extrapolated.
+    let at_start = project_upcoming(&i, p.start).unwrap();
+    assert_eq!(amounts(&at_start), ["10.00", "0.00"]);
+}
+
+#[test]
+fn semantics_invoice_errors() {
+    let c = catalog(&Spec::default());
+    let basic = plan(&c, "basic");
+    let p = april();
+    let gap = input(
+        Currency::USD,
+        p,
+        vec![
+            segment(basic, p.start, ts("2026-04-10T00:00:00Z"), vec![]),
+            segment(basic, ts("2026-04-11T00:00:00Z"), p.end, vec![]),
+        ],
+    );
+    assert!(matches!(
+        compute_invoice(&gap),
+        Err(BillingError::Segments(_))
+    ));
+    let none = input(Currency::USD, p, vec![]);
+    assert!(matches!(
+        compute_invoice(&none),
+        Err(BillingError::Segments(_))
+    ));
+    let jpy = whole(Currency::JPY, p, basic, vec![]);
+    assert!(matches!(
+        compute_invoice(&jpy),
+        Err(BillingError::Currency { .. })
+    ));
+    let negative = whole(
+        Currency::USD,
+        p,
+        basic,
+        vec![usage("api_calls", &[("plan", dec!(-1))])],
+    );
+    assert!(matches!(
+        compute_invoice(&negative),
+        Err(BillingError::Invalid(_))
+    ));
+    let mut too_much = whole(Currency::USD, p, basic, vec![]);
+    too_much.discounts = vec![Discount::Percent {
+        percent: dec!(150),
+        description: "?".into(),
+    }];
+    assert!(matches!(
+        compute_invoice(&too_much),
+        Err(BillingError::Invalid(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Credit notes
+// ---------------------------------------------------------------------------
+
+fn issued(mut inv: Invoice) -> Invoice {
+    inv.status = InvoiceStatus::Open;
+    inv.number = Some(format_number("INV", 1));
+    inv
+}
+
+fn credit(
+    inv: &Invoice,
+    already: Decimal,
+    request: CreditRequest,
+) -> Result<CreditNote, BillingError> {
+    credit_note(
+        inv,
+        already,
+        &request,
+        "cn_1".into(),
+        "test".into(),
+        inv.period_end,
+    )
+}
+
+fn note(inv: &Invoice, already: Decimal, request: CreditRequest) -> Result<Decimal, BillingError> {
+    credit(inv, already, request).map(|n| n.total)
+}
+
+/// Each credit line's (amount, tax).
+fn pairs(cn: &CreditNote) -> Vec<(String, String)> {
+    cn.lines
+        .iter()
+        .map(|l| (l.amount.to_string(), l.tax_amount.to_string()))
+        .collect()
+}
+
+#[test]
+fn semantics_credit_note_fully_reverses_an_invoice() {
+    let mut inv = issued(april_invoice()); // 41.50 + VAT 8.30 = 49.80
+    let cn = credit_note(
+        &inv,
+        Decimal::ZERO,
+        &CreditRequest::Full,
+        "cn_1".into(),
+        "duplicate charge".into(),
+        ts("2026-05-02T00:00:00Z"),
+    )
+    .unwrap();
+    let lines: Vec<(Option<usize>, String, String)> = cn
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.invoice_line,
+                l.amount.to_string(),
+                l.tax_amount.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (Some(0), "10.00".into(), "2.00".into()),
+            (Some(1), "24.00".into(), "4.80".into()),
+            (Some(2), "7.50".into(), "1.50".into()),
+        ]
+    );
+    assert_eq!(cn.total.to_string(), "49.80");
+    inv.record_credit(cn.total);
+    assert_eq!(inv.totals.amount_due.to_string(), "0.00");
+    assert_eq!(inv.totals.total - inv.totals.amount_credited, Decimal::ZERO);
+    // Nothing is left to credit.
+    assert!(note(&inv, cn.total, CreditRequest::Full).is_err());
+
+    // With a discount and the tax on the total: every line, the discount and
+    // the tax come back exactly.
+    let five = Discount::Amount {
+        amount: dec!(5),
+        description: "Goodwill".into(),
+    };
+    let inv = issued(discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal)));
+    let cn = credit(&inv, Decimal::ZERO, CreditRequest::Full).unwrap();
+    assert_eq!(
+        pairs(&cn),
+        [
+            ("10.00".into(), "0.00".into()),
+            ("30.00".into(), "0.00".into()),
+            ("-5.00".into(), "0.00".into()),
+            ("0.00".into(), "7.00".into()),
+        ]
+    );
+    assert_eq!(cn.total, inv.totals.total);
+    assert_eq!(cn.total.to_string(), "42.00");
+}
+
+#[test]
+fn semantics_credit_note_amount_and_lines() {
+    let inv = issued(april_invoice()); // 49.80
+    // 10.00 spread in proportion: each line and its tax × 10/49.80.
+    let cn = credit(
+        &inv,
+        Decimal::ZERO,
+        CreditRequest::Amount { amount: dec!(10) },
+    )
+    .unwrap();
+    assert_eq!(
+        pairs(&cn),
+        [
+            ("2.01".into(), "0.40".into()),
+            ("4.82".into(), "0.96".into()),
+            ("1.51".into(), "0.30".into()),
+        ]
+    );
+    assert_eq!(cn.total.to_string(), "10.00");
+    // The rest, then nothing more.
+    assert_eq!(
+        note(&inv, dec!(10), CreditRequest::Full)
+            .unwrap()
+            .to_string(),
+        "39.80"
+    );
+    assert!(
+        note(
+            &inv,
+            dec!(10),
+            CreditRequest::Amount {
+                amount: dec!(39.81)
+            }
+        )
+        .is_err()
+    );
+    // 4.00 of the usage line, plus its VAT.
+    let lines = CreditRequest::Lines {
+        lines: vec![(1, dec!(4))],
+    };
+    assert_eq!(
+        note(&inv, Decimal::ZERO, lines).unwrap().to_string(),
+        "4.80"
+    );
+    // More than the line, a line that does not exist, a draft.
+    let over = CreditRequest::Lines {
+        lines: vec![(1, dec!(20)), (1, dec!(4.01))],
+    };
+    assert!(note(&inv, Decimal::ZERO, over).is_err());
+    let missing = CreditRequest::Lines {
+        lines: vec![(9, dec!(1))],
+    };
+    assert!(note(&inv, Decimal::ZERO, missing).is_err());
+    assert!(note(&april_invoice(), Decimal::ZERO, CreditRequest::Full).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------
+
+fn model_strategy() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        r#"included = 1000
+price = { model = "per_unit", unit_price = "0.0037" }"#
+            .to_string(),
+        r#"included = 500
+price = { model = "package", package_size = 1000, package_price = "0.50" }"#
+            .to_string(),
+        format!("included = 250\n{GRADUATED_BASIC}"),
+        r#"price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.01", flat_fee = "2" }, { up_to = 10000, unit_price = "0.005", flat_fee = "1" }, { unit_price = "0.002", flat_fee = "3" } ] }"#
+            .to_string(),
+    ])
+}
+
+fn usage_amount(inv: &Invoice) -> Decimal {
+    inv.lines
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::Usage)
+        .map(|l| l.unrounded)
+        .sum()
+}
+
+proptest! {
+    #[test]
+    fn prop_same_plan_segments_price_like_one(
+        charge in model_strategy(),
+        quantities in prop::collection::vec(0u32..8000, 1..5),
+        cents in 0u32..100,
+    ) {
+        let c = catalog(&Spec { basic_charge: &charge, ..Spec::default() });
+        let basic = plan(&c, "basic");
+        let p = april();
+        let n = quantities.len() as i64;
+        let bound = |k: i64| {
+            if k == n { p.end } else { p.start + jiff::SignedDuration::from_hours(24 * 30 * k / n) }
+        };
+        let frac = Decimal::from(cents) / dec!(100);
+        let q = |x: u32| Decimal::from(x) + frac;
+        let split: Vec<_> = quantities
+            .iter()
+            .enumerate()
+            .map(|(k, x)| {
+                segment(basic, bound(k as i64), bound(k as i64 + 1), vec![usage("api_calls", &[("plan", q(*x))])])
+            })
+            .collect();
+        let total: Decimal = quantities.iter().map(|x| q(*x)).sum();
+        let whole = vec![segment(basic, p.start, p.end, vec![usage("api_calls", &[("plan", total)])])];
+        let split = compute_invoice(&input(Currency::USD, p, split)).unwrap();
+        let whole = compute_invoice(&input(Currency::USD, p, whole)).unwrap();
+        let diff = (usage_amount(&split) - usage_amount(&whole)).abs();
+        prop_assert!(diff < dec!(0.000000000001), "split {} whole {}", usage_amount(&split), usage_amount(&whole));
+        // Each line rounds once: the rounded sums differ by at most half a cent per line.
+        let rounded_diff = (split.totals.total - whole.totals.total).abs();
+        prop_assert!(rounded_diff <= dec!(0.005) * Decimal::from(n + 1));
+    }
+
+    #[test]
+    fn prop_invoice_total_is_the_sum_of_rounded_lines(
+        charge in model_strategy(),
+        first in 0u32..20000,
+        second in 0u32..20000,
+        change_hour in 1i64..719,
+        rate in prop::sample::select(vec![dec!(0), dec!(0.07), dec!(0.2), dec!(0.19)]),
+        on_total in any::<bool>(),
+        jpy in any::<bool>(),
+    ) {
+        let (currency, code) = if jpy { (Currency::JPY, "JPY") } else { (Currency::USD, "USD") };
+        let c = catalog(&Spec { currency: code, billing: "in_arrears", basic_charge: &charge, pro_charge: &charge, basic_price: "10", pro_price: "33", ..Spec::default() });
+        let p = april();
+        let at = p.start + jiff::SignedDuration::from_hours(change_hour);
+        let mut i = changed_at(currency, p, at, (plan(&c, "basic"), Decimal::from(first)), (plan(&c, "pro"), Decimal::from(second)));
+        i.tax = vat(rate, if on_total { TaxMode::OnTotal } else { TaxMode::PerLine });
+        let inv = compute_invoice(&i).unwrap();
+        let lines = sum_amounts(&inv.lines);
+        let line_tax: Decimal = inv.lines.iter().map(|l| l.tax_amount).sum();
+        prop_assert_eq!(inv.totals.subtotal + inv.totals.discount, lines);
+        if !on_total { prop_assert_eq!(inv.totals.tax, line_tax); }
+        prop_assert_eq!(inv.totals.total, lines + inv.totals.tax);
+        for l in &inv.lines {
+            prop_assert!(l.amount.scale() == currency.minor_units(), "{} not in minor units", l.amount);
+            prop_assert!(l.amount >= Decimal::ZERO);
+        }
+    }
+
+    #[test]
+    fn prop_credit_notes_never_exceed_the_invoice(
+        requests in prop::collection::vec(1u32..3000, 1..8),
+        rate in prop::sample::select(vec![dec!(0), dec!(0.2), dec!(0.19)]),
+        on_total in any::<bool>(),
+    ) {
+        let inv = issued(discounted(vec![], vat(rate, if on_total { TaxMode::OnTotal } else { TaxMode::PerLine })));
+        let mut credited = Decimal::ZERO;
+        for cents in requests {
+            let amount = Decimal::from(cents) / dec!(100);
+            match note(&inv, credited, CreditRequest::Amount { amount }) {
+                Ok(total) => {
+                    prop_assert_eq!(total, amount, "a note adds up to what was asked");
+                    credited += total;
+                }
+                Err(_) => prop_assert!(credited + amount > inv.totals.total),
+            }
+            prop_assert!(credited <= inv.totals.total);
+        }
+        if credited < inv.totals.total {
+            let rest = note(&inv, credited, CreditRequest::Full).unwrap();
+            prop_assert_eq!(credited + rest, inv.totals.total);
+        }
+    }
+}

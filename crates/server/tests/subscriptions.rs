@@ -1,0 +1,747 @@
+//! Plan changes over real HTTP, on both backends: upgrade with proration and
+//! the new limits at once, downgrade scheduled at period end (visible,
+//! cancellable, applied when the clock passes the period end), blockers
+//! (refused, then forced), trials, cancellation, version migration, history.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CATALOG: &str = r#"
+[catalog]
+name = "Changes"
+currency = "USD"
+
+[features.api_calls]
+kind = "metered"
+reset = "billing_period"
+
+[features.locations]
+kind = "gauge"
+
+[features.sso]
+kind = "flag"
+
+[plans.basic]
+tier = 0
+base_price = "10"
+
+[plans.basic.entitlements]
+api_calls = 100
+locations = 1
+sso = false
+
+[plans.pro]
+tier = 1
+base_price = "30"
+trial_days = 14
+
+[plans.pro.entitlements]
+api_calls = 1000
+locations = 10
+sso = true
+"#;
+
+/// Pro's second version: more calls, fewer locations.
+const CATALOG_V2: &str = r#"
+[catalog]
+name = "Changes"
+currency = "USD"
+
+[features.api_calls]
+kind = "metered"
+reset = "billing_period"
+
+[features.locations]
+kind = "gauge"
+
+[features.sso]
+kind = "flag"
+
+[plans.basic]
+tier = 0
+base_price = "10"
+
+[plans.basic.entitlements]
+api_calls = 100
+locations = 1
+sso = false
+
+[plans.pro]
+tier = 1
+base_price = "30"
+trial_days = 14
+
+[plans.pro.entitlements]
+api_calls = 2000
+locations = 5
+sso = true
+"#;
+
+/// Starts the server with the clock at 2025-11-01 00:00 UTC (a 30-day month),
+/// without its billing worker: the tests apply due changes themselves, at the
+/// instants they choose.
+async fn start(backend: Backend) -> TestServer {
+    let mut settings = tollgate_server::config::Settings::embedded();
+    settings.billing.worker_interval_secs = 0;
+    let srv = TestServer::start_with(backend, CATALOG, settings).await;
+    srv.clock.set(ts("2025-11-01T00:00:00Z"));
+    srv
+}
+
+/// Creates a customer and subscribes it over HTTP (so the history has it).
+async fn subscribed(srv: &TestServer, id: &str, plan: &str) {
+    let r = srv
+        .post("/v1/customers", &srv.admin_key, json!({"id": id}))
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = srv
+        .put(
+            &format!("/v1/customers/{id}/subscription"),
+            &srv.admin_key,
+            json!({"plan": plan, "status": "active"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+}
+
+async fn consume(srv: &TestServer, id: &str, quantity: u32) -> Reply {
+    srv.post(
+        "/v1/check",
+        &srv.admin_key,
+        json!({"customer": id, "feature": "api_calls", "quantity": quantity, "consume": true}),
+    )
+    .await
+}
+
+async fn set_locations(srv: &TestServer, id: &str, level: u32) -> Reply {
+    srv.put(
+        &format!("/v1/customers/{id}/gauges/locations"),
+        &srv.admin_key,
+        json!({"level": level}),
+    )
+    .await
+}
+
+async fn change(srv: &TestServer, id: &str, body: Value) -> Reply {
+    srv.post(
+        &format!("/v1/customers/{id}/subscription/change"),
+        &srv.admin_key,
+        body,
+    )
+    .await
+}
+
+async fn plan_of(srv: &TestServer, id: &str) -> (String, u64, String) {
+    let r = srv
+        .get(&format!("/v1/customers/{id}/subscription"), &srv.admin_key)
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    (
+        r.body["plan"].as_str().unwrap().to_string(),
+        r.body["plan_version"].as_u64().unwrap(),
+        r.body["status"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn history_kinds(srv: &TestServer, id: &str) -> Vec<String> {
+    let r = srv
+        .get(
+            &format!("/v1/customers/{id}/subscription/history"),
+            &srv.admin_key,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn amounts(lines: &Value) -> Vec<String> {
+    lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_on_day_10_prorates_and_enforces_the_new_limits_at_once() {
+    for backend in backends("sub_upgrade") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "basic").await;
+        subscribed(&srv, "eager", "basic").await;
+        assert_eq!(consume(&srv, "acme", 100).await.status, 200);
+        assert_eq!(
+            consume(&srv, "acme", 1).await.status,
+            429,
+            "{name}: basic allows 100"
+        );
+
+        // Day 10 of November: 21 of 30 days left.
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+        // The customer may preview its own change.
+        let own = srv.customer_key("acme").await;
+        let r = srv
+            .post(
+                "/v1/customers/acme/subscription/change/preview",
+                &own,
+                json!({"plan": "pro"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "preview");
+        assert_eq!(r.body["direction"], "upgrade");
+        assert_eq!(r.body["timing"], "immediately");
+        // Credit 10 × 21/30 = 7.00, charge 30 × 21/30 = 21.00.
+        assert_eq!(
+            amounts(&r.body["proration_lines"]),
+            ["-7.00", "21.00"],
+            "{name}"
+        );
+        assert_eq!(r.body["proration_total"], "14.00");
+        assert_eq!(r.body["features_gained"], json!(["sso"]));
+        assert!(r.body["blockers"].as_array().unwrap().is_empty());
+        // …but not apply it.
+        let r = srv
+            .post(
+                "/v1/customers/acme/subscription/change",
+                &own,
+                json!({"plan": "pro"}),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{name}: {r}");
+        assert_eq!(plan_of(&srv, "acme").await.0, "basic");
+
+        let r = change(&srv, "acme", json!({"plan": "pro", "reason": "growing"})).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "applied");
+        assert_eq!(r.body["effective_at"], "2025-11-10T00:00:00Z");
+        assert_eq!(r.body["change"]["kind"], "upgrade");
+        assert_eq!(r.body["change"]["reason"], "growing");
+        assert_eq!(
+            amounts(&r.body["pending_items"]),
+            ["-7.00", "21.00"],
+            "{name}"
+        );
+        assert_eq!(r.body["subscription"]["plan"], "pro");
+        // The new limits hold at once: 100 used, 900 more allowed.
+        assert_eq!(consume(&srv, "acme", 900).await.status, 200, "{name}");
+        assert_eq!(consume(&srv, "acme", 1).await.status, 429, "{name}");
+        assert_eq!(set_locations(&srv, "acme", 10).await.status, 200, "{name}");
+        assert_eq!(
+            history_kinds(&srv, "acme").await,
+            ["subscribe", "upgrade"],
+            "{name}"
+        );
+        // The two lines wait for acme's next invoice.
+        let pending = srv
+            .state
+            .store
+            .changes()
+            .pending_items("acme")
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2);
+
+        // `invoice_now`: the same lines on an off-cycle invoice, issued now.
+        let r = change(
+            &srv,
+            "eager",
+            json!({"plan": "pro", "proration_behavior": "invoice_now"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let invoice_id = r.body["invoice_id"].as_str().unwrap().to_string();
+        let stored = srv
+            .state
+            .store
+            .billing()
+            .get_invoice(&invoice_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let inv = &stored.invoice;
+        assert_eq!(inv.status.as_str(), "open", "{name}");
+        assert!(inv.number.is_some(), "{name}: numbered when issued");
+        assert_eq!(inv.lines.len(), 2);
+        assert_eq!(inv.totals.total.to_string(), "14.00", "{name}");
+        assert_eq!(inv.period_start, ts("2025-11-10T00:00:00Z"));
+        assert_eq!(inv.period_end, ts("2025-12-01T00:00:00Z"));
+        assert!(
+            srv.state
+                .store
+                .changes()
+                .pending_items("eager")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing left for the next invoice"
+        );
+
+        // At the period's close, acme's invoice carries its two proration lines.
+        srv.clock.set(ts("2025-12-01T00:00:10Z"));
+        srv.state.billing.run_once().await.unwrap();
+        let invoices = srv
+            .state
+            .store
+            .billing()
+            .list_invoices(&tollgate_store::billing::InvoiceFilter {
+                customer_id: Some("acme".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let prorations: Vec<String> = invoices
+            .iter()
+            .flat_map(|i| i.lines.iter())
+            .filter(|l| l.kind == tollgate_core::billing::InvoiceLineKind::Proration)
+            .map(|l| l.amount.to_string())
+            .collect();
+        assert_eq!(prorations, ["-7.00", "21.00"], "{name}: {invoices:?}");
+        assert!(
+            srv.state
+                .store
+                .changes()
+                .pending_items("acme")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_waits_for_period_end_is_visible_cancellable_and_applied_then() {
+    for backend in backends("sub_downgrade") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "pro").await;
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+
+        let r = change(&srv, "acme", json!({"plan": "basic"})).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "scheduled");
+        assert_eq!(r.body["direction"], "downgrade");
+        assert_eq!(r.body["effective_at"], "2025-12-01T00:00:00Z");
+        assert!(r.body["proration_lines"].as_array().unwrap().is_empty());
+        assert_eq!(
+            r.body["features_lost"],
+            json!([{"feature": "sso", "lost_at": "2025-12-01T00:00:00Z"}])
+        );
+        assert_eq!(plan_of(&srv, "acme").await.0, "pro", "{name}: still pro");
+
+        // Visible to the customer, cancellable by an operator.
+        let own = srv.customer_key("acme").await;
+        let r = srv
+            .get("/v1/customers/acme/subscription/scheduled", &own)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["scheduled"]["action"], "change_plan");
+        assert_eq!(r.body["scheduled"]["to_plan"], "basic");
+        // A second one is refused while it waits.
+        let r = change(&srv, "acme", json!({"plan": "basic"})).await;
+        assert_eq!(r.status, 409, "{name}: {r}");
+        let r = srv
+            .delete("/v1/customers/acme/subscription/scheduled", &srv.admin_key)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "canceled");
+        let r = srv
+            .get("/v1/customers/acme/subscription/scheduled", &own)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["scheduled"], Value::Null);
+        let r = srv
+            .delete("/v1/customers/acme/subscription/scheduled", &srv.admin_key)
+            .await;
+        assert_eq!(r.status, 404, "{name}: nothing to cancel: {r}");
+
+        // Scheduled again; nothing happens before the period end.
+        let r = change(&srv, "acme", json!({"plan": "basic", "reason": "budget"})).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        srv.clock.set(ts("2025-11-30T23:59:59Z"));
+        let done = srv
+            .state
+            .billing
+            .apply_due_changes(srv.engine.now())
+            .await
+            .unwrap();
+        assert!(done.applied.is_empty());
+        assert_eq!(plan_of(&srv, "acme").await.0, "pro");
+
+        srv.clock.set(ts("2025-12-01T00:00:05Z"));
+        let done = srv
+            .state
+            .billing
+            .apply_due_changes(srv.engine.now())
+            .await
+            .unwrap();
+        assert_eq!(done.applied.len(), 1, "{name}: {done:?}");
+        assert_eq!(plan_of(&srv, "acme").await.0, "basic");
+        assert_eq!(consume(&srv, "acme", 101).await.status, 429, "{name}");
+        let r = srv
+            .get("/v1/customers/acme/subscription/history", &own)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let last = &r.body["data"][1];
+        assert_eq!(last["kind"], "downgrade");
+        assert_eq!(last["from_plan"], "pro");
+        assert_eq!(last["to_plan"], "basic");
+        assert_eq!(last["effective_at"], "2025-12-01T00:00:00Z");
+        assert_eq!(last["reason"], "budget");
+        // Applied once only.
+        let again = srv
+            .state
+            .billing
+            .apply_due_changes(srv.engine.now())
+            .await
+            .unwrap();
+        assert!(again.applied.is_empty());
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_that_does_not_fit_is_refused_with_every_blocker_then_forced() {
+    for backend in backends("sub_blocked") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "pro").await;
+        assert_eq!(set_locations(&srv, "acme", 7).await.status, 200);
+        assert_eq!(consume(&srv, "acme", 500).await.status, 200);
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+
+        let r = change(
+            &srv,
+            "acme",
+            json!({"plan": "basic", "timing": "immediately"}),
+        )
+        .await;
+        assert_eq!(r.status, 409, "{name}: {r}");
+        assert_eq!(r.content_type(), "application/problem+json");
+        assert_eq!(r.body["code"], "plan_change_blocked");
+        assert_eq!(r.body["field"], "plan");
+        let blockers = r.body["blockers"].as_array().unwrap();
+        assert_eq!(blockers.len(), 2, "{name}: {r}");
+        let locations = blockers
+            .iter()
+            .find(|b| b["feature"] == "locations")
+            .unwrap();
+        assert_eq!(locations["in_use"], "7");
+        assert_eq!(locations["allowed"], "1");
+        assert_eq!(
+            locations["message"],
+            "7 locations in use, plan basic allows 1"
+        );
+        assert!(blockers.iter().any(|b| b["feature"] == "api_calls"));
+        assert!(r.body["detail"].as_str().unwrap().contains("7 locations"));
+        assert_eq!(
+            plan_of(&srv, "acme").await.0,
+            "pro",
+            "{name}: nothing changed"
+        );
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe"]);
+
+        let r = change(
+            &srv,
+            "acme",
+            json!({"plan": "basic", "timing": "immediately", "force": true,
+                   "reason": "contract ended"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "applied");
+        assert_eq!(r.body["excess"].as_array().unwrap().len(), 2);
+        // Credit 30 × 21/30 = 21.00, charge 10 × 21/30 = 7.00.
+        assert_eq!(
+            amounts(&r.body["pending_items"]),
+            ["-21.00", "7.00"],
+            "{name}"
+        );
+        let details = &r.body["change"]["details"];
+        assert_eq!(details["forced"], true);
+        assert_eq!(details["excess"].as_array().unwrap().len(), 2);
+        assert_eq!(plan_of(&srv, "acme").await.0, "basic");
+        // Over the new limit: no more locations, no more calls.
+        assert_eq!(set_locations(&srv, "acme", 8).await.status, 429, "{name}");
+        assert_eq!(consume(&srv, "acme", 1).await.status, 429, "{name}");
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trials_start_convert_and_expire() {
+    for backend in backends("sub_trials") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        for id in ["keen", "gone"] {
+            let r = srv
+                .post("/v1/customers", &srv.admin_key, json!({"id": id}))
+                .await;
+            assert_eq!(r.status, 201, "{r}");
+            let r = srv
+                .post(
+                    &format!("/v1/customers/{id}/subscription/trial"),
+                    &srv.admin_key,
+                    json!({"plan": "pro"}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{name}: {r}");
+            assert_eq!(r.body["subscription"]["status"], "trialing");
+            assert_eq!(
+                r.body["subscription"]["trial_ends_at"],
+                "2025-11-15T00:00:00Z"
+            );
+            assert_eq!(r.body["scheduled"]["action"], "trial_expire");
+        }
+        // A second trial is refused.
+        let r = srv
+            .post(
+                "/v1/customers/keen/subscription/trial",
+                &srv.admin_key,
+                json!({"plan": "pro"}),
+            )
+            .await;
+        assert_eq!(r.status, 409, "{name}: {r}");
+        assert_eq!(consume(&srv, "keen", 5).await.status, 200);
+
+        srv.clock.set(ts("2025-11-05T00:00:00Z"));
+        let r = srv
+            .post(
+                "/v1/customers/keen/subscription/trial/convert",
+                &srv.admin_key,
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["subscription"]["status"], "active");
+        assert_eq!(r.body["subscription"]["anchor"], "2025-11-05T00:00:00Z");
+        assert_eq!(r.body["change"]["kind"], "trial_convert");
+        let r = srv
+            .get("/v1/customers/keen/subscription/scheduled", &srv.admin_key)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(
+            r.body["scheduled"],
+            Value::Null,
+            "{name}: the expiry is gone"
+        );
+
+        // The other trial runs out.
+        srv.clock.set(ts("2025-11-15T00:00:01Z"));
+        let done = srv
+            .state
+            .billing
+            .apply_due_changes(srv.engine.now())
+            .await
+            .unwrap();
+        assert_eq!(done.applied.len(), 1, "{name}: {done:?}");
+        assert_eq!(done.applied[0].customer_id, "gone");
+        assert_eq!(plan_of(&srv, "gone").await.2, "canceled");
+        assert_eq!(plan_of(&srv, "keen").await.2, "active");
+        assert_eq!(consume(&srv, "gone", 1).await.status, 403, "{name}");
+        assert_eq!(consume(&srv, "keen", 1).await.status, 200, "{name}");
+        assert_eq!(
+            history_kinds(&srv, "keen").await,
+            ["trial_start", "trial_convert"]
+        );
+        assert_eq!(
+            history_kinds(&srv, "gone").await,
+            ["trial_start", "trial_expire"]
+        );
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_at_period_end_or_now() {
+    for backend in backends("sub_cancel") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "later", "pro").await;
+        subscribed(&srv, "now", "pro").await;
+        srv.clock.set(ts("2025-11-20T00:00:00Z"));
+        let r = srv
+            .post(
+                "/v1/customers/later/subscription/cancel",
+                &srv.admin_key,
+                json!({"reason": "moving on"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "scheduled");
+        assert_eq!(r.body["scheduled"]["effective_at"], "2025-12-01T00:00:00Z");
+        assert_eq!(plan_of(&srv, "later").await.2, "active");
+
+        let r = srv
+            .post(
+                "/v1/customers/now/subscription/cancel",
+                &srv.admin_key,
+                json!({"at_period_end": false}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "applied");
+        assert_eq!(r.body["subscription"]["status"], "canceled");
+        assert_eq!(consume(&srv, "now", 1).await.status, 403, "{name}");
+        let r = srv
+            .post(
+                "/v1/customers/now/subscription/cancel",
+                &srv.admin_key,
+                json!({"at_period_end": false}),
+            )
+            .await;
+        assert_eq!(r.status, 409, "{name}: already canceled: {r}");
+        // An operator's PATCH back to active is a reactivation in the history.
+        let r = srv
+            .patch(
+                "/v1/customers/now/subscription",
+                &srv.admin_key,
+                json!({"status": "active"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(consume(&srv, "now", 1).await.status, 200, "{name}");
+        assert_eq!(
+            history_kinds(&srv, "now").await,
+            ["subscribe", "cancel", "reactivate"]
+        );
+
+        srv.clock.set(ts("2025-12-01T00:00:00Z"));
+        let done = srv
+            .state
+            .billing
+            .apply_due_changes(srv.engine.now())
+            .await
+            .unwrap();
+        assert_eq!(done.applied.len(), 1, "{name}: {done:?}");
+        assert_eq!(plan_of(&srv, "later").await.2, "canceled");
+        assert_eq!(history_kinds(&srv, "later").await, ["subscribe", "cancel"]);
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_previews_who_gains_and_loses_then_moves_those_who_fit() {
+    for backend in backends("sub_migrate") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "fits", "pro").await;
+        subscribed(&srv, "big", "pro").await;
+        subscribed(&srv, "small", "basic").await;
+        assert_eq!(set_locations(&srv, "big", 7).await.status, 200);
+        let mut srv = srv;
+        srv.catalog_toml = CATALOG_V2.to_string();
+        let srv = srv.restart().await;
+        assert_eq!(srv.engine.plan_versions("pro"), [1, 2]);
+
+        let r = srv
+            .post(
+                "/v1/admin/plans/pro/migrate",
+                &srv.admin_key,
+                json!({"preview": true}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "preview");
+        assert_eq!(r.body["to_version"], 2);
+        let customers = r.body["customers"].as_array().unwrap();
+        assert_eq!(customers.len(), 2, "{name}: only pro's subscribers: {r}");
+        let big = customers
+            .iter()
+            .find(|c| c["customer_id"] == "big")
+            .unwrap();
+        assert!(
+            big["gains"][0].as_str().unwrap().contains("api_calls"),
+            "{name}: {big}"
+        );
+        assert!(
+            big["losses"][0].as_str().unwrap().contains("locations"),
+            "{name}: {big}"
+        );
+        assert_eq!(
+            big["blockers"][0]["message"],
+            "7 locations in use, plan pro allows 5"
+        );
+        assert_eq!(
+            plan_of(&srv, "fits").await.1,
+            1,
+            "{name}: a preview changes nothing"
+        );
+
+        let r = srv
+            .post("/v1/admin/plans/pro/migrate", &srv.admin_key, json!({}))
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["state"], "applied");
+        assert_eq!(r.body["migrated"].as_array().unwrap().len(), 1);
+        assert_eq!(r.body["migrated"][0]["customer_id"], "fits");
+        assert_eq!(r.body["customers"][0]["customer_id"], "big");
+        assert_eq!(plan_of(&srv, "fits").await.1, 2);
+        assert_eq!(plan_of(&srv, "big").await.1, 1);
+        // v2's limit holds at once.
+        assert_eq!(consume(&srv, "fits", 1500).await.status, 200, "{name}");
+
+        let r = srv
+            .post(
+                "/v1/admin/plans/pro/migrate",
+                &srv.admin_key,
+                json!({"force": true, "reason": "v1 retired"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["migrated"][0]["customer_id"], "big");
+        assert_eq!(r.body["migrated"][0]["details"]["forced"], true);
+        assert_eq!(plan_of(&srv, "big").await.1, 2);
+        assert_eq!(history_kinds(&srv, "big").await, ["subscribe", "migrate"]);
+        let r = srv
+            .post(
+                "/v1/admin/plans/pro/migrate",
+                &srv.admin_key,
+                json!({"to_version": 9}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["version"]);
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_field_and_change_nothing() {
+    for backend in backends("sub_bad") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "basic").await;
+        let r = change(&srv, "acme", json!({"plan": "platinum"})).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["plan"]);
+        let r = change(&srv, "acme", json!({"plan": "pro", "timing": "tomorrow"})).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["timing"]);
+        let r = change(&srv, "acme", json!({"plan": "basic"})).await;
+        assert_eq!(r.status, 422, "{name}: same plan: {r}");
+        let r = change(&srv, "nobody", json!({"plan": "pro"})).await;
+        assert_eq!(r.status, 404, "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/customers/nosub/subscription/change/preview",
+                &srv.admin_key,
+                json!({"plan": "pro"}),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{name}: {r}");
+        assert_eq!(plan_of(&srv, "acme").await.0, "basic");
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe"]);
+        srv.stop().await;
+    }
+}
