@@ -571,6 +571,28 @@ async fn payments_add_up_and_repeat_idempotently(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    // Issuing and the payment that made it paid each wrote their event with
+    // the change; the refused, repeated and partial payments wrote none.
+    let mut events = store.notify().customer_events("a", 100).await.unwrap();
+    events.sort_by_key(|e| e.seq);
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.object_key.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("invoice.issued", "invoice:inv_1"),
+            ("invoice.paid", "invoice:inv_1")
+        ]
+    );
+    assert_eq!(events[1].dedup_key.as_deref(), Some("invoice.paid|inv_1"));
+    assert_eq!(events[1].payload["number"], json!("INV-000001"));
+    assert_eq!(events[1].payload["amount_due"], json!("0"));
+    assert_eq!(events[1].payload["total"], json!("120"));
+    assert_eq!(events[1].payload["customer"], json!("a"));
+    assert_eq!(events[1].created_at, ts("2026-12-05T00:00:00Z"));
 }
 
 async fn credit_notes_are_numbered_and_never_exceed_the_total(store: Arc<dyn Store>) {

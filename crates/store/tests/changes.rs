@@ -188,6 +188,39 @@ async fn history_is_ordered_by_effective_time_and_refuses_duplicates(store: Arc<
         })
     ));
     assert!(changes.plan_changes("nobody").await.unwrap().is_empty());
+
+    // Each change wrote its `subscription.changed` event in its transaction;
+    // the refused duplicate and the unknown customer wrote none.
+    let mut events = store.notify().customer_events("acme", 100).await.unwrap();
+    events.sort_by_key(|e| e.seq);
+    let written: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.as_str(),
+                e.payload["change"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            ("subscription.changed", "pch_c"),
+            ("subscription.changed", "pch_b"),
+            ("subscription.changed", "pch_a")
+        ]
+    );
+    assert_eq!(events[0].object_key, "customer:acme");
+    assert_eq!(events[0].payload["kind"], json!("upgrade"));
+    assert_eq!(events[1].payload["from"], json!(null));
+    assert!(
+        store
+            .notify()
+            .customer_events("nobody", 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn history_between_is_half_open_and_by_customer(store: Arc<dyn Store>) {

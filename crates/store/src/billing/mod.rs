@@ -262,6 +262,39 @@ pub trait BillingStore: Send + Sync {
 
 // ---- rules shared by both backends ---------------------------------------------------
 
+/// The outbox event `invoice.issued` or `invoice.paid` (`what` = `issued` or
+/// `paid`) of an invoice, written in the transaction that issues it or
+/// records what makes it paid; fires once per invoice (dedup key
+/// `invoice.<what>|<id>`). Amounts are decimal strings.
+pub(crate) fn invoice_event(
+    what: &str,
+    inv: &Invoice,
+    at: Timestamp,
+) -> crate::notify::OutboxEvent {
+    let money = |d: Decimal| serde_json::Value::String(d.normalize().to_string());
+    let event_type = format!("invoice.{what}");
+    crate::notify::OutboxEvent {
+        id: format!("evt_{what}_{}", inv.id),
+        dedup_key: Some(format!("{event_type}|{}", inv.id)),
+        event_type,
+        customer_id: Some(inv.customer_id.clone()),
+        object_key: format!("invoice:{}", inv.id),
+        object_seq: 0,
+        payload: serde_json::json!({
+            "invoice": inv.id,
+            "number": inv.number,
+            "customer": inv.customer_id,
+            "currency": inv.currency.code(),
+            "total": money(inv.totals.total),
+            "amount_due": money(inv.totals.amount_due),
+            "period": {"start": inv.period_start, "end": inv.period_end},
+            "due_at": inv.due_at,
+        }),
+        created_at: at,
+        seq: 0,
+    }
+}
+
 fn refused(msg: impl Into<String>) -> StoreError {
     StoreError::Refused(msg.into())
 }
@@ -704,6 +737,7 @@ macro_rules! billing_store_impl {
                             id: row.id,
                         });
                     }
+                    self.invoice_event(&mut tx, "issued", &inv, issued_at).await?;
                     out.push(StoredInvoice {
                         invoice: inv,
                         kind: n.kind,
@@ -812,6 +846,7 @@ macro_rules! billing_store_impl {
                     inv.due_at = due_at;
                     inv.recompute_totals();
                     self.write_invoice(&mut tx, &inv).await?;
+                    self.invoice_event(&mut tx, "issued", &inv, issued_at).await?;
                     out.push(inv);
                 }
                 tx.commit().await?;
@@ -831,6 +866,9 @@ macro_rules! billing_store_impl {
                 }
                 $crate::billing::transition(&mut inv, status, at)?;
                 self.write_invoice(&mut tx, &inv).await?;
+                if status == tollgate_core::billing::InvoiceStatus::Paid {
+                    self.invoice_event(&mut tx, "paid", &inv, at).await?;
+                }
                 tx.commit().await?;
                 Ok(inv)
             }
@@ -949,6 +987,9 @@ macro_rules! billing_store_impl {
                 .await
                 .map_err(|e| $crate::codec::insert_error(e, "payment", &p.id, ""))?;
                 self.write_invoice(&mut tx, &invoice).await?;
+                if invoice.status == tollgate_core::billing::InvoiceStatus::Paid {
+                    self.invoice_event(&mut tx, "paid", &invoice, p.received_at).await?;
+                }
                 tx.commit().await?;
                 Ok(PaymentOutcome {
                     payment: p.clone(),
@@ -982,6 +1023,7 @@ macro_rules! billing_store_impl {
             )> {
                 let mut tx = self.begin_write().await?;
                 let mut invoice = self.locked_invoice(&mut tx, &note.invoice_id).await?;
+                let was_paid = invoice.status == tollgate_core::billing::InvoiceStatus::Paid;
                 $crate::billing::apply_credit(&mut invoice, note)?;
                 let n = self.next_number(&mut tx, prefix).await?;
                 let mut note = note.clone();
@@ -1003,6 +1045,9 @@ macro_rules! billing_store_impl {
                 .await
                 .map_err(|e| $crate::codec::insert_error(e, "credit note", &note.id, ""))?;
                 self.write_invoice(&mut tx, &invoice).await?;
+                if !was_paid && invoice.status == tollgate_core::billing::InvoiceStatus::Paid {
+                    self.invoice_event(&mut tx, "paid", &invoice, note.created_at).await?;
+                }
                 tx.commit().await?;
                 Ok((note, invoice))
             }
@@ -1146,6 +1191,21 @@ macro_rules! billing_store_impl {
                     .bind($crate::codec::to_json("invoices.document", inv)?)
                     .execute(&mut **tx)
                     .await?;
+                Ok(())
+            }
+
+            /// Writes [`$crate::billing::invoice_event`] in `tx` (the store's
+            /// outbox insert, the one `append_batch` uses).
+            async fn invoice_event(
+                &self,
+                tx: &mut sqlx::Transaction<'static, BillingDb>,
+                what: &str,
+                inv: &tollgate_core::billing::Invoice,
+                at: jiff::Timestamp,
+            ) -> $crate::Result<()> {
+                let event = $crate::billing::invoice_event(what, inv, at);
+                outbox::lock_outbox(&mut **tx).await?;
+                outbox::insert_event(&mut **tx, &event).await?;
                 Ok(())
             }
 

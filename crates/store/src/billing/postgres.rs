@@ -4,6 +4,7 @@ use futures_util::TryStreamExt;
 
 use super::{Aggregator, RawTotalRow, billing_store_impl};
 use crate::Result;
+use crate::notify::postgres as outbox;
 use crate::postgres::PgStore;
 
 type BillingDb = sqlx::Postgres;

@@ -4,6 +4,7 @@ use futures_util::TryStreamExt;
 
 use super::{Aggregator, RawTotalRow, billing_store_impl};
 use crate::Result;
+use crate::notify::sqlite as outbox;
 use crate::sqlite::{BLOCK_BITS, SqliteStore};
 
 type BillingDb = sqlx::Sqlite;

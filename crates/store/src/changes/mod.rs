@@ -78,6 +78,33 @@ pub struct PendingItemRecord {
     pub invoice_id: Option<String>,
 }
 
+/// The outbox event `subscription.changed` of a plan change, written in the
+/// transaction that appends it to the history (object `customer:<id>`,
+/// dedup key `subscription.changed|<change id>`).
+pub(crate) fn change_event(c: &PlanChangeRecord) -> crate::notify::OutboxEvent {
+    crate::notify::OutboxEvent {
+        id: format!("evt_{}", c.id),
+        event_type: "subscription.changed".to_string(),
+        customer_id: Some(c.customer_id.clone()),
+        object_key: format!("customer:{}", c.customer_id),
+        object_seq: 0,
+        dedup_key: Some(format!("subscription.changed|{}", c.id)),
+        payload: serde_json::json!({
+            "change": c.id,
+            "customer": c.customer_id,
+            "kind": c.kind,
+            "from": c.from_plan.as_ref().map(|p| serde_json::json!({"plan": p, "version": c.from_version})),
+            "to": {"plan": c.to_plan, "version": c.to_version},
+            "effective_at": c.effective_at,
+            "requested_at": c.requested_at,
+            "actor": c.actor,
+            "reason": c.reason,
+        }),
+        created_at: c.requested_at,
+        seq: 0,
+    }
+}
+
 #[async_trait]
 pub trait ChangeStore: Send + Sync {
     /// Appends to the history; `Conflict` on a duplicate id, `NotFound` if the

@@ -6,6 +6,7 @@ use sqlx::Postgres;
 
 use super::rows::{Tables, change_store};
 use crate::Result;
+use crate::notify::postgres as outbox;
 use crate::postgres::PgStore;
 
 fn tables(s: &PgStore) -> Tables<'_, Postgres> {

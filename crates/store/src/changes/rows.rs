@@ -101,10 +101,16 @@ where
         Ok(out)
     }
 
-    pub async fn insert_plan_change(&self, c: &PlanChangeRecord) -> Result<()> {
-        self.execute(INSERT_PLAN_CHANGE, plan_change_args(c)?)
+    /// Appends a plan change on an open transaction's connection.
+    pub async fn insert_plan_change_in(
+        &self,
+        conn: &mut DB::Connection,
+        c: &PlanChangeRecord,
+    ) -> Result<()> {
+        conn.execute(Self::query(INSERT_PLAN_CHANGE, plan_change_args(c)?))
             .await
-            .map_err(|e| codec::insert_error(e, "plan change", &c.id, &c.customer_id))
+            .map_err(|e| codec::insert_error(e, "plan change", &c.id, &c.customer_id))?;
+        Ok(())
     }
 
     pub async fn plan_changes(&self, customer_id: &str) -> Result<Vec<PlanChangeRecord>> {
@@ -407,7 +413,17 @@ macro_rules! change_store {
                 &self,
                 change: &$crate::changes::PlanChangeRecord,
             ) -> $crate::Result<()> {
-                $tables(self).insert_plan_change(change).await
+                // The change and its `subscription.changed` event: one
+                // transaction, so neither is written without the other.
+                let mut tx = $begin(self).await?;
+                $tables(self)
+                    .insert_plan_change_in(&mut *tx, change)
+                    .await?;
+                let event = $crate::changes::change_event(change);
+                outbox::lock_outbox(&mut *tx).await?;
+                outbox::insert_event(&mut *tx, &event).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn plan_changes(

@@ -5,6 +5,7 @@ use sqlx::Sqlite;
 
 use super::rows::{Tables, change_store};
 use crate::Result;
+use crate::notify::sqlite as outbox;
 use crate::sqlite::SqliteStore;
 
 fn tables(s: &SqliteStore) -> Tables<'_, Sqlite> {
