@@ -10,6 +10,7 @@
 //! - [`render`]: an invoice as HTML and as PDF.
 
 pub mod changes;
+pub mod notices;
 pub mod providers;
 pub mod render;
 pub mod run;

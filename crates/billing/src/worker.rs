@@ -1,7 +1,8 @@
 //! The billing worker: closes periods on time by the engine's (injected)
 //! clock. Each tick applies the scheduled plan changes that are due
 //! (`Billing::apply_due_changes`), then runs the invoice run
-//! ([`Billing::run_invoices`]) for every ended period without an invoice.
+//! ([`Billing::run_invoices`]) for every ended period without an invoice,
+//! then writes the events that are due by time ([`Billing::notify_due`]).
 //! A tick is idempotent, so ticking often is harmless; tests call
 //! [`Billing::run_once`] after moving a `TestClock` instead of waiting.
 
@@ -22,6 +23,9 @@ pub struct TickReport {
     /// Scheduled changes that failed (retried on the next tick).
     pub changes_failed: usize,
     pub invoices: RunReport,
+    /// New `invoice.overdue` and `trial.ending` events written
+    /// ([`Billing::notify_due`]).
+    pub notices: usize,
 }
 
 impl Billing {
@@ -41,6 +45,10 @@ impl Billing {
             }
         }
         report.invoices = self.run_invoices(&RunOptions::default(), &|_| {}).await?;
+        match self.notify_due(now).await {
+            Ok(n) => report.notices = n,
+            Err(e) => tracing::warn!(error = %e, "billing notices failed; retried next tick"),
+        }
         Ok(report)
     }
 }

@@ -414,3 +414,72 @@ async fn the_upcoming_invoice_projects_usage_at_its_present_pace() {
     assert_eq!(up.totals.total, dec!(52.00));
     assert!(env.billing.upcoming_invoice("nobody").await.is_err());
 }
+
+/// The worker's tick writes `invoice.overdue` once an open invoice is past
+/// its due date and `trial.ending` 3 days before a trial ends, each once.
+#[tokio::test]
+async fn the_tick_writes_overdue_and_trial_ending_once() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    env.customer("b", "pro", json!({})).await;
+    env.engine
+        .create_customer(tollgate_engine::NewCustomer::new("t"))
+        .await
+        .unwrap();
+    env.engine
+        .subscribe(
+            "t",
+            "pro",
+            tollgate_engine::SubscribeOptions {
+                trial_ends_at: Some(ts("2026-12-20T00:00:00Z")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let types = |events: Vec<tollgate_store::notify::OutboxEvent>| -> Vec<String> {
+        let mut e = events;
+        e.sort_by_key(|e| e.seq);
+        e.into_iter().map(|e| e.event_type).collect()
+    };
+
+    // Dec 1: b's November invoice is issued (due Dec 31); t's trial ends in
+    // 19 days: nothing due yet.
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    let tick = env.billing.run_once().await.unwrap();
+    assert_eq!(tick.notices, 0);
+    let notify = env.store.notify();
+    assert_eq!(
+        types(notify.customer_events("b", 100).await.unwrap()),
+        ["invoice.issued"]
+    );
+    // 3 days before the trial ends (to the second): trial.ending, once.
+    env.clock.set(ts("2026-12-16T23:59:59Z"));
+    assert_eq!(env.billing.run_once().await.unwrap().notices, 0);
+    env.clock.set(ts("2026-12-17T00:00:00Z"));
+    assert_eq!(env.billing.run_once().await.unwrap().notices, 1);
+    assert_eq!(env.billing.run_once().await.unwrap().notices, 0);
+    let t = notify.customer_events("t", 100).await.unwrap();
+    let ending: Vec<_> = t
+        .iter()
+        .filter(|e| e.event_type == "trial.ending")
+        .collect();
+    assert_eq!(ending.len(), 1);
+    assert_eq!(
+        ending[0].payload["trial_ends_at"],
+        json!("2026-12-20T00:00:00Z")
+    );
+    // At the due date nothing is overdue; a second later it is, once.
+    env.clock.set(ts("2026-12-31T00:00:00Z"));
+    assert_eq!(env.billing.run_once().await.unwrap().notices, 0);
+    env.clock.set(ts("2026-12-31T00:00:01Z"));
+    let overdue = env.billing.run_once().await.unwrap().notices;
+    assert_eq!(overdue, 1);
+    let b = notify.customer_events("b", 100).await.unwrap();
+    let o: Vec<_> = b
+        .iter()
+        .filter(|e| e.event_type == "invoice.overdue")
+        .collect();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].payload["amount_due"], json!("49"));
+    assert_eq!(o[0].payload["number"], json!("INV-000001"));
+}
