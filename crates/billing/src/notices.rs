@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use tollgate_core::billing::InvoiceStatus;
 use tollgate_store::SubscriptionStatus;
-use tollgate_store::billing::InvoiceFilter;
+use tollgate_store::billing::{InvoiceFilter, invoice_event};
 use tollgate_store::notify::OutboxEvent;
 
 use crate::Billing;
@@ -17,22 +17,16 @@ use crate::run::Result;
 /// How long before `trial_ends_at` `trial.ending` fires: 3 days.
 pub const TRIAL_ENDING_NOTICE: SignedDuration = SignedDuration::from_hours(72);
 
-fn event(
-    event_type: &str,
-    key: &str,
-    customer: &str,
-    object_key: String,
-    payload: serde_json::Value,
-    now: Timestamp,
-) -> OutboxEvent {
+/// `trial.ending` of a customer's trial ending at `ends`.
+fn trial_ending(customer: &str, plan: &str, ends: Timestamp, now: Timestamp) -> OutboxEvent {
     OutboxEvent {
-        id: format!("evt_{}_{key}", event_type.replace('.', "_")),
-        event_type: event_type.to_string(),
+        id: format!("evt_trial_ending_{customer}_{}", ends.as_second()),
+        event_type: "trial.ending".to_string(),
         customer_id: Some(customer.to_string()),
-        object_key,
+        object_key: format!("customer:{customer}"),
         object_seq: 0,
-        dedup_key: Some(format!("{event_type}|{key}")),
-        payload,
+        dedup_key: Some(format!("trial.ending|{customer}|{ends}")),
+        payload: json!({"customer": customer, "plan": plan, "trial_ends_at": ends}),
         created_at: now,
         seq: 0,
     }
@@ -52,26 +46,9 @@ impl Billing {
             })
             .await?;
         for inv in open {
-            let Some(due) = inv.due_at.filter(|d| *d < now) else {
-                continue;
-            };
-            events.push(event(
-                "invoice.overdue",
-                &inv.id,
-                &inv.customer_id,
-                format!("invoice:{}", inv.id),
-                json!({
-                    "invoice": inv.id,
-                    "number": inv.number,
-                    "customer": inv.customer_id,
-                    "currency": inv.currency.code(),
-                    "total": inv.totals.total.normalize().to_string(),
-                    "amount_due": inv.totals.amount_due.normalize().to_string(),
-                    "period": {"start": inv.period_start, "end": inv.period_end},
-                    "due_at": due,
-                }),
-                now,
-            ));
+            if inv.due_at.is_some_and(|due| due < now) {
+                events.push(invoice_event("overdue", &inv, now));
+            }
         }
         for sub in self.store.all_subscriptions().await? {
             let Some(ends) = sub.trial_ends_at else {
@@ -83,18 +60,7 @@ impl Billing {
             if ends <= now || now < ends - TRIAL_ENDING_NOTICE {
                 continue;
             }
-            events.push(event(
-                "trial.ending",
-                &format!("{}|{ends}", sub.customer_id),
-                &sub.customer_id,
-                format!("customer:{}", sub.customer_id),
-                json!({
-                    "customer": sub.customer_id,
-                    "plan": sub.plan_key,
-                    "trial_ends_at": ends,
-                }),
-                now,
-            ));
+            events.push(trial_ending(&sub.customer_id, &sub.plan_key, ends, now));
         }
         Ok(self.store.notify().insert_events(&events).await?.len())
     }

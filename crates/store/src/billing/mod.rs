@@ -265,12 +265,9 @@ pub trait BillingStore: Send + Sync {
 /// The outbox event `invoice.issued` or `invoice.paid` (`what` = `issued` or
 /// `paid`) of an invoice, written in the transaction that issues it or
 /// records what makes it paid; fires once per invoice (dedup key
-/// `invoice.<what>|<id>`). Amounts are decimal strings.
-pub(crate) fn invoice_event(
-    what: &str,
-    inv: &Invoice,
-    at: Timestamp,
-) -> crate::notify::OutboxEvent {
+/// `invoice.<what>|<id>`). Amounts are decimal strings. The billing worker
+/// writes `invoice.overdue` with it too.
+pub fn invoice_event(what: &str, inv: &Invoice, at: Timestamp) -> crate::notify::OutboxEvent {
     let money = |d: Decimal| serde_json::Value::String(d.normalize().to_string());
     let event_type = format!("invoice.{what}");
     crate::notify::OutboxEvent {
