@@ -52,6 +52,11 @@ pub enum InvoiceError {
     Billing(#[from] BillingError),
     #[error("{what} {id:?} not found")]
     NotFound { what: &'static str, id: String },
+    /// Only drafts can be edited.
+    #[error(
+        "invoice {id} is {status}: only drafts can be edited (correct an issued invoice with a credit note)"
+    )]
+    NotDraft { id: String, status: &'static str },
     /// A field of the request is wrong (named).
     #[error("{field}: {message}")]
     Invalid {
@@ -924,15 +929,36 @@ impl Billing {
         description: &str,
         amount: Decimal,
     ) -> Result<Invoice> {
+        self.edit_draft(invoice_id, |inv| {
+            let line = InvoiceLine::adjustment(
+                description,
+                amount,
+                inv.period_start,
+                inv.period_end,
+                inv.currency,
+            );
+            inv.add_line(line);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Loads a draft, applies `edit`, recomputes its totals and saves it: the
+    /// one way a draft changes (`NotDraft` for any other status).
+    pub async fn edit_draft(
+        &self,
+        invoice_id: &str,
+        edit: impl FnOnce(&mut Invoice) -> Result<()>,
+    ) -> Result<Invoice> {
         let mut inv = self.invoice(invoice_id).await?.invoice;
-        let line = InvoiceLine::adjustment(
-            description,
-            amount,
-            inv.period_start,
-            inv.period_end,
-            inv.currency,
-        );
-        inv.add_line(line);
+        if inv.status != InvoiceStatus::Draft {
+            return Err(InvoiceError::NotDraft {
+                id: invoice_id.to_string(),
+                status: inv.status.as_str(),
+            });
+        }
+        edit(&mut inv)?;
+        inv.recompute_totals();
         self.store.billing().update_draft(&inv, None).await?;
         Ok(inv)
     }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_billing::providers::ProviderError;
 use tollgate_billing::providers::collect::PaymentError;
 use tollgate_billing::render::{self, RenderOptions};
+use tollgate_billing::run::InvoiceError;
 use tollgate_core::billing::credit::{CreditNote, CreditRequest};
 use tollgate_core::billing::{Invoice, InvoiceStatus};
 use tollgate_core::money::round_line;
@@ -565,37 +566,29 @@ fn check_description(d: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Loads a draft, applies `edit` and saves it with recomputed totals.
+/// Loads a draft, applies `edit` and saves it with recomputed totals
+/// ([`tollgate_billing::Billing::edit_draft`]), for an admin.
 async fn edit_draft(
     state: &AppState,
     principal: &Principal,
     id: &str,
-    edit: impl FnOnce(&mut Invoice) -> Result<(), ApiError>,
+    edit: impl FnOnce(&mut Invoice) -> Result<(), InvoiceError>,
 ) -> Result<Json<InvoiceDetail>, ApiError> {
     principal.require_admin()?;
-    let mut inv = readable(state, principal, id).await?.invoice;
-    if inv.status != InvoiceStatus::Draft {
-        return Err(ApiError::Conflict(format!(
-            "invoice {id} is {}: only drafts can be edited (correct an issued invoice with a credit note)",
-            inv.status.as_str()
-        )));
-    }
-    edit(&mut inv)?;
-    inv.recompute_totals();
-    state
-        .store
-        .billing()
-        .update_draft(&inv, None)
+    readable(state, principal, id).await?;
+    let inv = state
+        .billing
+        .edit_draft(id, edit)
         .await
-        .map_err(store_error)?;
+        .map_err(invoice_error)?;
     Ok(Json(detail(state, inv).await?))
 }
 
-fn line_index(inv: &Invoice, line: usize) -> Result<usize, ApiError> {
+fn line_index(inv: &Invoice, line: usize) -> Result<usize, InvoiceError> {
     if line < inv.lines.len() {
         Ok(line)
     } else {
-        Err(ApiError::NotFound {
+        Err(InvoiceError::NotFound {
             what: "invoice line",
             id: line.to_string(),
         })

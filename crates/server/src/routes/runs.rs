@@ -32,6 +32,7 @@ pub(crate) fn invoice_error(e: InvoiceError) -> ApiError {
             ApiError::Conflict(e.to_string())
         }
         InvoiceError::Billing(b) => ApiError::Conflict(b.to_string()),
+        e @ InvoiceError::NotDraft { .. } => ApiError::Conflict(e.to_string()),
         other => ApiError::Internal(other.to_string()),
     }
 }
