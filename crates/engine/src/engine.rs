@@ -392,6 +392,12 @@ impl Engine {
         &self.writer_stats
     }
 
+    /// Returns once a group commit has written outbox events (alerts) since
+    /// the last call returned (a commit before the first call counts too).
+    pub async fn outbox_written(&self) {
+        self.writer_stats.outbox_written.notified().await;
+    }
+
     /// Waits until every write sent so far is committed.
     pub async fn flush(&self) -> Result<(), EngineError> {
         self.inner.flush().await

@@ -169,6 +169,18 @@ pub async fn start(
         tollgate_notify::Notifier::new(store.clone(), clock, settings.notify.clone())
             .map_err(StartError::Notify)?,
     );
+    // Alerts written by the engine's group commit (consumes, ingestion) wake
+    // the delivery worker through the writer's signal, not through every
+    // answered request (see `edge`).
+    {
+        let (engine, notifier) = (engine.clone(), notifier.clone());
+        tokio::spawn(async move {
+            loop {
+                engine.outbox_written().await;
+                notifier.wake();
+            }
+        });
+    }
     let payments = Arc::new(
         tollgate_billing::providers::Providers::new(settings.billing.stripe.as_ref())
             .map_err(StartError::Payments)?,
@@ -236,10 +248,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 /// problem+json ([`problem_errors`]); the request is counted and timed by
 /// matched route ([`crate::metrics::Track`]); a body announced larger than
 /// the limit is refused before it is read ([`limit_body`]); after a
-/// successful write request (a consume may have crossed a threshold and put
-/// an alert in the outbox) the delivery worker is woken, so the alert leaves
-/// at once instead of at its next poll (waking is a flag; the worker spaces
-/// its passes, docs/webhooks.md).
+/// successful write request outside the engine's hot path (which signals its
+/// own alerts, [`engine_only`]) the delivery worker is woken, so an event it
+/// wrote leaves at once instead of at the next poll (waking is a flag; the
+/// worker spaces its passes, docs/webhooks.md).
 async fn edge(
     body_limit: usize,
     notifier: Arc<tollgate_notify::Notifier>,
@@ -250,7 +262,7 @@ async fn edge(
     let write = !matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
-    );
+    ) && !engine_only(req.uri().path());
     let response = match limit_body(body_limit, req) {
         Ok(req) => next.run(req).await,
         Err(too_large) => too_large.into_response(),
@@ -260,6 +272,14 @@ async fn edge(
     }
     track.finish(response.status());
     problem_errors(response).await
+}
+
+/// Routes whose writes all go through the engine's group commit: the writer
+/// itself wakes the delivery worker when one of its commits wrote an alert
+/// ([`tollgate_engine::Engine::outbox_written`]), so these (the hot path) do
+/// not wake it on every answer.
+fn engine_only(path: &str) -> bool {
+    matches!(path, "/v1/check" | "/v1/events")
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -27,7 +27,7 @@
 //!
 //! [engine]
 //! group_commit_max_batch = 2000
-//! group_commit_max_wait_ms = 2
+//! group_commit_max_wait_ms = 0      # 0 = commit whatever is queued at once
 //! snapshot_interval_secs = 30
 //! idempotency_window_hours = 24
 //!
@@ -125,7 +125,7 @@ impl Default for EngineSettings {
         let d = EngineConfig::default();
         EngineSettings {
             group_commit_max_batch: d.writer.max_batch,
-            group_commit_max_wait_ms: u64::try_from(d.writer.max_wait.as_millis()).unwrap_or(2),
+            group_commit_max_wait_ms: u64::try_from(d.writer.max_wait.as_millis()).unwrap_or(0),
             snapshot_interval_secs: d.writer.snapshot_interval.as_secs(),
             idempotency_window_hours: 24,
         }

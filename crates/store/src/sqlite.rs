@@ -75,15 +75,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const MAX_PARAMS: usize = 32_766;
 /// Columns bound per usage row (`seq` and `block` included).
 const USAGE_PARAMS: usize = 13;
-/// `block = seq >> BLOCK_BITS` (see the migration): 8,192 seqs per block.
-/// Fixed for the life of a database (the stored `block` column depends on it).
-///
-/// The trade-off, measured with `examples/ingest_speed.rs` (2 cores): a group
-/// commit dirties at most the index pages of the current block, so smaller
-/// blocks ingest faster (1,000-row batches: ~60k rows/s with 65,536-seq blocks,
-/// ~120k with 8,192), while a query by customer probes one index range per block
-/// in its time range, so smaller blocks make those queries slower.
-pub(crate) const BLOCK_BITS: u32 = 13;
+// `block = seq >> block_bits` (see the migrations 0001 and 0008): a
+// database created before 0008 keeps 8,192 seqs per block (13 bits), a new
+// one gets 1,024 (10 bits). Fixed for the life of a database (the stored
+// `block` column depends on it), read from `ledger_layout`.
+//
+// The trade-off: a group commit dirties the index pages of the current block
+// only (each one written to the WAL and fsynced at commit), so smaller blocks
+// make commits cheaper (a 60-row commit of random customers touched ~45 index
+// pages with 8,192-seq blocks, ~12 with 1,024), while a query by customer
+// probes one index range per block in its time range, so smaller blocks make
+// those queries slower (one probe per 1,024 rows of the range).
+
 /// Rows per full multi-row usage INSERT.
 const USAGE_CHUNK: usize = 2_048;
 /// Columns bound per snapshot row.
@@ -100,6 +103,12 @@ pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) reader: SqlitePool,
     path: PathBuf,
+    /// The ledger's block size (`ledger_layout`), read once.
+    block_bits: Arc<tokio::sync::OnceCell<u32>>,
+    /// The last ledger seq committed through this store, when known: the
+    /// single writer numbers the next batch from it without a query. Cleared
+    /// by any failed append (the next one reads `max(seq)` again).
+    last_seq: Arc<Mutex<Option<i64>>>,
 }
 
 impl SqliteStore {
@@ -133,6 +142,9 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A local file: no connection to test before each use (it would be
+            // one more round trip to the connection's thread per commit).
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             // Room for every usage INSERT shape (see `usage_chunk_sizes`)
@@ -147,6 +159,8 @@ impl SqliteStore {
             writer,
             reader,
             path,
+            block_bits: Arc::default(),
+            last_seq: Arc::default(),
         })
     }
 
@@ -163,6 +177,42 @@ impl SqliteStore {
 
     pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// `block = seq >> block_bits` for this database (see the note on blocks
+    /// above `USAGE_CHUNK`: 13 for databases created before migration 0008,
+    /// 10 after).
+    pub(crate) async fn block_bits(&self) -> Result<u32> {
+        let bits = self
+            .block_bits
+            .get_or_try_init(|| async {
+                let bits: i64 =
+                    sqlx::query_scalar("SELECT block_bits FROM ledger_layout WHERE id = 1")
+                        .fetch_one(&self.reader)
+                        .await?;
+                u32::try_from(bits)
+                    .ok()
+                    .filter(|b| (1..=30).contains(b))
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("ledger_layout.block_bits = {bits}"))
+                    })
+            })
+            .await?;
+        Ok(*bits)
+    }
+
+    fn cached_last_seq(&self) -> Option<i64> {
+        *self
+            .last_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_last_seq(&self, seq: Option<i64>) {
+        *self
+            .last_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = seq;
     }
 
     pub(crate) fn write_pool(&self) -> &SqlitePool {
@@ -204,34 +254,49 @@ impl Zone {
 /// Widens the zone map of every block in `zones` (in the write transaction).
 async fn update_zones(conn: &mut SqliteConnection, zones: &BTreeMap<i64, Zone>) -> Result<()> {
     for (block, z) in zones {
-        sqlx::query(
-            "INSERT INTO usage_blocks (block, min_ts, max_ts, min_recorded_at, max_recorded_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (block) DO UPDATE SET \
-             min_ts = MIN(min_ts, excluded.min_ts), max_ts = MAX(max_ts, excluded.max_ts), \
-             min_recorded_at = MIN(min_recorded_at, excluded.min_recorded_at), \
-             max_recorded_at = MAX(max_recorded_at, excluded.max_recorded_at)",
-        )
-        .bind(block)
-        .bind(z.min_ts)
-        .bind(z.max_ts)
-        .bind(z.min_recorded_at)
-        .bind(z.max_recorded_at)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(ZONE_UPSERT)
+            .bind(block)
+            .bind(z.min_ts)
+            .bind(z.max_ts)
+            .bind(z.min_recorded_at)
+            .bind(z.max_recorded_at)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
+}
+
+type SqliteQuery = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds one usage row (13 parameters, in the column order of
+/// [`insert_usage_sql`]).
+fn bind_usage_row(q: SqliteQuery, seq: i64, bits: u32, r: UsageColumns) -> SqliteQuery {
+    q.bind(seq)
+        .bind(seq >> bits)
+        .bind(r.customer_id)
+        .bind(r.feature)
+        .bind(r.quantity)
+        .bind(r.ts)
+        .bind(r.recorded_at)
+        .bind(r.source)
+        .bind(r.properties)
+        .bind(r.billable)
+        .bind(r.idempotency_key)
+        .bind(r.allocation)
+        .bind(r.answer)
 }
 
 /// Appends usage rows with consecutive seqs starting at `first_seq`, widening
 /// `zones` with them.
 async fn insert_usage(
     conn: &mut SqliteConnection,
+    bits: u32,
     first_seq: i64,
     rows: Vec<UsageColumns>,
     zones: &mut BTreeMap<i64, Zone>,
 ) -> Result<()> {
     for (i, r) in rows.iter().enumerate() {
-        let block = (first_seq + i as i64) >> BLOCK_BITS;
+        let block = (first_seq + i as i64) >> bits;
         zones
             .entry(block)
             .and_modify(|z| z.widen(Zone::of(r)))
@@ -242,20 +307,7 @@ async fn insert_usage(
     for size in usage_chunk_sizes(rows.len()) {
         let mut q = sqlx::query(AssertSqlSafe(insert_usage_sql(size)));
         for r in rows.by_ref().take(size) {
-            q = q
-                .bind(seq)
-                .bind(seq >> BLOCK_BITS)
-                .bind(r.customer_id)
-                .bind(r.feature)
-                .bind(r.quantity)
-                .bind(r.ts)
-                .bind(r.recorded_at)
-                .bind(r.source)
-                .bind(r.properties)
-                .bind(r.billable)
-                .bind(r.idempotency_key)
-                .bind(r.allocation)
-                .bind(r.answer);
+            q = bind_usage_row(q, seq, bits, r);
             seq += 1;
         }
         q.execute(&mut *conn).await?;
@@ -300,13 +352,189 @@ fn insert_usage_sql(rows: usize) -> Arc<str> {
         .or_insert_with(|| {
             let row = format!("({})", vec!["?"; USAGE_PARAMS].join(", "));
             format!(
-                "INSERT INTO usage (seq, block, customer_id, feature, quantity, ts, recorded_at, \
-                 source, properties, billable, idempotency_key, allocation, answer) VALUES {}",
+                "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
+                 recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
+                 VALUES {}",
                 vec![row; rows].join(", ")
             )
             .into()
         })
         .clone()
+}
+
+/// A batch the one-statement path takes: usage rows only, at most
+/// [`USAGE_EXACT`] of them, all in the block of `last + 1`.
+fn fast_batch(rows: &[Option<UsageColumns>], last: i64, bits: u32) -> bool {
+    let n = rows.len() as i64;
+    rows.iter().all(Option::is_some)
+        && rows.len() <= USAGE_EXACT
+        && (last + 1) >> bits == (last + n) >> bits
+}
+
+/// The text of the one-round-trip commit of `rows` usage rows in one block:
+/// the transaction, the rows and the block's zone map in one multi-statement
+/// query (see [`SqliteStore::append_usage_fast`]).
+fn commit_usage_sql(rows: usize) -> Arc<str> {
+    static CACHE: LazyLock<Mutex<HashMap<usize, Arc<str>>>> = LazyLock::new(Default::default);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(rows)
+        .or_insert_with(|| {
+            format!(
+                "BEGIN IMMEDIATE; {}; {ZONE_UPSERT}; COMMIT",
+                insert_usage_sql(rows)
+            )
+            .into()
+        })
+        .clone()
+}
+
+/// Widens one block's zone map (5 parameters: block, min/max ts, min/max
+/// recorded_at).
+const ZONE_UPSERT: &str = "INSERT INTO usage_blocks (block, min_ts, max_ts, min_recorded_at, max_recorded_at) \
+     VALUES (?, ?, ?, ?, ?) ON CONFLICT (block) DO UPDATE SET \
+     min_ts = MIN(min_ts, excluded.min_ts), max_ts = MAX(max_ts, excluded.max_ts), \
+     min_recorded_at = MIN(min_recorded_at, excluded.min_recorded_at), \
+     max_recorded_at = MAX(max_recorded_at, excluded.max_recorded_at)";
+
+impl SqliteStore {
+    /// One attempt at [`Store::append_batch`], numbering from `last` (read
+    /// in the transaction when `None`); returns the last seq and the seqs.
+    async fn append_once(
+        &self,
+        bits: u32,
+        last: Option<i64>,
+        ops: &[WriteOp],
+    ) -> Result<(i64, Vec<i64>)> {
+        // Serialize outside the transaction: the writer's lock is held only for
+        // the database work.
+        let mut prepared: Vec<Option<UsageColumns>> = Vec::with_capacity(ops.len());
+        for op in ops {
+            prepared.push(match op {
+                WriteOp::AppendUsage(r) => Some(UsageColumns::new(r)?),
+                _ => None,
+            });
+        }
+        match last {
+            Some(last) if fast_batch(&prepared, last, bits) => {
+                self.append_usage_fast(bits, last, prepared).await
+            }
+            last => self.append_general(bits, last, ops, prepared).await,
+        }
+    }
+
+    /// The common group commit (consumes only, one block, the last seq known):
+    /// one multi-statement query, so one round trip to the connection's thread
+    /// instead of one per statement. On any error the transaction is rolled
+    /// back explicitly (sqlx does not know this one is open); if even that
+    /// fails, the connection is closed rather than returned to the pool.
+    /// Returns the last seq and the seqs assigned.
+    async fn append_usage_fast(
+        &self,
+        bits: u32,
+        last: i64,
+        rows: Vec<Option<UsageColumns>>,
+    ) -> Result<(i64, Vec<i64>)> {
+        let rows: Vec<UsageColumns> = rows.into_iter().flatten().collect();
+        let first = last + 1;
+        let mut zone: Option<Zone> = None;
+        let mut q = sqlx::query(AssertSqlSafe(commit_usage_sql(rows.len())));
+        let mut seq = first;
+        for r in rows {
+            match &mut zone {
+                Some(z) => z.widen(Zone::of(&r)),
+                None => zone = Some(Zone::of(&r)),
+            }
+            q = bind_usage_row(q, seq, bits, r);
+            seq += 1;
+        }
+        let Some(z) = zone else {
+            return Ok((last, Vec::new()));
+        };
+        q = q
+            .bind(first >> bits)
+            .bind(z.min_ts)
+            .bind(z.max_ts)
+            .bind(z.min_recorded_at)
+            .bind(z.max_recorded_at);
+        let mut conn = self.writer.acquire().await?;
+        if let Err(e) = q.execute(&mut *conn).await {
+            let in_tx = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            if let Err(rollback) = in_tx {
+                // "no transaction is active" when BEGIN itself failed; any
+                // other failure leaves the connection in doubt.
+                if !rollback.to_string().contains("no transaction is active") {
+                    conn.close_on_drop();
+                }
+            }
+            return Err(e.into());
+        }
+        Ok((seq - 1, (first..seq).collect()))
+    }
+
+    /// Any other batch (reservations, outbox events, several blocks, the
+    /// last seq unknown): one sqlx transaction, statement by statement.
+    async fn append_general(
+        &self,
+        bits: u32,
+        cached: Option<i64>,
+        ops: &[WriteOp],
+        prepared: Vec<Option<UsageColumns>>,
+    ) -> Result<(i64, Vec<i64>)> {
+        let mut tx = self.begin_write().await?;
+        let last = match cached {
+            Some(last) => last,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT MAX(COALESCE((SELECT MAX(seq) FROM usage), 0), \
+                     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'usage'), 0))",
+                )
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let mut next = last + 1;
+        let mut seqs = Vec::new();
+        let mut zones = BTreeMap::new();
+        let mut run: Vec<UsageColumns> = Vec::new();
+        let mut outbox_locked = false;
+        for (op, cols) in ops.iter().zip(prepared) {
+            if let Some(cols) = cols {
+                run.push(cols);
+                continue;
+            }
+            if !run.is_empty() {
+                let n = run.len() as i64;
+                insert_usage(&mut tx, bits, next, std::mem::take(&mut run), &mut zones).await?;
+                seqs.extend(next..next + n);
+                next += n;
+            }
+            match op {
+                WriteOp::PutReservation(r) => put_reservation(&mut tx, r).await?,
+                WriteOp::SetReservationState { id, state } => {
+                    set_reservation_state(&mut tx, id, *state).await?
+                }
+                WriteOp::Outbox(e) => {
+                    if !std::mem::replace(&mut outbox_locked, true) {
+                        notify::sqlite::lock_outbox(&mut tx).await?;
+                    }
+                    notify::sqlite::insert_event(&mut tx, e).await?;
+                }
+                WriteOp::AppendUsage(_) => {}
+            }
+        }
+        if !run.is_empty() {
+            let n = run.len() as i64;
+            insert_usage(&mut tx, bits, next, run, &mut zones).await?;
+            seqs.extend(next..next + n);
+            next += n;
+        }
+        update_zones(&mut tx, &zones).await?;
+        tx.commit().await?;
+        Ok((next - 1, seqs))
+    }
 }
 
 /// Splits `n` rows into statement sizes of at most `max` rows taken from a small
@@ -655,60 +883,20 @@ impl Store for SqliteStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        // Serialize outside the transaction: the writer's lock is held only for
-        // the database work.
-        let mut prepared: Vec<Option<UsageColumns>> = Vec::with_capacity(ops.len());
-        for op in ops {
-            prepared.push(match op {
-                WriteOp::AppendUsage(r) => Some(UsageColumns::new(r)?),
-                _ => None,
-            });
+        let bits = self.block_bits().await?;
+        let cached = self.cached_last_seq();
+        let mut result = self.append_once(bits, cached, ops).await;
+        if result.is_err() && cached.is_some() {
+            // The remembered seq may be stale (another process appended to
+            // this file): number the batch from `max(seq)` once more.
+            self.set_last_seq(None);
+            result = self.append_once(bits, None, ops).await;
         }
-        let mut tx = self.begin_write().await?;
-        let last: i64 = sqlx::query_scalar(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM usage), 0), \
-             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'usage'), 0))",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut next = last + 1;
-        let mut seqs = Vec::new();
-        let mut zones = BTreeMap::new();
-        let mut run: Vec<UsageColumns> = Vec::new();
-        let mut outbox_locked = false;
-        for (op, cols) in ops.iter().zip(prepared) {
-            if let Some(cols) = cols {
-                run.push(cols);
-                continue;
-            }
-            if !run.is_empty() {
-                let n = run.len() as i64;
-                insert_usage(&mut tx, next, std::mem::take(&mut run), &mut zones).await?;
-                seqs.extend(next..next + n);
-                next += n;
-            }
-            match op {
-                WriteOp::PutReservation(r) => put_reservation(&mut tx, r).await?,
-                WriteOp::SetReservationState { id, state } => {
-                    set_reservation_state(&mut tx, id, *state).await?
-                }
-                WriteOp::Outbox(e) => {
-                    if !std::mem::replace(&mut outbox_locked, true) {
-                        notify::sqlite::lock_outbox(&mut tx).await?;
-                    }
-                    notify::sqlite::insert_event(&mut tx, e).await?;
-                }
-                WriteOp::AppendUsage(_) => {}
-            }
+        match &result {
+            Ok((last, _)) => self.set_last_seq(Some(*last)),
+            Err(_) => self.set_last_seq(None),
         }
-        if !run.is_empty() {
-            let n = run.len() as i64;
-            insert_usage(&mut tx, next, run, &mut zones).await?;
-            seqs.extend(next..next + n);
-        }
-        update_zones(&mut tx, &zones).await?;
-        tx.commit().await?;
-        Ok(seqs)
+        result.map(|(_, seqs)| seqs)
     }
 
     async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>> {
@@ -730,8 +918,8 @@ impl Store for SqliteStore {
                 qb.push(" AND b.min_ts < ").push_bind(micros(to));
             }
             if let Some(after) = q.after_seq {
-                qb.push(" AND b.block >= ")
-                    .push_bind(after.max(0) >> BLOCK_BITS);
+                let bits = self.block_bits().await?;
+                qb.push(" AND b.block >= ").push_bind(after.max(0) >> bits);
             }
         } else {
             qb.push("usage u WHERE 1 = 1");
@@ -758,10 +946,11 @@ impl Store for SqliteStore {
 
     async fn usage_recorded_since(&self, since: Timestamp) -> Result<Vec<UsageRecord>> {
         // Only the blocks whose zone map reaches `since`, each read by seq range.
+        let bits = self.block_bits().await?;
         let rows: Vec<RawUsage> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {USAGE_COLUMNS} FROM usage_blocks b CROSS JOIN usage u \
              WHERE b.max_recorded_at >= $1 \
-             AND u.seq >= (b.block << {BLOCK_BITS}) AND u.seq < ((b.block + 1) << {BLOCK_BITS}) \
+             AND u.seq >= (b.block << {bits}) AND u.seq < ((b.block + 1) << {bits}) \
              AND u.recorded_at >= $1 ORDER BY b.block, u.seq"
         )))
         .bind(micros(since))

@@ -1132,6 +1132,126 @@ async fn sqlite_seqs_are_never_reused_after_rows_are_deleted() {
     assert_eq!(next, vec![seqs[1] + 1]);
 }
 
+/// Group-commit-sized batches (the one-statement path) across block
+/// boundaries: consecutive seqs, one zone per 1,024-seq block, and every row
+/// found again by customer and by recorded time.
+#[tokio::test]
+async fn sqlite_small_batches_cross_blocks_and_stay_queryable() {
+    let (store, dir) = sqlite_store().await;
+    let mut seqs = Vec::new();
+    let mut records = Vec::new();
+    let mut i = 0i64;
+    for size in (1..=64).cycle().take(70) {
+        let batch: Vec<NewUsageRecord> = (0..size)
+            .map(|k| {
+                let mut r = usage(
+                    &format!("cus_{}", (i + k) % 7),
+                    "api",
+                    Decimal::from(i + k + 1),
+                    t(i + k),
+                );
+                r.recorded_at = t(1_000 + i + k);
+                r
+            })
+            .collect();
+        i += size;
+        seqs.extend(store.append_batch(&appends(&batch)).await.unwrap());
+        records.extend(batch);
+    }
+    assert_eq!(records.len(), 2_101);
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seqs are consecutive"
+    );
+    let mine = store
+        .usage(&UsageQuery {
+            customer_id: Some("cus_3".to_string()),
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    let want: Vec<i64> = seqs
+        .iter()
+        .zip(&records)
+        .filter(|(_, r)| r.customer_id == "cus_3")
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(mine.iter().map(|u| u.seq).collect::<Vec<_>>(), want);
+    assert_eq!(store.usage_recorded_since(t(0)).await.unwrap().len(), 2_101);
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("tollgate.db").display()
+    ))
+    .await
+    .unwrap();
+    let zones: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT block, min_ts, max_ts FROM usage_blocks ORDER BY block")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    let last = *seqs.last().unwrap();
+    assert_eq!(zones.len() as i64, (last >> 10) - (seqs[0] >> 10) + 1);
+    for (block, min_ts, max_ts) in zones {
+        let in_block: Vec<i64> = seqs
+            .iter()
+            .zip(&records)
+            .filter(|(s, _)| **s >> 10 == block)
+            .map(|(_, r)| r.timestamp.as_microsecond())
+            .collect();
+        assert_eq!(min_ts, *in_block.iter().min().unwrap(), "block {block}");
+        assert_eq!(max_ts, *in_block.iter().max().unwrap(), "block {block}");
+    }
+    raw.close().await;
+}
+
+/// The store numbers batches from the last seq it wrote; a row appended
+/// behind its back (another process on the same file) makes the next batch
+/// read `max(seq)` again instead of failing or overwriting.
+#[tokio::test]
+async fn sqlite_rows_appended_by_another_process_are_numbered_around() {
+    let (store, dir) = sqlite_store().await;
+    let first = store
+        .append_batch(&appends(&[usage("cus_1", "api", dec!(1), t(1))]))
+        .await
+        .unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("tollgate.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO usage (seq, block, customer_id, feature, quantity, ts, recorded_at, \
+         source, properties, billable, idempotency_key, allocation, answer) \
+         VALUES ($1, $1 >> 10, 'cus_2', 'api', '5', 2, 2, 'event', '{}', 1, NULL, '{}', 'null')",
+    )
+    .bind(first[0] + 1)
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+    let next = store
+        .append_batch(&appends(&[
+            usage("cus_1", "api", dec!(2), t(3)),
+            usage("cus_1", "api", dec!(3), t(4)),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(next, vec![first[0] + 2, first[0] + 3]);
+    let all = store.usage_after(0, 0).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|u| (u.seq, u.record.customer_id.as_str(), u.record.quantity))
+            .collect::<Vec<_>>(),
+        vec![
+            (first[0], "cus_1", dec!(1)),
+            (first[0] + 1, "cus_2", dec!(5)),
+            (first[0] + 2, "cus_1", dec!(2)),
+            (first[0] + 3, "cus_1", dec!(3)),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn sqlite_corrupt_values_are_errors_not_panics() {
     let (store, dir) = sqlite_store().await;

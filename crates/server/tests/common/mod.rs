@@ -283,9 +283,14 @@ impl TestServer {
     async fn boot(
         backend: Backend,
         catalog_toml: &str,
-        settings: Settings,
+        mut settings: Settings,
         clock: TestClock,
     ) -> (TestServer, Option<String>) {
+        // No background billing tick: tests close periods by hand
+        // (`POST /v1/admin/invoices/run`), and a tick started late on a
+        // heavily loaded machine would run on the clock the test just moved,
+        // racing the test's own run (seen: `runs.rs` under a full workspace run).
+        settings.billing.worker_interval_secs = 0;
         let catalog = load_catalog("test.toml", catalog_toml).unwrap();
         let store = backend.store().await;
         let app = app::start(store, catalog, Arc::new(clock.clone()), &settings)

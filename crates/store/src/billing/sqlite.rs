@@ -5,7 +5,7 @@ use futures_util::TryStreamExt;
 use super::{Aggregator, RawTotalRow, billing_store_impl};
 use crate::Result;
 use crate::notify::sqlite as outbox;
-use crate::sqlite::{BLOCK_BITS, SqliteStore};
+use crate::sqlite::SqliteStore;
 
 type BillingDb = sqlx::Sqlite;
 
@@ -20,11 +20,12 @@ async fn stream_usage(
     from: i64,
     to: i64,
 ) -> Result<()> {
+    let bits = store.block_bits().await?;
     let sql = format!(
         "SELECT u.customer_id, u.feature, u.ts, u.properties, u.allocation \
          FROM usage_blocks b CROSS JOIN usage u \
          WHERE b.max_ts >= $1 AND b.min_ts < $2 \
-         AND u.seq >= (b.block << {BLOCK_BITS}) AND u.seq < ((b.block + 1) << {BLOCK_BITS}) \
+         AND u.seq >= (b.block << {bits}) AND u.seq < ((b.block + 1) << {bits}) \
          AND u.ts >= $1 AND u.ts < $2 AND u.billable = 1 ORDER BY b.block, u.seq"
     );
     let mut rows = sqlx::query_as::<_, RawTotalRow>(sqlx::AssertSqlSafe(sql))
