@@ -99,6 +99,11 @@ pub struct AlertQuery {
     pub limit: Option<u32>,
 }
 
+/// A store failure: not the client's fault.
+fn store_failed(e: tollgate_store::StoreError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
 /// A customer's latest events (newest first).
 pub(crate) async fn recent_events(
     state: &AppState,
@@ -110,7 +115,7 @@ pub(crate) async fn recent_events(
         .notify()
         .customer_events(customer, limit)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(store_failed)
 }
 
 /// The start of the period an event is about (`data.period.start`).
@@ -246,7 +251,7 @@ pub async fn get_alert_settings(
         .notify()
         .get_alert_settings(&id)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(store_failed)?;
     Ok(Json(settings_out(&customer, settings)))
 }
 
@@ -281,7 +286,7 @@ pub async fn put_alert_settings(
     let amount = body.upcoming_invoice_above.map(|Quantity(a)| a);
     if let Some(a) = amount {
         let currency = Currency::from_code(&customer.currency)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(format!("customer {id:?}: {e}")))?;
         if !Money::new(a, currency).is_minor_exact() {
             return Err(ApiError::field(
                 "upcoming_invoice_above",
@@ -303,6 +308,6 @@ pub async fn put_alert_settings(
         .notify()
         .put_alert_settings(&record)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(store_failed)?;
     Ok(Json(settings_out(&customer, Some(record))))
 }

@@ -82,7 +82,7 @@ pub struct EndpointRecord {
     /// `whe_…`
     pub id: String,
     pub url: String,
-    /// Event types delivered; empty = all.
+    /// Event types delivered; empty = all but the opt-in ones ([`subscribed`]).
     pub event_types: Vec<String>,
     pub enabled: bool,
     /// Signing secrets `whsec_…` (base64 key); the first signs, all are
