@@ -65,7 +65,6 @@ async fn consume_at(env: &Env, at: &str, customer: &str, feature: &str, q: Decim
 #[tokio::test]
 async fn upcoming_above_fires_once_per_period_and_amount() {
     for env in envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
-        let env = &env;
         env.customer("u", "pro", json!({})).await;
         env.customer("quiet", "pro", json!({})).await;
         set_threshold(&env, "u", dec!(60)).await;
@@ -187,7 +186,6 @@ fn feature<'a>(summary: &'a OutboxEvent, key: &str) -> &'a Value {
 #[tokio::test]
 async fn daily_summaries_once_per_customer_and_day_for_subscribers_only() {
     for env in envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
-        let env = &env;
         for c in ["a", "b", "idle"] {
             env.customer(c, "pro", json!({})).await;
         }
