@@ -51,7 +51,7 @@ pub enum WebhooksCommand {
         /// Replace the event types (repeat).
         #[arg(long = "event-type", conflicts_with = "all_events")]
         event_types: Vec<String>,
-        /// Deliver every event type.
+        /// Deliver every event type (but the opt-in usage.daily_summary).
         #[arg(long)]
         all_events: bool,
         /// Enable it (also clears its failure state).

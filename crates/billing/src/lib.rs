@@ -82,6 +82,11 @@ pub struct Billing {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
     pub config: BillingConfig,
+    /// Whether `usage.daily_summary` is e-mailed (the delivery settings list
+    /// it in `email_event_types` and have an SMTP relay): with it, or with an
+    /// endpoint subscribed to it, the worker writes daily summaries
+    /// ([`notices`]). Off after [`Billing::new`]; the server sets it.
+    pub daily_summary_by_email: bool,
 }
 
 impl Billing {
@@ -90,6 +95,7 @@ impl Billing {
             engine,
             store,
             config,
+            daily_summary_by_email: false,
         }
     }
 }

@@ -174,7 +174,7 @@ struct Span {
 type GroupBy = HashMap<String, Vec<String>>;
 
 /// Published plan versions by (key, version).
-type Plans = HashMap<(String, u32), Arc<Plan>>;
+pub(crate) type Plans = HashMap<(String, u32), Arc<Plan>>;
 
 /// A period ready to compute: its spans, in-advance plan, pending items.
 #[derive(Debug)]
@@ -386,7 +386,7 @@ fn cycle_of(plan: &Plan, sub: &SubscriptionRecord, customer: &CustomerRecord) ->
 
 impl Billing {
     /// Every published plan version, by (key, version).
-    async fn all_plans(&self) -> Result<Plans> {
+    pub(crate) async fn all_plans(&self) -> Result<Plans> {
         let mut plans = HashMap::new();
         for r in self.store.plan_versions().await? {
             match serde_json::from_value::<Plan>(r.definition) {
@@ -848,7 +848,19 @@ impl Billing {
     /// What the customer's current period will cost if usage continues at
     /// its present pace (see `project_upcoming` in the core).
     pub async fn upcoming_invoice(&self, customer_id: &str) -> Result<Invoice> {
-        let now = self.engine.now();
+        let plans = self.all_plans().await?;
+        self.upcoming_invoice_at(customer_id, self.engine.now(), &plans)
+            .await
+    }
+
+    /// [`Billing::upcoming_invoice`] at `now` with the published plans given
+    /// (the worker's tick loads them once for every customer it projects).
+    pub(crate) async fn upcoming_invoice_at(
+        &self,
+        customer_id: &str,
+        now: Timestamp,
+        plans: &Plans,
+    ) -> Result<Invoice> {
         let customer =
             self.store
                 .get_customer(customer_id)
@@ -865,8 +877,7 @@ impl Billing {
                 what: "subscription",
                 id: customer_id.to_string(),
             })?;
-        let plans = self.all_plans().await?;
-        let plan = plan_of(&plans, &sub.plan_key, sub.plan_version)?;
+        let plan = plan_of(plans, &sub.plan_key, sub.plan_version)?;
         let cycle = cycle_of(&plan, &sub, &customer);
         let index = cycle
             .index_containing(now)
@@ -885,7 +896,7 @@ impl Billing {
         };
         let history = HashMap::from([(customer_id.to_string(), changes)]);
         let p = self
-            .prepare(due, &plans, &history, &mut HashSet::new())
+            .prepare(due, plans, &history, &mut HashSet::new())
             .await
             .map_err(|(_, e)| e)?;
         // Usage so far: each span cut at `now`.

@@ -23,8 +23,8 @@ pub struct TickReport {
     /// Scheduled changes that failed (retried on the next tick).
     pub changes_failed: usize,
     pub invoices: RunReport,
-    /// New `invoice.overdue` and `trial.ending` events written
-    /// ([`Billing::notify_due`]).
+    /// New time-driven events written (`invoice.overdue`, `trial.ending`,
+    /// `invoice.upcoming_above`, `usage.daily_summary`: [`Billing::notify_due`]).
     pub notices: usize,
 }
 

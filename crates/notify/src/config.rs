@@ -13,7 +13,8 @@
 //! allow_private_networks = false   # SSRF guard (see docs/webhooks.md)
 //! allowed_networks = []            # e.g. ["10.1.0.0/16", "127.0.0.1/32"]
 //! admin_emails = []                # operators who get every alert by e-mail
-//! email_event_types = []           # which events are e-mailed (empty = all)
+//! email_event_types = []           # which events are e-mailed (empty = all but
+//!                                  # usage.daily_summary, which must be listed)
 //!
 //! [notify.smtp]                    # no section = no e-mail
 //! url = "smtp://127.0.0.1:25"      # smtps://user:pass@host:465, smtp://…?tls=required
@@ -54,7 +55,8 @@ pub struct NotifyConfig {
     pub allowed_networks: Vec<IpNet>,
     /// Operators who receive every e-mailed alert.
     pub admin_emails: Vec<String>,
-    /// Event types sent by e-mail (empty = all).
+    /// Event types sent by e-mail (empty = all except the opt-in
+    /// `usage.daily_summary`, sent only when listed).
     pub email_event_types: Vec<String>,
     /// The SMTP relay; without it no e-mail is sent.
     pub smtp: Option<SmtpConfig>,
@@ -95,6 +97,13 @@ impl Default for NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// Whether events of this type are e-mailed: an SMTP relay is configured
+    /// and `email_event_types` takes the type (empty = every type except the
+    /// opt-in ones such as `usage.daily_summary`, which must be listed).
+    pub fn emails(&self, event_type: &str) -> bool {
+        self.smtp.is_some() && crate::worker::matches_type(&self.email_event_types, event_type)
+    }
+
     /// Every problem, each naming its setting (`notify.…`).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();

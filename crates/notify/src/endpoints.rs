@@ -11,7 +11,8 @@ use crate::worker::{Notifier, NotifyError, health, new_id};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewEndpoint {
     pub url: String,
-    /// Empty = every event type; `usage.*` = a prefix.
+    /// Empty = every event type but the opt-in `usage.daily_summary`;
+    /// `usage.*` = a prefix.
     pub event_types: Vec<String>,
     pub enabled: bool,
     pub description: Option<String>,

@@ -100,6 +100,30 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
             format!("a grant of {customer} is used up"),
             format!("A grant of customer {customer} for {feature} is used up."),
         ),
+        "invoice.upcoming_above" => {
+            let amount = |k: &str| {
+                let currency = field(data, &["currency"]).unwrap_or_default();
+                field(data, &[k]).map_or_else(String::new, |a| format!("{a} {currency}"))
+            };
+            (
+                format!(
+                    "the upcoming invoice of {customer} is above {}",
+                    amount("threshold")
+                ),
+                format!(
+                    "The upcoming invoice of customer {customer} is projected at {}, above {}.",
+                    amount("upcoming_total"),
+                    amount("threshold")
+                ),
+            )
+        }
+        "usage.daily_summary" => {
+            let day = field(data, &["day"]).unwrap_or_default();
+            (
+                format!("usage of {customer} on {day}"),
+                format!("Usage of customer {customer} on {day} (UTC), and in its current periods."),
+            )
+        }
         other => (
             format!("{other} for {customer}"),
             format!("Event {other} for customer {customer}."),
@@ -113,6 +137,12 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
             "usage.threshold_reached" | "usage.limit_exceeded" | "usage.denied" => format!(
                 "Review {customer}'s usage (GET /v1/customers/{customer}/usage) and upgrade its plan or draw the emergency pool before the limit blocks requests."
             ),
+            "invoice.upcoming_above" => format!(
+                "Review the upcoming invoice (GET /v1/customers/{customer}/upcoming-invoice) and the usage behind it."
+            ),
+            "usage.daily_summary" => format!(
+                "Nothing is required; the dashboard is GET /v1/customers/{customer}/usage."
+            ),
             _ => format!("Review customer {customer} (GET /v1/customers/{customer})."),
         });
     let mut facts = vec![
@@ -124,6 +154,10 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
             k.as_str(),
             "customer" | "customer_id" | "recommended_action"
         ) {
+            continue;
+        }
+        if k == "features" {
+            facts.extend(v.as_array().into_iter().flatten().filter_map(feature_fact));
             continue;
         }
         let value = match k.as_str() {
@@ -159,6 +193,23 @@ fn threshold_text(v: Option<&Value>) -> Option<String> {
         Value::Null => None,
         other => text(Some(other)).map(|p| format!("{p} %")),
     }
+}
+
+/// One feature of a daily summary: `1300 of 5000 used (26 %), 1200 on the day`.
+fn feature_fact(f: &Value) -> Option<(String, String)> {
+    let name = text(f.get("feature"))?;
+    let used = text(f.get("used")).unwrap_or_else(|| "0".into());
+    let mut line = match text(f.get("limit")) {
+        Some(l) => format!("{used} of {l} used"),
+        None => format!("{used} used (no limit)"),
+    };
+    if let Some(p) = text(f.get("percent")) {
+        line.push_str(&format!(" ({p} %)"));
+    }
+    if let Some(d) = text(f.get("used_on_day")) {
+        line.push_str(&format!(", {d} on the day"));
+    }
+    Some((name, line))
 }
 
 /// `start → end` of a `{"start", "end"}` period (`end` null = no end).
@@ -303,6 +354,44 @@ mod tests {
         assert!(text.contains("Threshold     80 %"), "{text}");
         let html = html_body(&s);
         assert!(html.contains("&quot;starter&quot;"), "{html}");
+    }
+
+    #[test]
+    fn the_billing_worker_events_read_as_sentences() {
+        let mut e = event();
+        e.event_type = "invoice.upcoming_above".into();
+        e.payload = json!({
+            "customer": "acme", "currency": "EUR", "threshold": "500", "upcoming_total": "612.4",
+            "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+        });
+        let s = summarize(&e);
+        assert_eq!(
+            s.subject,
+            "[Tollgate] the upcoming invoice of acme is above 500 EUR"
+        );
+        assert_eq!(
+            s.headline,
+            "The upcoming invoice of customer acme is projected at 612.4 EUR, above 500 EUR."
+        );
+        e.event_type = "usage.daily_summary".into();
+        e.payload = json!({
+            "customer": "acme", "day": "2026-11-22",
+            "features": [
+                {"feature": "calls", "used": "1300", "limit": "5000", "percent": "26", "used_on_day": "1200"},
+                {"feature": "minutes", "used": "30.5", "limit": null, "percent": null, "used_on_day": "30.5"},
+            ],
+        });
+        let s = summarize(&e);
+        assert_eq!(s.subject, "[Tollgate] usage of acme on 2026-11-22");
+        let text = text_body(&s);
+        assert!(
+            text.contains("calls     1300 of 5000 used (26 %), 1200 on the day"),
+            "{text}"
+        );
+        assert!(
+            text.contains("minutes   30.5 used (no limit), 30.5 on the day"),
+            "{text}"
+        );
     }
 
     #[test]

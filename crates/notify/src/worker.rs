@@ -106,14 +106,13 @@ pub fn new_id(prefix: &str) -> Result<String, NotifyError> {
     Ok(out)
 }
 
-/// Whether an endpoint subscribed to `event_type`: an empty list takes every
-/// type; an entry is an exact type or a prefix ending in `.*` (`usage.*`).
+/// Whether an endpoint (or the e-mail list) subscribed to `event_type`: an
+/// empty list takes every type; an entry is an exact type or a prefix ending
+/// in `.*` (`usage.*`); opt-in types (`usage.daily_summary`) only by an exact
+/// entry. The rule is the store's ([`tollgate_store::notify::subscribed`]),
+/// which the billing worker also asks before writing daily summaries.
 pub fn matches_type(patterns: &[String], event_type: &str) -> bool {
-    patterns.is_empty()
-        || patterns.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => event_type.starts_with(prefix),
-            None => p == event_type,
-        })
+    tollgate_store::notify::subscribed(patterns, event_type)
 }
 
 /// The customer's alert recipients: metadata `alert_emails`, a list of
@@ -327,8 +326,7 @@ impl Notifier {
             .filter(|e| deliverable(e) && matches_type(&e.event_types, &event.event_type))
             .map(|e| Target::webhook(&e.id))
             .collect();
-        if self.mailer.is_none() || !matches_type(&self.config.email_event_types, &event.event_type)
-        {
+        if self.mailer.is_none() || !self.config.emails(&event.event_type) {
             return Ok(out);
         }
         let mut emails = self.config.admin_emails.clone();

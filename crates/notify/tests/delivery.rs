@@ -630,3 +630,79 @@ async fn the_worker_loop_delivers_in_the_background_and_stops_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+/// `usage.daily_summary` is opt-in: it goes only to the endpoints naming it
+/// (not to "every event" nor to `usage.*`), and is e-mailed only when
+/// `email_event_types` names it; other events fan out as before.
+#[tokio::test]
+async fn daily_summaries_go_only_to_endpoints_and_email_lists_that_name_them() {
+    for place in places("optin") {
+        let smtp = Some(SmtpConfig {
+            url: "smtp://127.0.0.1:2525".into(),
+            from: "Tollgate <alerts@tollgate.test>".into(),
+        });
+        let cfg = NotifyConfig {
+            admin_emails: vec!["ops@tollgate.test".into()],
+            smtp: smtp.clone(),
+            ..config()
+        };
+        let s = Setup::new(place, cfg).await;
+        let all = s.endpoint("https://127.0.0.1:9/all", &[]).await;
+        let usage = s.endpoint("https://127.0.0.1:9/usage", &["usage.*"]).await;
+        let daily = s
+            .endpoint("https://127.0.0.1:9/daily", &["usage.daily_summary"])
+            .await;
+        let summary = s
+            .event(
+                "usage.daily_summary",
+                "acme",
+                json!({"customer": "acme", "day": "2026-11-22", "features": []}),
+            )
+            .await;
+        let alert = s
+            .event("usage.threshold_reached", "acme", threshold(80))
+            .await;
+        let t = s.notifier.fan_out().await.unwrap();
+        assert_eq!((t.events, t.created), (2, 4), "{}", s.place.name());
+        let targets = |event: &str| {
+            let store = s.store.clone();
+            let event = event.to_string();
+            async move {
+                let mut t: Vec<String> = store
+                    .notify()
+                    .deliveries(None, Some(&event), 0)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.target)
+                    .collect();
+                t.sort();
+                t
+            }
+        };
+        assert_eq!(
+            targets(&summary.id).await,
+            [format!("webhook:{}", daily.id)]
+        );
+        let mut expected = vec![
+            format!("webhook:{}", all.id),
+            format!("webhook:{}", usage.id),
+            "email:ops@tollgate.test".to_string(),
+        ];
+        expected.sort();
+        assert_eq!(targets(&alert.id).await, expected);
+
+        // E-mail: only a list naming the type takes it.
+        let listing = |types: &[&str]| NotifyConfig {
+            email_event_types: types.iter().map(|t| t.to_string()).collect(),
+            smtp: smtp.clone(),
+            ..config()
+        };
+        assert!(!listing(&[]).emails("usage.daily_summary"));
+        assert!(!listing(&["usage.*"]).emails("usage.daily_summary"));
+        assert!(listing(&["usage.*", "usage.daily_summary"]).emails("usage.daily_summary"));
+        assert!(listing(&[]).emails("usage.denied"));
+        assert!(!config().emails("usage.denied"), "no SMTP relay, no e-mail");
+        s.place.cleanup().await;
+    }
+}

@@ -160,11 +160,13 @@ pub async fn start(
     crate::metrics::install();
     crate::metrics::active_keys(ring.list().iter().filter(|k| !k.revoked()).count());
     let engine = Arc::new(engine);
-    let billing = Arc::new(tollgate_billing::Billing::new(
-        engine.clone(),
-        store.clone(),
-        settings.billing.clone(),
-    ));
+    let mut billing =
+        tollgate_billing::Billing::new(engine.clone(), store.clone(), settings.billing.clone());
+    billing.daily_summary_by_email = settings.notify.enabled
+        && settings
+            .notify
+            .emails(tollgate_billing::notices::DAILY_SUMMARY);
+    let billing = Arc::new(billing);
     let notifier = Arc::new(
         tollgate_notify::Notifier::new(store.clone(), clock, settings.notify.clone())
             .map_err(StartError::Notify)?,

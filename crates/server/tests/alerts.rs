@@ -161,3 +161,98 @@ async fn the_dashboard_shows_only_alerts_that_fired_in_the_current_window() {
         srv.stop().await;
     }
 }
+
+/// `PUT/GET /v1/customers/{id}/alert-settings`: the amount above which the
+/// upcoming invoice fires `invoice.upcoming_above`. Admin and server keys
+/// set it, a customer key reads its own; a bad amount is a 422 naming the
+/// field and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_settings_are_validated_and_scoped() {
+    for backend in backends("alert_settings") {
+        let srv = TestServer::start(backend, CATALOG).await;
+        srv.customer("acme", Some("pro")).await;
+        srv.customer("other", Some("pro")).await;
+        let admin = srv.admin_key.clone();
+        let server = srv.server_key().await;
+        let own = srv.customer_key("acme").await;
+        let path = "/v1/customers/acme/alert-settings";
+
+        // Never set: no amount.
+        let r = srv.get(path, &own).await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.body["upcoming_invoice_above"], Value::Null);
+        assert_eq!(r.body["updated_at"], Value::Null);
+        assert_eq!(r.body["currency"], "USD");
+
+        let r = srv
+            .put(path, &admin, json!({"upcoming_invoice_above": "250.50"}))
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.body["upcoming_invoice_above"], "250.5");
+        let r = srv
+            .put(path, &server, json!({"upcoming_invoice_above": 300}))
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        let r = srv.get(path, &own).await;
+        assert_eq!(r.body["upcoming_invoice_above"], "300");
+        assert!(r.body["updated_at"].is_string(), "{r}");
+
+        // Bad amounts name the field and change nothing.
+        for bad in [
+            json!("-1"),
+            json!(-0.5),
+            json!("lots"),
+            json!("1.234"),
+            json!(true),
+        ] {
+            let r = srv
+                .put(path, &admin, json!({"upcoming_invoice_above": bad}))
+                .await;
+            assert_eq!(r.status, 422, "{bad}: {r}");
+            assert_eq!(r.error_fields(), ["upcoming_invoice_above"], "{bad}: {r}");
+        }
+        let r = srv
+            .put(path, &admin, json!({"upcoming_invoice_abov": "5"}))
+            .await;
+        assert_eq!(r.status, 422, "{r}");
+        assert_eq!(
+            srv.get(path, &admin).await.body["upcoming_invoice_above"],
+            "300"
+        );
+
+        // Scopes: a customer key reads its own only and sets nothing.
+        let r = srv
+            .put(path, &own, json!({"upcoming_invoice_above": "1"}))
+            .await;
+        assert_eq!(r.status, 403, "{r}");
+        let r = srv.get("/v1/customers/other/alert-settings", &own).await;
+        assert_eq!(r.status, 404, "{r}");
+        assert_eq!(
+            srv.get(path, &admin).await.body["upcoming_invoice_above"],
+            "300"
+        );
+
+        // Unknown customers.
+        let r = srv
+            .put(
+                "/v1/customers/nobody/alert-settings",
+                &admin,
+                json!({"upcoming_invoice_above": "1"}),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{r}");
+        let r = srv.get("/v1/customers/nobody/alert-settings", &admin).await;
+        assert_eq!(r.status, 404, "{r}");
+
+        // null clears it.
+        let r = srv
+            .put(path, &admin, json!({"upcoming_invoice_above": null}))
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(
+            srv.get(path, &own).await.body["upcoming_invoice_above"],
+            Value::Null
+        );
+        srv.stop().await;
+    }
+}

@@ -13,9 +13,12 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::json;
-use tollgate_store::notify::{AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent};
+use tollgate_store::notify::{
+    AlertSettingsRecord, AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent,
+};
 use tollgate_store::{
-    NewUsageRecord, ReservationState, Store, StoreError, UsageQuery, UsageSource, WriteOp,
+    CustomerRecord, NewUsageRecord, ReservationState, Store, StoreError, UsageQuery, UsageSource,
+    WriteOp,
 };
 
 on_every_backend!(
@@ -26,6 +29,7 @@ on_every_backend!(
     concurrent_writers_number_objects_without_gaps,
     fanout_cursor_persists,
     endpoints_deliveries_and_attempts_round_trip,
+    alert_settings_and_notice_marks_round_trip,
 );
 
 fn t(us: i64) -> Timestamp {
@@ -410,4 +414,96 @@ async fn endpoints_deliveries_and_attempts_round_trip(store: Arc<dyn Store>) {
     ghost.id = "dlv_ghost".to_string();
     let missing = n.record_attempt(&ghost, &a2).await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+/// A customer's alert settings replace each other; only the customers with
+/// an `upcoming_invoice_above` amount are listed for the billing worker; a
+/// notice mark starts absent and keeps its last value.
+async fn alert_settings_and_notice_marks_round_trip(store: Arc<dyn Store>) {
+    for id in ["a", "b", "c"] {
+        store
+            .insert_customer(&CustomerRecord {
+                id: id.to_string(),
+                name: None,
+                email: None,
+                currency: "EUR".to_string(),
+                time_zone: "UTC".to_string(),
+                metadata: json!({}),
+                admin_bypass: false,
+                created_at: t(0),
+                updated_at: t(0),
+                deleted_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let notify = store.notify();
+    assert_eq!(notify.get_alert_settings("a").await.unwrap(), None);
+    assert!(
+        notify
+            .upcoming_invoice_thresholds()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let settings = |id: &str, amount: Option<Decimal>, at: i64| AlertSettingsRecord {
+        customer_id: id.to_string(),
+        upcoming_invoice_above: amount,
+        updated_at: t(at),
+    };
+    notify
+        .put_alert_settings(&settings("a", Some(dec!(500.50)), 1))
+        .await
+        .unwrap();
+    notify
+        .put_alert_settings(&settings("b", None, 1))
+        .await
+        .unwrap();
+    notify
+        .put_alert_settings(&settings("c", Some(dec!(10)), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        notify.get_alert_settings("a").await.unwrap(),
+        Some(settings("a", Some(dec!(500.5)), 1))
+    );
+    let listed: Vec<String> = notify
+        .upcoming_invoice_thresholds()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.customer_id)
+        .collect();
+    assert_eq!(listed, ["a", "c"]);
+    // Replaced whole: c cleared, a raised.
+    notify
+        .put_alert_settings(&settings("c", None, 2))
+        .await
+        .unwrap();
+    notify
+        .put_alert_settings(&settings("a", Some(dec!(900)), 2))
+        .await
+        .unwrap();
+    let listed = notify.upcoming_invoice_thresholds().await.unwrap();
+    assert_eq!(listed, [settings("a", Some(dec!(900)), 2)]);
+    assert_eq!(
+        notify.get_alert_settings("c").await.unwrap(),
+        Some(settings("c", None, 2))
+    );
+
+    assert_eq!(
+        notify.notice_mark("usage.daily_summary").await.unwrap(),
+        None
+    );
+    for day in ["2026-11-01", "2026-11-02"] {
+        notify
+            .set_notice_mark("usage.daily_summary", day)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        notify.notice_mark("usage.daily_summary").await.unwrap(),
+        Some("2026-11-02".to_string())
+    );
+    assert_eq!(notify.notice_mark("other").await.unwrap(), None);
 }

@@ -14,6 +14,7 @@ use tollgate_engine::{
     Engine, EngineConfig, NewCustomer, SubscribeOptions, TestClock, UsageRequest,
 };
 use tollgate_store::Store;
+use tollgate_store::postgres::PgStore;
 use tollgate_store::sqlite::SqliteStore;
 
 /// Five metered features; `pro` ($49/month in arrears, calendar) prices each
@@ -119,6 +120,9 @@ pub struct Env {
     pub store: Arc<dyn Store>,
     pub clock: TestClock,
     pub _dir: tempfile::TempDir,
+    /// The PostgreSQL store of an [`envs_at`] environment (its schema is
+    /// dropped by [`Env::cleanup`]).
+    pub pg: Option<PgStore>,
 }
 
 pub async fn env_at(start: &str, config: BillingConfig) -> Env {
@@ -151,10 +155,46 @@ pub async fn env_on(
         store,
         clock,
         _dir: dir,
+        pg: None,
     }
 }
 
+/// The same environment on every backend: SQLite, and PostgreSQL in a fresh
+/// schema when `TOLLGATE_TEST_POSTGRES_URL` is set (set but unusable fails).
+pub async fn envs_at(start: &str, config: BillingConfig) -> Vec<Env> {
+    let mut envs = vec![env_at(start, config.clone()).await];
+    let Ok(url) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
+        eprintln!("TOLLGATE_TEST_POSTGRES_URL not set: SQLite only");
+        return envs;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("bil_{}_{:x}", std::process::id(), nanos % 0xffff_ffff);
+    let pg = PgStore::connect_with_schema(&url, &schema)
+        .await
+        .unwrap_or_else(|e| panic!("TOLLGATE_TEST_POSTGRES_URL is set but unusable: {e}"));
+    pg.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env_on(Arc::new(pg.clone()), dir, start, config).await;
+    env.pg = Some(pg);
+    envs.push(env);
+    envs
+}
+
 impl Env {
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Drops the PostgreSQL schema, if any.
+    pub async fn cleanup(&self) {
+        if let Some(pg) = &self.pg {
+            pg.drop_schema().await.unwrap();
+        }
+    }
+
     pub async fn customer(&self, id: &str, plan: &str, metadata: serde_json::Value) {
         let mut c = NewCustomer::new(id);
         c.name = Some(format!("Customer {id}"));

@@ -4,6 +4,10 @@
 //!
 //! - `GET /v1/customers/{id}/alerts`: newest first; admin and server keys, and
 //!   a customer key for its own customer.
+//! - `GET /v1/customers/{id}/alert-settings` (read) and
+//!   `PUT /v1/customers/{id}/alert-settings` (admin and server keys): the
+//!   amount above which the projected upcoming invoice fires
+//!   `invoice.upcoming_above` (the billing worker's tick checks it).
 //!
 //! The helpers here also feed the usage dashboard (the alerts of each
 //! feature's current window) and the admin "customers near a limit" view.
@@ -11,21 +15,26 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use jiff::Timestamp;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tollgate_store::notify::OutboxEvent;
+use tollgate_core::money::{Currency, Money};
+use tollgate_store::notify::{AlertSettingsRecord, OutboxEvent};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::enforcement::{Quantity, norm};
 use crate::routes::keys::page_limit;
 use crate::routes::usage::live_customer;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(customer_alerts))
+    OpenApiRouter::new()
+        .routes(routes!(customer_alerts))
+        .routes(routes!(get_alert_settings, put_alert_settings))
 }
 
 /// Events about usage limits (the ones the dashboard and the admin views show).
@@ -90,6 +99,11 @@ pub struct AlertQuery {
     pub limit: Option<u32>,
 }
 
+/// A store failure: not the client's fault.
+fn store_failed(e: tollgate_store::StoreError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
 /// A customer's latest events (newest first).
 pub(crate) async fn recent_events(
     state: &AppState,
@@ -101,7 +115,7 @@ pub(crate) async fn recent_events(
         .notify()
         .customer_events(customer, limit)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(store_failed)
 }
 
 /// The start of the period an event is about (`data.period.start`).
@@ -174,4 +188,126 @@ pub async fn customer_alerts(
         data: rows.into_iter().map(AlertOut::from).collect(),
         has_more,
     }))
+}
+
+// ---- alert settings ------------------------------------------------------------------
+
+/// A customer's alert settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertSettingsOut {
+    pub customer_id: String,
+    /// The customer's currency (the amount's).
+    pub currency: String,
+    /// `invoice.upcoming_above` fires (once per period and amount) when the
+    /// projected upcoming invoice's total is above this amount; `null` = never.
+    #[schema(value_type = Option<String>, example = "500")]
+    pub upcoming_invoice_above: Option<Decimal>,
+    /// When the settings were last changed; `null` = never set.
+    pub updated_at: Option<Timestamp>,
+}
+
+/// New alert settings (the whole settings: an absent field is cleared).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettingsIn {
+    /// A non-negative amount in the customer's currency, with at most the
+    /// currency's minor units (2 for EUR); `null` or absent: no alert.
+    #[serde(default)]
+    pub upcoming_invoice_above: Option<Quantity>,
+}
+
+fn settings_out(
+    customer: &tollgate_store::CustomerRecord,
+    s: Option<AlertSettingsRecord>,
+) -> AlertSettingsOut {
+    AlertSettingsOut {
+        customer_id: customer.id.clone(),
+        currency: customer.currency.clone(),
+        upcoming_invoice_above: s.as_ref().and_then(|s| s.upcoming_invoice_above.map(norm)),
+        updated_at: s.map(|s| s.updated_at),
+    }
+}
+
+/// A customer's alert settings.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{id}/alert-settings",
+    tag = "usage",
+    params(("id" = String, Path, description = "The customer's id")),
+    responses(
+        (status = 200, description = "The settings", body = AlertSettingsOut),
+        (status = 404, description = "Unknown customer", content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_alert_settings(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AlertSettingsOut>, ApiError> {
+    principal.require_read(&id)?;
+    let customer = live_customer(&state, &id)?;
+    let settings = state
+        .store
+        .notify()
+        .get_alert_settings(&id)
+        .await
+        .map_err(store_failed)?;
+    Ok(Json(settings_out(&customer, settings)))
+}
+
+/// Sets a customer's alert settings.
+///
+/// `upcoming_invoice_above`: the billing worker's tick projects the
+/// customer's upcoming invoice (the total of `GET
+/// /v1/customers/{id}/upcoming-invoice`) and writes `invoice.upcoming_above`
+/// when it is above this amount, once per billing period and amount (raising
+/// the amount arms it again). Admin and server keys.
+#[utoipa::path(
+    put,
+    path = "/v1/customers/{id}/alert-settings",
+    tag = "usage",
+    params(("id" = String, Path, description = "The customer's id")),
+    request_body = AlertSettingsIn,
+    responses(
+        (status = 200, description = "The settings", body = AlertSettingsOut),
+        (status = 403, description = "A customer key", content_type = "application/problem+json"),
+        (status = 404, description = "Unknown customer", content_type = "application/problem+json"),
+        (status = 422, description = "A bad amount (named)", content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_alert_settings(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AlertSettingsIn>,
+) -> Result<Json<AlertSettingsOut>, ApiError> {
+    principal.require_server()?;
+    let customer = live_customer(&state, &id)?;
+    let amount = body.upcoming_invoice_above.map(|Quantity(a)| a);
+    if let Some(a) = amount {
+        let currency = Currency::from_code(&customer.currency)
+            .map_err(|e| ApiError::Internal(format!("customer {id:?}: {e}")))?;
+        if !Money::new(a, currency).is_minor_exact() {
+            return Err(ApiError::field(
+                "upcoming_invoice_above",
+                format!(
+                    "{a} has more decimals than {} allows ({})",
+                    currency.code(),
+                    currency.minor_units()
+                ),
+            ));
+        }
+    }
+    let record = AlertSettingsRecord {
+        customer_id: id.clone(),
+        upcoming_invoice_above: amount.map(norm),
+        updated_at: state.engine.now(),
+    };
+    state
+        .store
+        .notify()
+        .put_alert_settings(&record)
+        .await
+        .map_err(store_failed)?;
+    Ok(Json(settings_out(&customer, Some(record))))
 }

@@ -52,7 +52,8 @@ pub struct EndpointOut {
     /// `whe_…`
     pub id: String,
     pub url: String,
-    /// Event types delivered (`usage.threshold_reached`, or a prefix `usage.*`); empty = all.
+    /// Event types delivered (`usage.threshold_reached`, or a prefix `usage.*`); empty = all,
+    /// except the opt-in `usage.daily_summary`, delivered only when listed.
     pub event_types: Vec<String>,
     pub enabled: bool,
     /// `healthy`, `failing` (since `failing_since`) or `disabled` (after failing too long).
@@ -104,7 +105,8 @@ pub struct NewEndpointIn {
     /// An http or https URL; private, loopback and link-local addresses
     /// are refused unless allowed in `[notify]`.
     pub url: String,
-    /// Event types delivered; empty or absent = all.
+    /// Event types delivered; empty or absent = all but the opt-in
+    /// `usage.daily_summary` (delivered only when listed).
     #[serde(default)]
     pub event_types: Vec<String>,
     /// Default true.

@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -43,13 +44,45 @@ pub struct OutboxEvent {
     pub seq: i64,
 }
 
+/// Event types delivered only to the endpoints and e-mail lists that name
+/// them exactly: an empty list ("every event") or a prefix (`usage.*`) does
+/// not take them. `usage.daily_summary` is one a day per customer: nobody
+/// gets it without asking for it.
+pub const OPT_IN_EVENT_TYPES: &[&str] = &["usage.daily_summary"];
+
+/// Whether a list of event types (an endpoint's `event_types`, the
+/// configured `email_event_types`) takes `event_type`: an entry is an exact
+/// type or a prefix ending in `*` (`usage.*`); an empty list takes every
+/// type; except that an opt-in type ([`OPT_IN_EVENT_TYPES`]) is only taken by
+/// an entry that names it exactly.
+pub fn subscribed(patterns: &[String], event_type: &str) -> bool {
+    if OPT_IN_EVENT_TYPES.contains(&event_type) {
+        return patterns.iter().any(|p| p == event_type);
+    }
+    patterns.is_empty()
+        || patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => p == event_type,
+        })
+}
+
+/// A customer's alert settings (`PUT /v1/customers/{id}/alert-settings`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertSettingsRecord {
+    pub customer_id: String,
+    /// `invoice.upcoming_above` fires when the projected upcoming invoice's
+    /// total is above this amount (the customer's currency); `None` = never.
+    pub upcoming_invoice_above: Option<Decimal>,
+    pub updated_at: Timestamp,
+}
+
 /// A webhook endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     /// `whe_…`
     pub id: String,
     pub url: String,
-    /// Event types delivered; empty = all.
+    /// Event types delivered; empty = all but the opt-in ones ([`subscribed`]).
     pub event_types: Vec<String>,
     pub enabled: bool,
     /// Signing secrets `whsec_…` (base64 key); the first signs, all are
@@ -133,7 +166,40 @@ pub trait NotifyStore: Send + Sync {
     ) -> Result<Vec<DeliveryRecord>>;
     async fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRecord>>;
 
+    /// Creates or replaces a customer's alert settings.
+    async fn put_alert_settings(&self, settings: &AlertSettingsRecord) -> Result<()>;
+    async fn get_alert_settings(&self, customer_id: &str) -> Result<Option<AlertSettingsRecord>>;
+    /// The settings with an `upcoming_invoice_above` amount (only those: an
+    /// indexed read), by customer.
+    async fn upcoming_invoice_thresholds(&self) -> Result<Vec<AlertSettingsRecord>>;
+
+    /// A time-driven notice's mark (`usage.daily_summary` → the last day
+    /// done), `None` at first.
+    async fn notice_mark(&self, name: &str) -> Result<Option<String>>;
+    async fn set_notice_mark(&self, name: &str, value: &str) -> Result<()>;
+
     /// The worker's cursor over the outbox (the last `seq` fanned out), 0 at first.
     async fn fanout_cursor(&self) -> Result<i64>;
     async fn set_fanout_cursor(&self, seq: i64) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subscribed;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn opt_in_types_need_an_exact_entry() {
+        let daily = "usage.daily_summary";
+        assert!(subscribed(&[], "usage.threshold_reached"));
+        assert!(!subscribed(&[], daily));
+        assert!(subscribed(&list(&["usage.*"]), "usage.denied"));
+        assert!(!subscribed(&list(&["usage.*"]), daily));
+        assert!(!subscribed(&list(&["*"]), daily));
+        assert!(subscribed(&list(&["invoice.paid", daily]), daily));
+        assert!(!subscribed(&list(&[daily]), "usage.denied"));
+    }
 }

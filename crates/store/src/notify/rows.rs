@@ -2,9 +2,9 @@
 //! backends (same columns, same representation: BIGINT microseconds, JSON text).
 
 use crate::StoreError;
-use crate::codec::{json, timestamp};
+use crate::codec::{decimal, json, timestamp};
 
-use super::{AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent};
+use super::{AlertSettingsRecord, AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent};
 
 /// A stored integer as the record's integer type.
 fn int<T: TryFrom<i64>>(what: &str, v: i64) -> Result<T, StoreError> {
@@ -153,4 +153,27 @@ impl TryFrom<RawAttempt> for AttemptRecord {
 /// A `u64` as a BIGINT (saturating: durations never get near it).
 pub(crate) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) const SETTINGS_COLUMNS: &str = "customer_id, upcoming_invoice_above, updated_at";
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RawAlertSettings {
+    pub customer_id: String,
+    pub upcoming_invoice_above: Option<String>,
+    pub updated_at: i64,
+}
+
+impl TryFrom<RawAlertSettings> for AlertSettingsRecord {
+    type Error = StoreError;
+    fn try_from(r: RawAlertSettings) -> Result<Self, StoreError> {
+        Ok(AlertSettingsRecord {
+            upcoming_invoice_above: r
+                .upcoming_invoice_above
+                .map(|a| decimal("customer_alert_settings.upcoming_invoice_above", &a))
+                .transpose()?,
+            updated_at: timestamp("customer_alert_settings.updated_at", r.updated_at)?,
+            customer_id: r.customer_id,
+        })
+    }
 }

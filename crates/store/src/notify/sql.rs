@@ -14,11 +14,12 @@
 macro_rules! notify_backend {
     ($store:ty, $db:ty, $conn:ty, $lock:expr) => {
         use $crate::notify::rows::{
-            ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, RawAttempt,
-            RawDelivery, RawEndpoint, RawEvent, big,
+            ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, RawAlertSettings,
+            RawAttempt, RawDelivery, RawEndpoint, RawEvent, SETTINGS_COLUMNS, big,
         };
         use $crate::notify::{
-            AttemptRecord, DeliveryRecord, EndpointRecord, NotifyStore, OutboxEvent,
+            AlertSettingsRecord, AttemptRecord, DeliveryRecord, EndpointRecord, NotifyStore,
+            OutboxEvent,
         };
 
         /// Takes the outbox lock of the current transaction (once per transaction).
@@ -349,6 +350,65 @@ macro_rules! notify_backend {
                 .fetch_all(self.notify_read())
                 .await?;
                 $crate::codec::convert(rows)
+            }
+
+            async fn put_alert_settings(&self, s: &AlertSettingsRecord) -> $crate::Result<()> {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO customer_alert_settings ({SETTINGS_COLUMNS}) VALUES ($1, $2, $3) \
+                     ON CONFLICT (customer_id) DO UPDATE SET \
+                     upcoming_invoice_above = excluded.upcoming_invoice_above, \
+                     updated_at = excluded.updated_at"
+                )))
+                .bind(&s.customer_id)
+                .bind(s.upcoming_invoice_above.map(|a| a.normalize().to_string()))
+                .bind($crate::codec::micros(s.updated_at))
+                .execute(self.notify_write())
+                .await?;
+                Ok(())
+            }
+
+            async fn get_alert_settings(
+                &self,
+                customer_id: &str,
+            ) -> $crate::Result<Option<AlertSettingsRecord>> {
+                let row: Option<RawAlertSettings> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SETTINGS_COLUMNS} FROM customer_alert_settings WHERE customer_id = $1"
+                )))
+                .bind(customer_id)
+                .fetch_optional(self.notify_read())
+                .await?;
+                row.map(AlertSettingsRecord::try_from).transpose()
+            }
+
+            async fn upcoming_invoice_thresholds(
+                &self,
+            ) -> $crate::Result<Vec<AlertSettingsRecord>> {
+                let rows: Vec<RawAlertSettings> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SETTINGS_COLUMNS} FROM customer_alert_settings \
+                     WHERE upcoming_invoice_above IS NOT NULL ORDER BY customer_id"
+                )))
+                .fetch_all(self.notify_read())
+                .await?;
+                $crate::codec::convert(rows)
+            }
+
+            async fn notice_mark(&self, name: &str) -> $crate::Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM notice_marks WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(self.notify_read())
+                    .await?)
+            }
+
+            async fn set_notice_mark(&self, name: &str, value: &str) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO notice_marks (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(name)
+                .bind(value)
+                .execute(self.notify_write())
+                .await?;
+                Ok(())
             }
 
             async fn fanout_cursor(&self) -> $crate::Result<i64> {
