@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate_core::billing::compute::{
-    BillingError, Discount, compute_invoice, project_upcoming, sum_amounts,
+    BillingError, Discount, compute_invoice, first_period_base, project_upcoming, sum_amounts,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::invoice::format_number;
@@ -131,6 +131,68 @@ fn semantics_invoice_in_advance_collects_the_next_period_base() {
     assert_eq!(inv.lines[0].period_end, may.end);
     assert_eq!(inv.lines[1].period_start, p.start);
     assert_eq!(inv.totals.total.to_string(), "14.00");
+}
+
+#[test]
+fn semantics_invoice_first_period_base_is_billed_at_subscription_once() {
+    // Pro $30/month in advance, calendar billing, subscribed on day 10 of
+    // April (30 days): the first period [04-10, 05-01) owes 21 of 30 days.
+    let c = catalog(&Spec::default());
+    let pro = plan(&c, "pro");
+    let start = ts("2026-04-10T00:00:00Z");
+    let cycle = BillingCycle::new(Interval::Month, Anchoring::Calendar, start, TimeZone::UTC);
+    let first = cycle.period_index(0).unwrap();
+    let nominal = cycle.nominal_period(0).unwrap();
+    assert_eq!(nominal, april());
+    let line = first_period_base(pro, &nominal, start).unwrap().unwrap();
+    assert_eq!(line.kind, InvoiceLineKind::Base);
+    assert_eq!(line.amount.to_string(), "21.00");
+    assert_eq!((line.period_start, line.period_end), (start, first.end));
+    assert_eq!(
+        line.description,
+        "Pro plan (monthly), 2026-04-10 to 2026-05-01 (prorated)"
+    );
+
+    // The close of that first period collects May's base (30.00) and the
+    // usage, never April's base again: April's base is billed once, 21.00.
+    let may = period("2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z");
+    let mut close = whole(
+        Currency::USD,
+        first,
+        pro,
+        vec![usage("api_calls", &[("plan", dec!(7000))])],
+    );
+    close.nominal_period = Some(nominal);
+    close.advance = Some((pro, may));
+    let inv = compute_invoice(&close).unwrap();
+    let bases: Vec<_> = inv
+        .lines
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::Base)
+        .map(|l| (l.period_start, l.amount.to_string()))
+        .collect();
+    assert_eq!(bases, [(may.start, "30.00".to_string())]);
+    // 7,000 calls, 5,000 included, 2,000 × 0.001 = 2.00.
+    assert_eq!(inv.totals.total.to_string(), "32.00");
+
+    // Anniversary billing: the first period starts at the subscription, the
+    // full price. In arrears: nothing at the start (the close bills it).
+    let anniversary =
+        BillingCycle::new(Interval::Month, Anchoring::Anniversary, start, TimeZone::UTC);
+    let whole_first = anniversary.nominal_period(0).unwrap();
+    let line = first_period_base(pro, &whole_first, start).unwrap().unwrap();
+    assert_eq!(line.amount.to_string(), "30.00");
+    assert_eq!(line.description, "Pro plan (monthly)");
+    let c = catalog(&arrears());
+    assert_eq!(first_period_base(plan(&c, "pro"), &nominal, start), Ok(None));
+    // Noon on March 10: 21.5 of 31 days, 30 × 21.5/31 = 20.806… → 20.81.
+    let c = catalog(&Spec::default());
+    let line = first_period_base(plan(&c, "pro"), &march(), ts("2026-03-10T12:00:00Z"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.amount.to_string(), "20.81");
+    // A start outside the period is an error, never a panic.
+    assert!(first_period_base(plan(&c, "pro"), &march(), start).is_err());
 }
 
 #[test]
