@@ -177,14 +177,23 @@ fn semantics_invoice_first_period_base_is_billed_at_subscription_once() {
 
     // Anniversary billing: the first period starts at the subscription, the
     // full price. In arrears: nothing at the start (the close bills it).
-    let anniversary =
-        BillingCycle::new(Interval::Month, Anchoring::Anniversary, start, TimeZone::UTC);
+    let anniversary = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Anniversary,
+        start,
+        TimeZone::UTC,
+    );
     let whole_first = anniversary.nominal_period(0).unwrap();
-    let line = first_period_base(pro, &whole_first, start).unwrap().unwrap();
+    let line = first_period_base(pro, &whole_first, start)
+        .unwrap()
+        .unwrap();
     assert_eq!(line.amount.to_string(), "30.00");
     assert_eq!(line.description, "Pro plan (monthly)");
     let c = catalog(&arrears());
-    assert_eq!(first_period_base(plan(&c, "pro"), &nominal, start), Ok(None));
+    assert_eq!(
+        first_period_base(plan(&c, "pro"), &nominal, start),
+        Ok(None)
+    );
     // Noon on March 10: 21.5 of 31 days, 30 × 21.5/31 = 20.806… → 20.81.
     let c = catalog(&Spec::default());
     let line = first_period_base(plan(&c, "pro"), &march(), ts("2026-03-10T12:00:00Z"))

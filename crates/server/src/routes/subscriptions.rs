@@ -483,6 +483,9 @@ pub struct SubscriptionChangeOut {
     pub subscription: SubscriptionOut,
     pub change: Option<PlanChangeOut>,
     pub scheduled: Option<ScheduledOut>,
+    /// The invoice written now: a converted trial's first period (base
+    /// billed in advance), or the final invoice of a cancellation now.
+    pub invoice_id: Option<String>,
 }
 
 impl From<SubscriptionOutcome> for SubscriptionChangeOut {
@@ -492,6 +495,7 @@ impl From<SubscriptionOutcome> for SubscriptionChangeOut {
             subscription: o.subscription.into(),
             change: o.change.map(Into::into),
             scheduled: o.scheduled.map(Into::into),
+            invoice_id: o.invoice_id,
         }
     }
 }
@@ -638,6 +642,11 @@ pub struct CancelIn {
     /// At the end of the current period (default), or now.
     #[serde(default = "yes")]
     pub at_period_end: bool,
+    /// Canceled now: credit the unused part of an in-advance base already
+    /// billed for the period and bill the period to now on a final invoice
+    /// (default true; `false`: no credit, the period closes at its end).
+    #[serde(default = "yes")]
+    pub prorate: bool,
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -669,6 +678,7 @@ pub async fn cancel_subscription(
     principal.require_admin()?;
     let req = CancelRequest {
         at_period_end: body.at_period_end,
+        prorate: body.prorate,
         reason: body.reason,
     };
     let out = state
