@@ -964,3 +964,94 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn semantics_customer_discount_periods_and_validation() {
+    use tollgate_core::billing::discount::{CustomerDiscount, DiscountDuration, DiscountValue};
+    let cycle = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Calendar,
+        ts("2026-01-01T00:00:00Z"),
+        TimeZone::UTC,
+    );
+    let discount = |value: DiscountValue, duration: DiscountDuration| CustomerDiscount {
+        id: "dsc_1".into(),
+        customer_id: "acme".into(),
+        description: CustomerDiscount::default_description(&value),
+        value,
+        duration,
+        ends_at: None,
+        created_at: ts("2026-03-10T00:00:00Z"),
+    };
+    let ten = DiscountValue::Percent {
+        percent: dec!(10),
+    };
+    // Attached on March 10 (period 2): the periods it applies to.
+    let takes = |d: &CustomerDiscount| -> Vec<u32> {
+        (0..8)
+            .filter(|i| d.applies_to(&cycle, *i, &cycle.period_index(*i).unwrap()))
+            .collect()
+    };
+    assert_eq!(takes(&discount(ten.clone(), DiscountDuration::Once)), [2]);
+    assert_eq!(
+        takes(&discount(
+            ten.clone(),
+            DiscountDuration::Repeating { periods: 3 }
+        )),
+        [2, 3, 4]
+    );
+    let mut until_july = discount(ten.clone(), DiscountDuration::Forever);
+    until_july.ends_at = Some(ts("2026-07-01T00:00:00Z"));
+    assert_eq!(takes(&until_july), [2, 3, 4, 5]);
+    let mut early = discount(ten.clone(), DiscountDuration::Once);
+    early.created_at = ts("2025-12-15T00:00:00Z");
+    assert_eq!(takes(&early), [0], "attached before the anchor: period 0");
+
+    // Applied by the close: Basic in arrears, 16,000 calls: 10.00 + 30.00 =
+    // 40.00; 10 % = −4.00, total 36.00.
+    let d = discount(ten.clone(), DiscountDuration::Forever);
+    assert_eq!(d.description, "10 % off");
+    let c = catalog(&arrears());
+    let mut i = whole(
+        Currency::USD,
+        april(),
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(16000))])],
+    );
+    i.discounts = vec![d.discount()];
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(inv.totals.subtotal.to_string(), "40.00");
+    assert_eq!(inv.totals.discount.to_string(), "-4.00");
+    assert_eq!(inv.totals.total.to_string(), "36.00");
+    assert_eq!(inv.lines.last().unwrap().description, "10 % off");
+
+    // Validation names the field.
+    let fields = |d: &CustomerDiscount| -> Vec<&str> {
+        d.validate(Currency::USD).into_iter().map(|(f, _)| f).collect()
+    };
+    assert!(fields(&discount(ten.clone(), DiscountDuration::Once)).is_empty());
+    let bad_percent = DiscountValue::Percent {
+        percent: dec!(100.5),
+    };
+    assert_eq!(fields(&discount(bad_percent, DiscountDuration::Once)), ["percent"]);
+    let negative = DiscountValue::Amount {
+        amount: dec!(-5),
+        currency: Currency::USD,
+    };
+    assert_eq!(fields(&discount(negative, DiscountDuration::Once)), ["amount"]);
+    let too_fine = DiscountValue::Amount {
+        amount: dec!(0.001),
+        currency: Currency::USD,
+    };
+    assert_eq!(fields(&discount(too_fine, DiscountDuration::Once)), ["amount"]);
+    let euros = DiscountValue::Amount {
+        amount: dec!(5),
+        currency: Currency::EUR,
+    };
+    assert_eq!(fields(&discount(euros, DiscountDuration::Once)), ["currency"]);
+    let none = discount(ten.clone(), DiscountDuration::Repeating { periods: 0 });
+    assert_eq!(fields(&none), ["periods"]);
+    let mut past = discount(ten, DiscountDuration::Forever);
+    past.ends_at = Some(ts("2026-03-01T00:00:00Z"));
+    assert_eq!(fields(&past), ["ends_at"]);
+}
