@@ -983,9 +983,7 @@ fn semantics_customer_discount_periods_and_validation() {
         ends_at: None,
         created_at: ts("2026-03-10T00:00:00Z"),
     };
-    let ten = DiscountValue::Percent {
-        percent: dec!(10),
-    };
+    let ten = DiscountValue::Percent { percent: dec!(10) };
     // Attached on March 10 (period 2): the periods it applies to.
     let takes = |d: &CustomerDiscount| -> Vec<u32> {
         (0..8)
@@ -1027,28 +1025,43 @@ fn semantics_customer_discount_periods_and_validation() {
 
     // Validation names the field.
     let fields = |d: &CustomerDiscount| -> Vec<&str> {
-        d.validate(Currency::USD).into_iter().map(|(f, _)| f).collect()
+        d.validate(Currency::USD)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
     };
     assert!(fields(&discount(ten.clone(), DiscountDuration::Once)).is_empty());
     let bad_percent = DiscountValue::Percent {
         percent: dec!(100.5),
     };
-    assert_eq!(fields(&discount(bad_percent, DiscountDuration::Once)), ["percent"]);
+    assert_eq!(
+        fields(&discount(bad_percent, DiscountDuration::Once)),
+        ["percent"]
+    );
     let negative = DiscountValue::Amount {
         amount: dec!(-5),
         currency: Currency::USD,
     };
-    assert_eq!(fields(&discount(negative, DiscountDuration::Once)), ["amount"]);
+    assert_eq!(
+        fields(&discount(negative, DiscountDuration::Once)),
+        ["amount"]
+    );
     let too_fine = DiscountValue::Amount {
         amount: dec!(0.001),
         currency: Currency::USD,
     };
-    assert_eq!(fields(&discount(too_fine, DiscountDuration::Once)), ["amount"]);
+    assert_eq!(
+        fields(&discount(too_fine, DiscountDuration::Once)),
+        ["amount"]
+    );
     let euros = DiscountValue::Amount {
         amount: dec!(5),
         currency: Currency::EUR,
     };
-    assert_eq!(fields(&discount(euros, DiscountDuration::Once)), ["currency"]);
+    assert_eq!(
+        fields(&discount(euros, DiscountDuration::Once)),
+        ["currency"]
+    );
     let none = discount(ten.clone(), DiscountDuration::Repeating { periods: 0 });
     assert_eq!(fields(&none), ["periods"]);
     let mut past = discount(ten, DiscountDuration::Forever);

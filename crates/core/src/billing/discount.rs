@@ -41,7 +41,9 @@ pub enum DiscountDuration {
     /// The close of the period it was attached in only.
     Once,
     /// That period and the `periods − 1` after it.
-    Repeating { periods: u32 },
+    Repeating {
+        periods: u32,
+    },
     Forever,
 }
 

@@ -36,6 +36,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::compute::UsageTotal;
 use tollgate_core::billing::credit::CreditNote;
+use tollgate_core::billing::discount::CustomerDiscount;
 use tollgate_core::billing::{Invoice, InvoiceStatus};
 
 use crate::codec;
@@ -250,6 +251,16 @@ pub trait BillingStore: Send + Sync {
         event_id: &str,
         at: Timestamp,
     ) -> Result<bool>;
+
+    /// Attaches a discount to its customer. `Conflict` on a duplicate id,
+    /// `NotFound` if the customer does not exist.
+    async fn insert_discount(&self, discount: &CustomerDiscount) -> Result<()>;
+    /// A customer's discounts, oldest first (by creation time, then id).
+    async fn discounts(&self, customer_id: &str) -> Result<Vec<CustomerDiscount>>;
+    /// Every customer's discounts (the invoice run reads them once).
+    async fn all_discounts(&self) -> Result<Vec<CustomerDiscount>>;
+    /// Removes a customer's discount; whether it existed.
+    async fn delete_discount(&self, customer_id: &str, id: &str) -> Result<bool>;
 
     /// Billable ledger totals of each window, in one pass over the ledger
     /// between the earliest `from` and the latest `to`: per feature and
@@ -1091,6 +1102,61 @@ macro_rules! billing_store_impl {
                 .bind($crate::codec::micros(at))
                 .execute(self.write_pool())
                 .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_discount(
+                &self,
+                discount: &tollgate_core::billing::discount::CustomerDiscount,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO customer_discounts (id, customer_id, created_at, document) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&discount.id)
+                .bind(&discount.customer_id)
+                .bind($crate::codec::micros(discount.created_at))
+                .bind($crate::codec::to_json("customer_discounts.document", discount)?)
+                .execute(self.write_pool())
+                .await
+                .map_err(|e| {
+                    $crate::codec::insert_error(e, "discount", &discount.id, &discount.customer_id)
+                })?;
+                Ok(())
+            }
+
+            async fn discounts(
+                &self,
+                customer_id: &str,
+            ) -> $crate::Result<Vec<tollgate_core::billing::discount::CustomerDiscount>> {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT document FROM customer_discounts WHERE customer_id = $1 \
+                     ORDER BY created_at, id",
+                )
+                .bind(customer_id)
+                .fetch_all(self.read_pool())
+                .await?;
+                $crate::billing::documents("customer_discounts.document", rows)
+            }
+
+            async fn all_discounts(
+                &self,
+            ) -> $crate::Result<Vec<tollgate_core::billing::discount::CustomerDiscount>> {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT document FROM customer_discounts ORDER BY customer_id, created_at, id",
+                )
+                .fetch_all(self.read_pool())
+                .await?;
+                $crate::billing::documents("customer_discounts.document", rows)
+            }
+
+            async fn delete_discount(&self, customer_id: &str, id: &str) -> $crate::Result<bool> {
+                let done =
+                    sqlx::query("DELETE FROM customer_discounts WHERE customer_id = $1 AND id = $2")
+                        .bind(customer_id)
+                        .bind(id)
+                        .execute(self.write_pool())
+                        .await?;
                 Ok(done.rows_affected() == 1)
             }
 
