@@ -22,10 +22,11 @@ use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::compute::{
-    BillingError, InvoiceInput, Segment, UsageTotal, compute_invoice, first_period_base,
+    BillingError, Discount, InvoiceInput, Segment, UsageTotal, compute_invoice, first_period_base,
     project_upcoming,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::discount::CustomerDiscount;
 use tollgate_core::billing::{Invoice, InvoiceLine, InvoiceStatus, Party, TaxRule};
 use tollgate_core::catalog::{BaseBilling, Plan};
 use tollgate_core::money::Currency;
@@ -184,6 +185,19 @@ struct Prepared {
     spans: Vec<Span>,
     advance: Option<(Arc<Plan>, Period)>,
     pending: Vec<PendingItemRecord>,
+    /// The customer's discounts that cover this period.
+    discounts: Vec<Discount>,
+}
+
+/// Customer id → its discounts.
+type Discounts = HashMap<String, Vec<CustomerDiscount>>;
+
+fn discounts_by_customer(all: Vec<CustomerDiscount>) -> Discounts {
+    let mut by: Discounts = HashMap::new();
+    for d in all {
+        by.entry(d.customer_id.clone()).or_default().push(d);
+    }
+    by
 }
 
 /// The plan in force at `t` for a customer whose history from the run's
@@ -553,11 +567,15 @@ impl Billing {
             h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
         }
         let mut claimed: HashSet<String> = HashSet::new();
+        let discounts = discounts_by_customer(self.store.billing().all_discounts().await?);
         report.timings.load_ms = ms(started);
         let started = std::time::Instant::now();
         let mut prepared = Vec::with_capacity(fresh.len());
         for d in fresh {
-            match self.prepare(d, &plans, &history, &mut claimed).await {
+            match self
+                .prepare(d, &plans, &history, &mut claimed, &discounts)
+                .await
+            {
                 Ok(p) => prepared.push(p),
                 Err((d, e)) => {
                     report.failed.push(RunFailure {
@@ -750,8 +768,16 @@ impl Billing {
         plans: &Plans,
         history: &HashMap<String, Vec<PlanChangeRecord>>,
         claimed: &mut HashSet<String>,
+        discounts: &Discounts,
     ) -> std::result::Result<Prepared, (Due, InvoiceError)> {
         let changes = history.get(&due.customer.id).map_or(&[][..], Vec::as_slice);
+        let discounts = discounts
+            .get(&due.customer.id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(|d| d.applies_to(&due.cycle, due.index, &due.period))
+            .map(CustomerDiscount::discount)
+            .collect();
         let spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
             Err(e) => return Err((due, e)),
@@ -786,6 +812,7 @@ impl Billing {
             spans,
             advance,
             pending: items,
+            discounts,
         })
     }
 
@@ -825,7 +852,7 @@ impl Billing {
                 .collect(),
             advance: p.advance.as_ref().map(|(plan, period)| (&**plan, *period)),
             pending: pending_lines(&p.pending)?,
-            discounts: Vec::new(),
+            discounts: p.discounts.clone(),
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),
@@ -889,8 +916,9 @@ impl Billing {
             period,
         };
         let history = HashMap::from([(customer_id.to_string(), changes)]);
+        let discounts = discounts_by_customer(self.store.billing().discounts(customer_id).await?);
         let p = self
-            .prepare(due, &plans, &history, &mut HashSet::new())
+            .prepare(due, &plans, &history, &mut HashSet::new(), &discounts)
             .await
             .map_err(|(_, e)| e)?;
         // Usage so far: each span cut at `now`.
@@ -1062,8 +1090,10 @@ impl Billing {
             period,
         };
         let history = HashMap::from([(sub.customer_id.clone(), changes)]);
+        let discounts =
+            discounts_by_customer(self.store.billing().discounts(&sub.customer_id).await?);
         let mut p = self
-            .prepare(due, &plans, &history, &mut HashSet::new())
+            .prepare(due, &plans, &history, &mut HashSet::new(), &discounts)
             .await
             .map_err(|(_, e)| e)?;
         p.advance = None;
