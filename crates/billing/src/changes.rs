@@ -143,7 +143,7 @@ impl ChangeRequest {
 }
 
 /// A preview with the plans and the period it was computed on.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreviewView {
     pub customer_id: String,
     pub from_plan: String,
@@ -165,7 +165,7 @@ pub enum ChangeState {
 }
 
 /// What applying a change did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeOutcome {
     pub state: ChangeState,
     pub view: PreviewView,
@@ -446,6 +446,57 @@ impl Billing {
         actor: &str,
     ) -> Result<ChangeOutcome> {
         let _changes = CHANGES.lock().await;
+        self.change_plan_unlocked(customer, req, actor).await
+    }
+
+    /// [`Billing::change_plan`] with an idempotency key (the HTTP
+    /// `Idempotency-Key` header): the first request with a key is applied and
+    /// its outcome stored; a repeat with the same key and request returns that
+    /// outcome (`true`: replayed) and changes nothing; the same key with
+    /// another request is refused (field `Idempotency-Key`). A refused change
+    /// stores nothing, so it can be retried with its key. Keys are per
+    /// customer.
+    pub async fn change_plan_once(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+        actor: &str,
+        key: &str,
+    ) -> Result<(ChangeOutcome, bool)> {
+        let _changes = CHANGES.lock().await;
+        let scope = format!("subscription_change:{customer}");
+        let request = serde_json::to_value(req)
+            .map_err(|e| BillingError::Invalid(format!("change request: {e}")))?;
+        let store = self.store.billing();
+        if let Some((first, response)) = store.idempotent_response(&scope, key).await? {
+            if first != request {
+                return Err(ChangeError::Invalid {
+                    field: "Idempotency-Key",
+                    message: format!(
+                        "{key:?} was already used for another change request of {customer:?}"
+                    ),
+                });
+            }
+            let outcome = serde_json::from_value(response).map_err(|e| {
+                StoreError::Corrupt(format!("idempotent response {scope}/{key}: {e}"))
+            })?;
+            return Ok((outcome, true));
+        }
+        let outcome = self.change_plan_unlocked(customer, req, actor).await?;
+        let response = serde_json::to_value(&outcome)
+            .map_err(|e| BillingError::Invalid(format!("change outcome: {e}")))?;
+        store
+            .save_idempotent_response(&scope, key, &request, &response, self.engine.now())
+            .await?;
+        Ok((outcome, false))
+    }
+
+    async fn change_plan_unlocked(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+        actor: &str,
+    ) -> Result<ChangeOutcome> {
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(

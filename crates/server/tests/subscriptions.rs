@@ -872,3 +872,68 @@ async fn first_period_is_invoiced_at_subscription_and_cancel_now_settles_the_res
         srv.stop().await;
     }
 }
+
+/// A plan change sent with an `Idempotency-Key` header.
+async fn change_keyed(srv: &TestServer, id: &str, key: &str, body: Value) -> Reply {
+    let r = srv
+        .client
+        .post(srv.url(&format!("/v1/customers/{id}/subscription/change")))
+        .bearer_auth(&srv.admin_key)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    TestServer::reply(r).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_repeated_with_its_idempotency_key_is_applied_once() {
+    for backend in backends("sub_idempotency") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "basic").await;
+        subscribed(&srv, "other", "basic").await;
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+
+        let upgrade = json!({"plan": "pro", "reason": "growing"});
+        let first = change_keyed(&srv, "acme", "chg-1", upgrade.clone()).await;
+        assert_eq!(first.status, 200, "{name}: {first}");
+        assert_eq!(first.header("idempotent-replayed"), None);
+        assert_eq!(amounts(&first.body["pending_items"]), ["-7.00", "21.00"]);
+
+        // The repeat answers the first outcome and changes nothing.
+        let again = change_keyed(&srv, "acme", "chg-1", upgrade.clone()).await;
+        assert_eq!(again.status, 200, "{name}: {again}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.body, first.body, "{name}");
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe", "upgrade"]);
+        let pending = srv.state.store.changes().pending_items("acme").await;
+        assert_eq!(
+            pending.unwrap().len(),
+            2,
+            "{name}: one set of proration items"
+        );
+        // Without the key the same request is a new one: refused, already on pro.
+        assert_eq!(change(&srv, "acme", upgrade.clone()).await.status, 422);
+
+        // The same key for another request, or a key that is not one: 422
+        // naming the header; nothing changes.
+        let other = json!({"plan": "basic", "timing": "immediately"});
+        let r = change_keyed(&srv, "acme", "chg-1", other).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["Idempotency-Key"]);
+        let r = change_keyed(&srv, "acme", &"k".repeat(256), upgrade.clone()).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["Idempotency-Key"]);
+        assert_eq!(plan_of(&srv, "acme").await.0, "pro");
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe", "upgrade"]);
+
+        // Keys are per customer.
+        let r = change_keyed(&srv, "other", "chg-1", upgrade).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.header("idempotent-replayed"), None);
+        assert_eq!(plan_of(&srv, "other").await.0, "pro");
+        srv.stop().await;
+    }
+}

@@ -93,6 +93,7 @@ on_every_backend!(
     provider_events_are_remembered_once,
     usage_totals_sum_each_window_in_one_pass,
     discounts_are_stored_listed_and_removed_per_customer,
+    idempotent_responses_are_kept_once_per_scope_and_key,
 );
 
 // ---- fixtures ------------------------------------------------------------------------
@@ -978,4 +979,34 @@ async fn discounts_are_stored_listed_and_removed_per_customer(store: Arc<dyn Sto
     assert!(!b.delete_discount("a", "dsc_2").await.unwrap());
     assert_eq!(b.discounts("a").await.unwrap(), [five]);
     assert_eq!(b.discounts("b").await.unwrap(), [other]);
+}
+
+async fn idempotent_responses_are_kept_once_per_scope_and_key(store: Arc<dyn Store>) {
+    let b = store.billing();
+    let at = ts("2026-11-10T00:00:00Z");
+    let scope = "subscription_change:acme";
+    assert_eq!(b.idempotent_response(scope, "k1").await.unwrap(), None);
+    let (req, first) = (json!({"plan": "pro"}), json!({"state": "applied", "n": 1}));
+    assert!(
+        b.save_idempotent_response(scope, "k1", &req, &first, at)
+            .await
+            .unwrap()
+    );
+    // The first answer stays.
+    assert!(
+        !b.save_idempotent_response(scope, "k1", &req, &json!({"n": 2}), at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.idempotent_response(scope, "k1").await.unwrap(),
+        Some((req.clone(), first))
+    );
+    // Keys are per scope.
+    assert_eq!(
+        b.idempotent_response("subscription_change:other", "k1")
+            .await
+            .unwrap(),
+        None
+    );
 }

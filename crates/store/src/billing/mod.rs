@@ -262,6 +262,24 @@ pub trait BillingStore: Send + Sync {
     /// Removes a customer's discount; whether it existed.
     async fn delete_discount(&self, customer_id: &str, id: &str) -> Result<bool>;
 
+    /// The stored answer of a request made with an idempotency key:
+    /// `(request, response)` as JSON.
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<(serde_json::Value, serde_json::Value)>>;
+    /// Stores the answer of a request made with an idempotency key; `false`
+    /// (nothing written) when the key already has one.
+    async fn save_idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &serde_json::Value,
+        response: &serde_json::Value,
+        at: Timestamp,
+    ) -> Result<bool>;
+
     /// Billable ledger totals of each window, in one pass over the ledger
     /// between the earliest `from` and the latest `to`: per feature and
     /// dimension group, the allocation buckets summed (like
@@ -1157,6 +1175,50 @@ macro_rules! billing_store_impl {
                         .bind(id)
                         .execute(self.write_pool())
                         .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn idempotent_response(
+                &self,
+                scope: &str,
+                key: &str,
+            ) -> $crate::Result<Option<(serde_json::Value, serde_json::Value)>> {
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT request, response FROM idempotent_requests \
+                     WHERE scope = $1 AND key = $2",
+                )
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(self.read_pool())
+                .await?;
+                row.map(|(req, resp)| {
+                    Ok((
+                        $crate::codec::json("idempotent_requests.request", &req)?,
+                        $crate::codec::json("idempotent_requests.response", &resp)?,
+                    ))
+                })
+                .transpose()
+            }
+
+            async fn save_idempotent_response(
+                &self,
+                scope: &str,
+                key: &str,
+                request: &serde_json::Value,
+                response: &serde_json::Value,
+                at: jiff::Timestamp,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO idempotent_requests (scope, key, request, response, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind($crate::codec::to_json("idempotent_requests.request", request)?)
+                .bind($crate::codec::to_json("idempotent_requests.response", response)?)
+                .bind($crate::codec::micros(at))
+                .execute(self.write_pool())
+                .await?;
                 Ok(done.rows_affected() == 1)
             }
 

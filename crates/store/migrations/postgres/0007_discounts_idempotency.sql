@@ -11,3 +11,16 @@ CREATE TABLE customer_discounts (
 );
 
 CREATE INDEX customer_discounts_customer ON customer_discounts (customer_id, created_at, id);
+
+-- Answers of requests sent with an `Idempotency-Key` (a plan change), per
+-- scope (`subscription_change:<customer>`): a repeat with the same key gets
+-- the first answer and changes nothing. `request` is the request as JSON, to
+-- refuse a key reused for another request.
+CREATE TABLE idempotent_requests (
+    scope      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    request    TEXT NOT NULL,
+    response   TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
