@@ -24,3 +24,15 @@ CREATE TABLE idempotent_requests (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 );
+
+-- Refunds made through `POST /v1/invoices/{id}/refund` (the store's
+-- `RefundRecord` as JSON): one per invoice and idempotency key, so a
+-- retried request refunds once.
+CREATE TABLE refunds (
+    id              TEXT PRIMARY KEY NOT NULL,
+    invoice_id      TEXT NOT NULL REFERENCES invoices (id),
+    idempotency_key TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    document        TEXT NOT NULL,
+    UNIQUE (invoice_id, idempotency_key)
+);

@@ -161,6 +161,29 @@ pub struct UsageWindow {
     pub group_by: Arc<HashMap<String, Vec<String>>>,
 }
 
+/// A refund of (part of) a payment, made through the provider that took it
+/// and credited on the invoice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub id: String,
+    pub invoice_id: String,
+    /// The payment refunded (`PaymentRecord::id`) and its provider reference.
+    pub payment_id: String,
+    pub payment_reference: String,
+    pub provider: String,
+    /// The provider's refund (`re_…` for Stripe).
+    pub reference: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub currency: String,
+    /// The request's `Idempotency-Key`: one refund per invoice and key.
+    pub idempotency_key: String,
+    /// The credit note that credits it on the invoice.
+    pub credit_note_id: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: Timestamp,
+}
+
 #[async_trait]
 pub trait BillingStore: Send + Sync {
     /// Persists a draft. For a cycle invoice whose `(customer, period_start)`
@@ -261,6 +284,12 @@ pub trait BillingStore: Send + Sync {
     async fn all_discounts(&self) -> Result<Vec<CustomerDiscount>>;
     /// Removes a customer's discount; whether it existed.
     async fn delete_discount(&self, customer_id: &str, id: &str) -> Result<bool>;
+
+    /// Records a refund; `false` (nothing written) when the invoice already
+    /// has a refund with its idempotency key.
+    async fn insert_refund(&self, refund: &RefundRecord) -> Result<bool>;
+    /// An invoice's refunds, oldest first.
+    async fn refunds(&self, invoice_id: &str) -> Result<Vec<RefundRecord>>;
 
     /// The stored answer of a request made with an idempotency key:
     /// `(request, response)` as JSON.
@@ -1176,6 +1205,48 @@ macro_rules! billing_store_impl {
                         .execute(self.write_pool())
                         .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_refund(
+                &self,
+                refund: &$crate::billing::RefundRecord,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO refunds (id, invoice_id, idempotency_key, created_at, document) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id, idempotency_key) DO NOTHING",
+                )
+                .bind(&refund.id)
+                .bind(&refund.invoice_id)
+                .bind(&refund.idempotency_key)
+                .bind($crate::codec::micros(refund.created_at))
+                .bind($crate::codec::to_json("refunds.document", refund)?)
+                .execute(self.write_pool())
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(db)
+                        if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+                    {
+                        $crate::StoreError::NotFound {
+                            what: "invoice",
+                            id: refund.invoice_id.clone(),
+                        }
+                    }
+                    other => $crate::codec::insert_error(other, "refund", &refund.id, ""),
+                })?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn refunds(
+                &self,
+                invoice_id: &str,
+            ) -> $crate::Result<Vec<$crate::billing::RefundRecord>> {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT document FROM refunds WHERE invoice_id = $1 ORDER BY created_at, id",
+                )
+                .bind(invoice_id)
+                .fetch_all(self.read_pool())
+                .await?;
+                $crate::billing::documents("refunds.document", rows)
             }
 
             async fn idempotent_response(
