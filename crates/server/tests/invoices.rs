@@ -465,18 +465,24 @@ async fn webhook(srv: &TestServer, body: &Value, signature: Option<String>) -> R
     TestServer::reply(r).await
 }
 
+/// The server with `[billing.stripe]` pointing at a fresh fake Stripe.
+async fn with_fake_stripe(backend: Backend) -> (FakeStripe, TestServer) {
+    let fake = FakeStripe::start().await.unwrap();
+    let mut settings = Settings::embedded();
+    settings.billing.stripe = Some(StripeConfig::new(
+        SECRET_KEY,
+        WEBHOOK_SECRET,
+        &fake.base_url,
+    ));
+    let srv = TestServer::start_with(backend, CATALOG, settings).await;
+    (fake, srv)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_payment_webhook_delivered_twice_pays_once() {
     for backend in backends("invoices_stripe") {
         let name = backend.name;
-        let fake = FakeStripe::start().await.unwrap();
-        let mut settings = Settings::embedded();
-        settings.billing.stripe = Some(StripeConfig::new(
-            SECRET_KEY,
-            WEBHOOK_SECRET,
-            &fake.base_url,
-        ));
-        let srv = TestServer::start_with(backend, CATALOG, settings).await;
+        let (fake, srv) = with_fake_stripe(backend).await;
         let admin = srv.admin_key.clone();
         srv.customer("acme", Some("pro")).await;
         draft(&srv, "inv_s1", "acme").await;
@@ -688,14 +694,7 @@ async fn refund(srv: &TestServer, id: &str, key: Option<&str>, body: Value) -> R
 async fn refunds_go_through_the_provider_and_credit_the_invoice_once_per_key() {
     for backend in backends("invoices_refund") {
         let name = backend.name;
-        let fake = FakeStripe::start().await.unwrap();
-        let mut settings = Settings::embedded();
-        settings.billing.stripe = Some(StripeConfig::new(
-            SECRET_KEY,
-            WEBHOOK_SECRET,
-            &fake.base_url,
-        ));
-        let srv = TestServer::start_with(backend, CATALOG, settings).await;
+        let (fake, srv) = with_fake_stripe(backend).await;
         let admin = srv.admin_key.clone();
         srv.customer("acme", Some("pro")).await;
 

@@ -1111,14 +1111,13 @@ macro_rules! billing_store_impl {
                 &self,
                 invoice_id: &str,
             ) -> $crate::Result<Vec<tollgate_core::billing::credit::CreditNote>> {
-                let rows: Vec<String> = sqlx::query_scalar(
+                self.documents_of(
+                    "credit_notes.document",
                     "SELECT document FROM credit_notes WHERE invoice_id = $1 \
                      ORDER BY created_at, id",
+                    invoice_id,
                 )
-                .bind(invoice_id)
-                .fetch_all(self.read_pool())
-                .await?;
-                $crate::billing::documents("credit_notes.document", rows)
+                .await
             }
 
             async fn get_credit_note(
@@ -1176,14 +1175,13 @@ macro_rules! billing_store_impl {
                 &self,
                 customer_id: &str,
             ) -> $crate::Result<Vec<tollgate_core::billing::discount::CustomerDiscount>> {
-                let rows: Vec<String> = sqlx::query_scalar(
+                self.documents_of(
+                    "customer_discounts.document",
                     "SELECT document FROM customer_discounts WHERE customer_id = $1 \
                      ORDER BY created_at, id",
+                    customer_id,
                 )
-                .bind(customer_id)
-                .fetch_all(self.read_pool())
-                .await?;
-                $crate::billing::documents("customer_discounts.document", rows)
+                .await
             }
 
             async fn all_discounts(
@@ -1240,13 +1238,12 @@ macro_rules! billing_store_impl {
                 &self,
                 invoice_id: &str,
             ) -> $crate::Result<Vec<$crate::billing::RefundRecord>> {
-                let rows: Vec<String> = sqlx::query_scalar(
+                self.documents_of(
+                    "refunds.document",
                     "SELECT document FROM refunds WHERE invoice_id = $1 ORDER BY created_at, id",
+                    invoice_id,
                 )
-                .bind(invoice_id)
-                .fetch_all(self.read_pool())
-                .await?;
-                $crate::billing::documents("refunds.document", rows)
+                .await
             }
 
             async fn idempotent_response(
@@ -1306,6 +1303,20 @@ macro_rules! billing_store_impl {
         }
 
         impl $store {
+            /// The JSON documents `sql` selects with `key` bound to `$1`.
+            async fn documents_of<T: serde::de::DeserializeOwned>(
+                &self,
+                what: &str,
+                sql: &'static str,
+                key: &str,
+            ) -> $crate::Result<Vec<T>> {
+                let rows: Vec<String> = sqlx::query_scalar(sql)
+                    .bind(key)
+                    .fetch_all(self.read_pool())
+                    .await?;
+                $crate::billing::documents(what, rows)
+            }
+
             /// Inserts an invoice row unless it conflicts; whether it was written.
             async fn insert_row(
                 &self,
