@@ -229,9 +229,15 @@ pub enum SubscriptionsCommand {
         #[command(flatten)]
         client: ClientArgs,
         customer: String,
-        /// Cancel now: requests are denied from now on.
+        /// Cancel now: requests are denied from now on; the unused part of an
+        /// in-advance base is credited and the period is billed to now on a
+        /// final invoice.
         #[arg(long)]
         now: bool,
+        /// With --now: no credit and no final invoice (the period closes at
+        /// its end).
+        #[arg(long, requires = "now")]
+        no_prorate: bool,
         #[arg(long)]
         reason: Option<String>,
     },

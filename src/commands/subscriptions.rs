@@ -73,9 +73,10 @@ pub fn run(cmd: SubscriptionsCommand) -> Result<ExitCode, CliError> {
             client,
             customer,
             now,
+            no_prorate,
             reason,
         } => {
-            let mut body = json!({ "at_period_end": !now });
+            let mut body = json!({ "at_period_end": !now, "prorate": !no_prorate });
             put(&mut body, "reason", reason);
             let c = connect(&client)?;
             let answer = rt.block_on(c.post(&path(&customer, "/cancel"), &body))?;
@@ -234,6 +235,9 @@ fn change_text(v: &Value) -> String {
     }
     if !v["scheduled"].is_null() {
         let _ = writeln!(out, "scheduled: {}", scheduled_line(&v["scheduled"]));
+    }
+    if !v["invoice_id"].is_null() {
+        let _ = writeln!(out, "invoice: {}", s(&v["invoice_id"]));
     }
     out
 }

@@ -14,17 +14,16 @@ use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tollgate_core::billing::Invoice;
+use tollgate_core::billing::InvoiceLine;
 use tollgate_core::billing::change::{
     Blocker, ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior,
-    preview_change,
+    cancellation_credit, preview_change,
 };
 use tollgate_core::billing::compute::BillingError;
 use tollgate_core::catalog::Plan;
 use tollgate_core::catalog::{DiffEffect, PlanDiffEntry, diff_plans};
 use tollgate_core::period::Period;
 use tollgate_engine::{EngineError, SubscribeOptions};
-use tollgate_store::billing::{InvoiceKind, NewInvoice};
 use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord, ScheduledChangeRecord};
 use tollgate_store::{StoreError, SubscriptionRecord, SubscriptionStatus};
 
@@ -144,7 +143,7 @@ impl ChangeRequest {
 }
 
 /// A preview with the plans and the period it was computed on.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreviewView {
     pub customer_id: String,
     pub from_plan: String,
@@ -166,7 +165,7 @@ pub enum ChangeState {
 }
 
 /// What applying a change did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeOutcome {
     pub state: ChangeState,
     pub view: PreviewView,
@@ -200,6 +199,11 @@ pub struct TrialRequest {
 pub struct CancelRequest {
     /// At the end of the current period (default) or now.
     pub at_period_end: bool,
+    /// Canceled now: credit the unused part of an in-advance base and bill
+    /// the period to now on a final invoice (Stripe's `prorate` +
+    /// `invoice_now`). `false`: no credit, and the period is closed at its
+    /// end as before.
+    pub prorate: bool,
     pub reason: Option<String>,
 }
 
@@ -210,6 +214,9 @@ pub struct SubscriptionOutcome {
     pub subscription: SubscriptionRecord,
     pub change: Option<PlanChangeRecord>,
     pub scheduled: Option<ScheduledChangeRecord>,
+    /// The invoice written now: a converted trial's first period (base
+    /// billed in advance), or a cancellation's final invoice.
+    pub invoice_id: Option<String>,
 }
 
 /// What `apply_due_changes` did.
@@ -439,6 +446,57 @@ impl Billing {
         actor: &str,
     ) -> Result<ChangeOutcome> {
         let _changes = CHANGES.lock().await;
+        self.change_plan_unlocked(customer, req, actor).await
+    }
+
+    /// [`Billing::change_plan`] with an idempotency key (the HTTP
+    /// `Idempotency-Key` header): the first request with a key is applied and
+    /// its outcome stored; a repeat with the same key and request returns that
+    /// outcome (`true`: replayed) and changes nothing; the same key with
+    /// another request is refused (field `Idempotency-Key`). A refused change
+    /// stores nothing, so it can be retried with its key. Keys are per
+    /// customer.
+    pub async fn change_plan_once(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+        actor: &str,
+        key: &str,
+    ) -> Result<(ChangeOutcome, bool)> {
+        let _changes = CHANGES.lock().await;
+        let scope = format!("subscription_change:{customer}");
+        let request = serde_json::to_value(req)
+            .map_err(|e| BillingError::Invalid(format!("change request: {e}")))?;
+        let store = self.store.billing();
+        if let Some((first, response)) = store.idempotent_response(&scope, key).await? {
+            if first != request {
+                return Err(ChangeError::Invalid {
+                    field: "Idempotency-Key",
+                    message: format!(
+                        "{key:?} was already used for another change request of {customer:?}"
+                    ),
+                });
+            }
+            let outcome = serde_json::from_value(response).map_err(|e| {
+                StoreError::Corrupt(format!("idempotent response {scope}/{key}: {e}"))
+            })?;
+            return Ok((outcome, true));
+        }
+        let outcome = self.change_plan_unlocked(customer, req, actor).await?;
+        let response = serde_json::to_value(&outcome)
+            .map_err(|e| BillingError::Invalid(format!("change outcome: {e}")))?;
+        store
+            .save_idempotent_response(&scope, key, &request, &response, self.engine.now())
+            .await?;
+        Ok((outcome, false))
+    }
+
+    async fn change_plan_unlocked(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+        actor: &str,
+    ) -> Result<ChangeOutcome> {
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(
@@ -592,69 +650,58 @@ impl Billing {
         let now = self.engine.now();
         let mut items = Vec::with_capacity(preview.proration_lines.len());
         for line in &preview.proration_lines {
-            let mut value = serde_json::to_value(line)
-                .map_err(|e| BillingError::Invalid(format!("proration line: {e}")))?;
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert("plan_change_id".to_string(), json!(change_id));
-            }
-            let item = PendingItemRecord {
-                id: mint("pii"),
-                customer_id: customer.to_string(),
-                line: value,
-                amount: line.amount,
-                currency: record.currency.clone(),
-                created_at: now,
-                invoice_id: None,
-            };
-            self.store.changes().insert_pending_item(&item).await?;
-            items.push(item);
+            items.push(
+                self.store_pending_item(customer, change_id, line, &record.currency, now)
+                    .await?,
+            );
         }
         if behavior != ProrationBehavior::InvoiceNow {
             return Ok((items, None));
         }
-        let mut invoice = Invoice::off_cycle(
-            mint("inv"),
-            customer.to_string(),
-            crate::run::currency_of(&record)?,
-            Period::new(preview.effective_at, view.period.end)
-                .map_err(|e| BillingError::Invalid(e.to_string()))?,
-            preview.proration_lines.clone(),
-            crate::run::tax_rule(self, &record)?,
-            now,
-        );
-        invoice.issuer = self.config.issuer.clone();
-        invoice.bill_to = crate::run::bill_to(&record);
-        invoice.memo = Some(format!("Plan change {change_id}"));
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        let stored = self
-            .store
-            .billing()
-            .insert_invoice(&NewInvoice {
-                invoice,
-                kind: InvoiceKind::OffCycle,
-                pending_items: ids.clone(),
-            })
-            .await?;
-        let invoice_id = stored.invoice.id;
-        self.store
-            .changes()
-            .attach_pending_items(&ids, &invoice_id)
+        let period = Period::new(preview.effective_at, view.period.end)
+            .map_err(|e| BillingError::Invalid(e.to_string()))?;
+        let invoice_id = self
+            .invoice_lines_now(
+                &record,
+                period,
+                preview.proration_lines.clone(),
+                format!("Plan change {change_id}"),
+                ids,
+            )
             .await?;
         for i in &mut items {
             i.invoice_id = Some(invoice_id.clone());
         }
-        if self.config.auto_issue {
-            self.store
-                .billing()
-                .issue_invoice(
-                    &invoice_id,
-                    &self.config.invoice_prefix,
-                    now,
-                    self.due_at(now),
-                )
-                .await?;
-        }
         Ok((items, Some(invoice_id)))
+    }
+
+    /// Stores a proration line as a pending item (it waits for the next
+    /// invoice), tagged with the plan change it comes from.
+    async fn store_pending_item(
+        &self,
+        customer: &str,
+        change_id: &str,
+        line: &InvoiceLine,
+        currency: &str,
+        now: Timestamp,
+    ) -> Result<PendingItemRecord> {
+        let mut value = serde_json::to_value(line)
+            .map_err(|e| BillingError::Invalid(format!("proration line: {e}")))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("plan_change_id".to_string(), json!(change_id));
+        }
+        let item = PendingItemRecord {
+            id: mint("pii"),
+            customer_id: customer.to_string(),
+            line: value,
+            amount: line.amount,
+            currency: currency.to_string(),
+            created_at: now,
+            invoice_id: None,
+        };
+        self.store.changes().insert_pending_item(&item).await?;
+        Ok(item)
     }
 
     async fn refuse_if_scheduled(&self, customer: &str) -> Result<()> {
@@ -776,7 +823,18 @@ impl Billing {
     ) -> Result<SubscriptionRecord> {
         let before = self.engine.subscription(customer)?;
         let sub = self.engine.subscribe(customer, plan, opts).await?;
-        self.record_subscribe(before.as_ref(), &sub, actor, reason)
+        // A new subscription (none before, or a canceled one) owes its first
+        // period's in-advance base now; a plan set over a live subscription
+        // is not a start.
+        let starts = before
+            .as_ref()
+            .is_none_or(|b| b.status == SubscriptionStatus::Canceled);
+        let invoice_id = if starts {
+            self.invoice_first_period(&sub).await?
+        } else {
+            None
+        };
+        self.record_subscribe(before.as_ref(), &sub, actor, reason, invoice_id)
             .await?;
         Ok(sub)
     }
@@ -787,6 +845,7 @@ impl Billing {
         sub: &SubscriptionRecord,
         actor: &str,
         reason: Option<String>,
+        invoice_id: Option<String>,
     ) -> Result<PlanChangeRecord> {
         let now = self.engine.now();
         let customer = sub.customer_id.as_str();
@@ -825,6 +884,7 @@ impl Billing {
                 "status": sub.status,
                 "anchor": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
+                "invoice_id": invoice_id,
             }),
         };
         self.store.changes().insert_plan_change(&change).await?;
@@ -894,6 +954,7 @@ impl Billing {
             subscription: sub,
             change,
             scheduled,
+            invoice_id: None,
         })
     }
 
@@ -930,6 +991,8 @@ impl Billing {
             .await?;
         let id = mint("pch");
         self.supersede_scheduled(customer, &id, now, true).await?;
+        // The first paid period starts now: its in-advance base is owed now.
+        let invoice_id = self.invoice_first_period(&subscription).await?;
         let change = PlanChangeRecord {
             id,
             customer_id: customer.to_string(),
@@ -946,6 +1009,7 @@ impl Billing {
                 "trial_started_at": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
                 "anchor": now,
+                "invoice_id": invoice_id,
             }),
         };
         self.store.changes().insert_plan_change(&change).await?;
@@ -954,6 +1018,7 @@ impl Billing {
             subscription,
             change: Some(change),
             scheduled: None,
+            invoice_id,
         })
     }
 
@@ -972,7 +1037,7 @@ impl Billing {
         let canceled = SubscriptionStatus::Canceled;
         if status == canceled && before.status != canceled {
             let now = self.engine.now();
-            self.cancel_now(&before, mint("pch"), "cancel", now, actor, None)
+            self.cancel_now(&before, "cancel", now, actor, None, None)
                 .await?;
             return self.subscription_of(customer);
         }
@@ -1032,6 +1097,7 @@ impl Billing {
                 subscription: cur.sub,
                 change: None,
                 scheduled: Some(expiry),
+                invoice_id: None,
             });
         }
         if req.at_period_end {
@@ -1058,33 +1124,47 @@ impl Billing {
                 subscription: cur.sub,
                 change: None,
                 scheduled: Some(scheduled),
+                invoice_id: None,
             });
         }
-        let id = mint("pch");
+        // Nothing was billed during a trial: nothing to credit or close.
+        let settle =
+            (req.prorate && cur.sub.status != SubscriptionStatus::Trialing).then_some(&cur.plan);
         let change = self
-            .cancel_now(&cur.sub, id, "cancel", now, actor, req.reason.clone())
+            .cancel_now(&cur.sub, "cancel", now, actor, req.reason.clone(), settle)
             .await?;
+        let invoice_id = change.details["invoice_id"].as_str().map(str::to_string);
         Ok(SubscriptionOutcome {
             state: ChangeState::Applied,
             subscription: self.subscription_of(customer)?,
             change: Some(change),
             scheduled: None,
+            invoice_id,
         })
     }
 
     async fn cancel_now(
         &self,
         sub: &SubscriptionRecord,
-        id: String,
         kind: &str,
         effective_at: Timestamp,
         actor: &str,
         reason: Option<String>,
+        settle: Option<&Plan>,
     ) -> Result<PlanChangeRecord> {
         let customer = sub.customer_id.as_str();
-        self.engine.cancel(customer).await?;
+        let id = mint("pch");
+        let canceled = self.engine.cancel(customer).await?;
         let now = self.engine.now();
         self.supersede_scheduled(customer, &id, now, true).await?;
+        let mut details = json!({ "status_before": sub.status });
+        if let Some(plan) = settle {
+            let (credit, invoice_id) = self
+                .settle_cancellation(plan, &canceled, &id, effective_at)
+                .await?;
+            details["proration_lines"] = json!(credit);
+            details["invoice_id"] = json!(invoice_id);
+        }
         let change = PlanChangeRecord {
             id,
             customer_id: customer.to_string(),
@@ -1097,10 +1177,46 @@ impl Billing {
             requested_at: now,
             actor: actor.to_string(),
             reason,
-            details: json!({ "status_before": sub.status }),
+            details,
         };
         self.store.changes().insert_plan_change(&change).await?;
         Ok(change)
+    }
+
+    /// Settles a subscription canceled now, at `at` (Stripe's `prorate` and
+    /// `invoice_now` on an immediate cancellation): a pending item crediting
+    /// the unused part of the in-advance base already billed for the period
+    /// (core `cancellation_credit`, against the whole nominal period), then
+    /// the final invoice ([`Billing::final_invoice`]) with the period's usage
+    /// to `at` and every pending item. Returns the credit lines and the
+    /// invoice id.
+    async fn settle_cancellation(
+        &self,
+        plan: &Plan,
+        sub: &SubscriptionRecord,
+        change_id: &str,
+        at: Timestamp,
+    ) -> Result<(Vec<InvoiceLine>, Option<String>)> {
+        let customer = sub.customer_id.as_str();
+        let record = self
+            .engine
+            .customer(customer)
+            .ok_or_else(|| EngineError::UnknownCustomer(customer.to_string()))?;
+        let tz = jiff::tz::TimeZone::get(&record.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let cycle =
+            tollgate_core::period::BillingCycle::new(plan.interval, plan.anchoring, sub.anchor, tz);
+        let bad = |e: tollgate_core::period::PeriodError| BillingError::Invalid(e.to_string());
+        let index = cycle.index_containing(at).map_err(bad)?;
+        let nominal = cycle.nominal_period(index).map_err(bad)?;
+        let credit: Vec<InvoiceLine> = cancellation_credit(plan, &nominal, at)?
+            .into_iter()
+            .collect();
+        for line in &credit {
+            self.store_pending_item(customer, change_id, line, &record.currency, at)
+                .await?;
+        }
+        let invoice_id = self.final_invoice(sub, at).await?;
+        Ok((credit, invoice_id))
     }
 
     /// Applies every scheduled change due at `now` (downgrades and
@@ -1146,9 +1262,9 @@ impl Billing {
             self.store.changes().put_scheduled_change(&done).await?;
             return Ok(None);
         };
-        let id = mint("pch");
         let change = match s.action.as_str() {
             ACTION_CHANGE_PLAN => {
+                let id = mint("pch");
                 let (Some(plan), version) = (&s.to_plan, s.to_version) else {
                     return Err(ChangeError::Invalid {
                         field: "to_plan",
@@ -1164,7 +1280,7 @@ impl Billing {
                 } else {
                     "trial_expire"
                 };
-                self.cancel_now(&sub, id, kind, s.effective_at, &s.actor, s.reason.clone())
+                self.cancel_now(&sub, kind, s.effective_at, &s.actor, s.reason.clone(), None)
                     .await?
             }
         };

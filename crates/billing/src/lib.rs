@@ -6,10 +6,12 @@
 //! - [`worker`]: closes periods on time by the injected clock;
 //! - [`changes`]: plan changes (preview, apply, schedule, trials, cancel,
 //!   version migration) and their history;
+//! - [`discounts`]: discounts attached to customers, applied by the run;
 //! - [`providers`]: the payment-provider trait, `manual` and `stripe`;
 //! - [`render`]: an invoice as HTML and as PDF.
 
 pub mod changes;
+pub mod discounts;
 pub mod notices;
 pub mod providers;
 pub mod render;

@@ -22,9 +22,11 @@ use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::compute::{
-    BillingError, InvoiceInput, Segment, UsageTotal, compute_invoice, project_upcoming,
+    BillingError, Discount, InvoiceInput, Segment, UsageTotal, compute_invoice, first_period_base,
+    project_upcoming,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::discount::CustomerDiscount;
 use tollgate_core::billing::{Invoice, InvoiceLine, InvoiceStatus, Party, TaxRule};
 use tollgate_core::catalog::{BaseBilling, Plan};
 use tollgate_core::money::Currency;
@@ -183,6 +185,19 @@ struct Prepared {
     spans: Vec<Span>,
     advance: Option<(Arc<Plan>, Period)>,
     pending: Vec<PendingItemRecord>,
+    /// The customer's discounts that cover this period.
+    discounts: Vec<Discount>,
+}
+
+/// Customer id → its discounts.
+type Discounts = HashMap<String, Vec<CustomerDiscount>>;
+
+fn discounts_by_customer(all: Vec<CustomerDiscount>) -> Discounts {
+    let mut by: Discounts = HashMap::new();
+    for d in all {
+        by.entry(d.customer_id.clone()).or_default().push(d);
+    }
+    by
 }
 
 /// The plan in force at `t` for a customer whose history from the run's
@@ -379,7 +394,11 @@ fn pending_lines(items: &[PendingItemRecord]) -> Result<Vec<InvoiceLine>> {
         .collect()
 }
 
-fn cycle_of(plan: &Plan, sub: &SubscriptionRecord, customer: &CustomerRecord) -> BillingCycle {
+pub(crate) fn cycle_of(
+    plan: &Plan,
+    sub: &SubscriptionRecord,
+    customer: &CustomerRecord,
+) -> BillingCycle {
     let tz = TimeZone::get(&customer.time_zone).unwrap_or(TimeZone::UTC);
     BillingCycle::new(plan.interval, plan.anchoring, sub.anchor, tz)
 }
@@ -548,11 +567,15 @@ impl Billing {
             h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
         }
         let mut claimed: HashSet<String> = HashSet::new();
+        let discounts = discounts_by_customer(self.store.billing().all_discounts().await?);
         report.timings.load_ms = ms(started);
         let started = std::time::Instant::now();
         let mut prepared = Vec::with_capacity(fresh.len());
         for d in fresh {
-            match self.prepare(d, &plans, &history, &mut claimed).await {
+            match self
+                .prepare(d, &plans, &history, &mut claimed, &discounts)
+                .await
+            {
                 Ok(p) => prepared.push(p),
                 Err((d, e)) => {
                     report.failed.push(RunFailure {
@@ -745,8 +768,16 @@ impl Billing {
         plans: &Plans,
         history: &HashMap<String, Vec<PlanChangeRecord>>,
         claimed: &mut HashSet<String>,
+        discounts: &Discounts,
     ) -> std::result::Result<Prepared, (Due, InvoiceError)> {
         let changes = history.get(&due.customer.id).map_or(&[][..], Vec::as_slice);
+        let discounts = discounts
+            .get(&due.customer.id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(|d| d.applies_to(&due.cycle, due.index, &due.period))
+            .map(CustomerDiscount::discount)
+            .collect();
         let spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
             Err(e) => return Err((due, e)),
@@ -781,6 +812,7 @@ impl Billing {
             spans,
             advance,
             pending: items,
+            discounts,
         })
     }
 
@@ -820,7 +852,7 @@ impl Billing {
                 .collect(),
             advance: p.advance.as_ref().map(|(plan, period)| (&**plan, *period)),
             pending: pending_lines(&p.pending)?,
-            discounts: Vec::new(),
+            discounts: p.discounts.clone(),
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),
@@ -895,8 +927,9 @@ impl Billing {
             period,
         };
         let history = HashMap::from([(customer_id.to_string(), changes)]);
+        let discounts = discounts_by_customer(self.store.billing().discounts(customer_id).await?);
         let p = self
-            .prepare(due, plans, &history, &mut HashSet::new())
+            .prepare(due, plans, &history, &mut HashSet::new(), &discounts)
             .await
             .map_err(|(_, e)| e)?;
         // Usage so far: each span cut at `now`.
@@ -913,6 +946,199 @@ impl Billing {
         let usage = self.store.billing().usage_totals(&windows).await?;
         let input = self.input(&p, usage, "upcoming".to_string(), now)?;
         Ok(project_upcoming(&input, now)?)
+    }
+
+    // ---- invoices at a subscription's start and end -------------------------------------
+
+    /// Writes an off-cycle invoice of `lines` over `period` now (the
+    /// customer's tax rule, issuer and bill-to as on cycle invoices), attaches
+    /// `pending_items` to it, and issues it when `[billing] auto_issue` is on
+    /// (else it waits as a draft). Returns its id.
+    pub(crate) async fn invoice_lines_now(
+        &self,
+        customer: &CustomerRecord,
+        period: Period,
+        lines: Vec<InvoiceLine>,
+        memo: String,
+        pending_items: Vec<String>,
+    ) -> Result<String> {
+        let now = self.engine.now();
+        let mut invoice = Invoice::off_cycle(
+            mint("inv"),
+            customer.id.clone(),
+            currency_of(customer)?,
+            period,
+            lines,
+            tax_rule(self, customer)?,
+            now,
+        );
+        invoice.issuer = self.config.issuer.clone();
+        invoice.bill_to = bill_to(customer);
+        invoice.memo = Some(memo);
+        let stored = self
+            .store
+            .billing()
+            .insert_invoice(&NewInvoice {
+                invoice,
+                kind: InvoiceKind::OffCycle,
+                pending_items: pending_items.clone(),
+            })
+            .await?;
+        let id = stored.invoice.id;
+        if !pending_items.is_empty() {
+            self.store
+                .changes()
+                .attach_pending_items(&pending_items, &id)
+                .await?;
+        }
+        if self.config.auto_issue {
+            self.issue(&id).await?;
+        }
+        Ok(id)
+    }
+
+    /// The invoice of a new subscription's first period, for a plan whose
+    /// base is billed in advance (core `first_period_base`): the base from the
+    /// subscription's start to its first period's end, prorated against the
+    /// whole nominal period, on an off-cycle invoice issued now (a draft
+    /// without `auto_issue`). Nothing for a trialing or canceled
+    /// subscription, a plan billed in arrears or free, or a backdated
+    /// subscription whose first period has already ended. Later periods'
+    /// bases are collected by the close of the period before each
+    /// (`InvoiceInput::advance`), so no base is billed twice.
+    pub async fn invoice_first_period(&self, sub: &SubscriptionRecord) -> Result<Option<String>> {
+        if matches!(
+            sub.status,
+            SubscriptionStatus::Trialing | SubscriptionStatus::Canceled
+        ) {
+            return Ok(None);
+        }
+        let customer = self.customer_record(&sub.customer_id).await?;
+        let plans = self.all_plans().await?;
+        let plan = plan_of(&plans, &sub.plan_key, sub.plan_version)?;
+        let cycle = cycle_of(&plan, sub, &customer);
+        let bad = |e: tollgate_core::period::PeriodError| BillingError::Invalid(e.to_string());
+        let first = cycle.period_index(0).map_err(bad)?;
+        if first.end <= self.engine.now() {
+            return Ok(None);
+        }
+        let nominal = cycle.nominal_period(0).map_err(bad)?;
+        let Some(line) = first_period_base(&plan, &nominal, first.start)? else {
+            return Ok(None);
+        };
+        let memo = format!(
+            "First period of the {} subscription, billed in advance",
+            plan.name
+        );
+        Ok(Some(
+            self.invoice_lines_now(&customer, first, vec![line], memo, Vec::new())
+                .await?,
+        ))
+    }
+
+    async fn customer_record(&self, id: &str) -> Result<CustomerRecord> {
+        self.store
+            .get_customer(id)
+            .await?
+            .ok_or_else(|| InvoiceError::NotFound {
+                what: "customer",
+                id: id.to_string(),
+            })
+    }
+
+    /// The final invoice of a subscription canceled now, at `at`: the current
+    /// period closed at the cancellation, `[period start, at)`, as a cycle
+    /// invoice of that period (so the run never closes the period again):
+    /// usage to `at`, in-arrears bases prorated to `at` against the whole
+    /// nominal period, and every pending item created up to `at` (among them
+    /// the cancellation's credit for the unused in-advance base). `sub` is
+    /// the subscription as canceled. At the very start of a period there is
+    /// no usage to close: the pending items, if any, go on an off-cycle
+    /// invoice. Returns the invoice id (`None`: nothing to bill).
+    pub async fn final_invoice(
+        &self,
+        sub: &SubscriptionRecord,
+        at: Timestamp,
+    ) -> Result<Option<String>> {
+        let now = self.engine.now();
+        let customer = self.customer_record(&sub.customer_id).await?;
+        let plans = self.all_plans().await?;
+        let plan = plan_of(&plans, &sub.plan_key, sub.plan_version)?;
+        let cycle = cycle_of(&plan, sub, &customer);
+        let bad = |e: tollgate_core::period::PeriodError| BillingError::Invalid(e.to_string());
+        let index = cycle.index_containing(at).map_err(bad)?;
+        let whole = cycle.period_index(index).map_err(bad)?;
+        let nominal = cycle.nominal_period(index).map_err(bad)?;
+        let pending: Vec<PendingItemRecord> = self
+            .store
+            .changes()
+            .pending_items(&customer.id)
+            .await?
+            .into_iter()
+            .filter(|i| i.created_at <= at)
+            .collect();
+        if at <= whole.start {
+            if pending.is_empty() {
+                return Ok(None);
+            }
+            let lines = pending_lines(&pending)?;
+            let ids = pending.iter().map(|i| i.id.clone()).collect();
+            let memo = format!("Final invoice: subscription canceled at {at}");
+            let period = Period::new(at, whole.end).map_err(bad)?;
+            return Ok(Some(
+                self.invoice_lines_now(&customer, period, lines, memo, ids)
+                    .await?,
+            ));
+        }
+        let period = Period::new(whole.start, at).map_err(bad)?;
+        let mut changes = self.store.changes().plan_changes(&customer.id).await?;
+        changes.retain(|c| c.effective_at >= whole.start);
+        let due = Due {
+            customer: Arc::new(customer),
+            sub: Arc::new(sub.clone()),
+            cycle: Arc::new(cycle),
+            index,
+            period,
+        };
+        let history = HashMap::from([(sub.customer_id.clone(), changes)]);
+        let discounts =
+            discounts_by_customer(self.store.billing().discounts(&sub.customer_id).await?);
+        let mut p = self
+            .prepare(due, &plans, &history, &mut HashSet::new(), &discounts)
+            .await
+            .map_err(|(_, e)| e)?;
+        p.advance = None;
+        p.pending = pending;
+        let windows: Vec<UsageWindow> = p
+            .spans
+            .iter()
+            .map(|s| UsageWindow {
+                customer_id: sub.customer_id.clone(),
+                from: s.from,
+                to: s.to,
+                group_by: Arc::new(group_by(&s.plan)),
+            })
+            .collect();
+        let usage = self.store.billing().usage_totals(&windows).await?;
+        let id = mint("inv");
+        let mut input = self.input(&p, usage, id.clone(), now)?;
+        input.nominal_period = Some(nominal);
+        let mut invoice = compute_invoice(&input)?;
+        invoice.memo = Some(format!("Final invoice: subscription canceled at {at}"));
+        let mut batch = vec![NewInvoice {
+            invoice,
+            kind: InvoiceKind::Cycle,
+            pending_items: p.pending.iter().map(|i| i.id.clone()).collect(),
+        }];
+        let mut report = RunReport::default();
+        self.flush_batch(&mut batch, now, &mut report).await?;
+        if let Some(f) = report.failed.first() {
+            return Err(InvoiceError::Invalid {
+                field: "pending_items",
+                message: f.error.clone(),
+            });
+        }
+        Ok(Some(id))
     }
 
     // ---- invoice operations (the API's) -------------------------------------------------

@@ -483,3 +483,125 @@ async fn the_tick_writes_overdue_and_trial_ending_once() {
     assert_eq!(o[0].payload["amount_due"], json!("49"));
     assert_eq!(o[0].payload["number"], json!("INV-000001"));
 }
+
+#[tokio::test]
+async fn the_run_applies_a_customer_discount_to_the_periods_it_covers() {
+    use tollgate_billing::discounts::DiscountRequest;
+    use tollgate_billing::run::InvoiceError;
+    use tollgate_core::billing::discount::{DiscountDuration, DiscountValue};
+
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    env.customer("b", "pro", json!({})).await;
+    env.clock.set(ts("2026-11-05T00:00:00Z"));
+    env.consume("b", "calls", dec!(1000)).await;
+    env.engine.flush().await.unwrap();
+    // 10 % for two periods (November, December), then 5.00 USD once.
+    let ten = env
+        .billing
+        .add_discount(
+            "b",
+            DiscountRequest {
+                value: DiscountValue::Percent { percent: dec!(10) },
+                duration: DiscountDuration::Repeating { periods: 2 },
+                ends_at: None,
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ten.description, "10 % off");
+    env.billing
+        .add_discount(
+            "b",
+            DiscountRequest {
+                value: DiscountValue::Amount {
+                    amount: dec!(5.00),
+                    currency: Currency::USD,
+                },
+                duration: DiscountDuration::Once,
+                ends_at: None,
+                description: Some("Welcome".into()),
+            },
+        )
+        .await
+        .unwrap();
+    // Another currency than the customer's names `currency`; nothing stored.
+    let euros = env
+        .billing
+        .add_discount(
+            "b",
+            DiscountRequest {
+                value: DiscountValue::Amount {
+                    amount: dec!(5),
+                    currency: Currency::EUR,
+                },
+                duration: DiscountDuration::Once,
+                ends_at: None,
+                description: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            euros,
+            Err(InvoiceError::Invalid {
+                field: "currency",
+                ..
+            })
+        ),
+        "{euros:?}"
+    );
+    assert_eq!(env.billing.customer_discounts("b").await.unwrap().len(), 2);
+
+    let total_of = |month: &'static str| {
+        let env = &env;
+        async move {
+            let start = ts(month);
+            env.billing
+                .list_invoices(&InvoiceFilter {
+                    customer_id: Some("b".into()),
+                    period_from: Some(start),
+                    ..InvoiceFilter::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|i| i.period_start == start)
+                .unwrap()
+        }
+    };
+    // November: 49.00 + 1,000 calls × 0.001 = 50.00; 10 % = −5.00, then
+    // "Welcome" −5.00: total 40.00.
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    env.billing.run_once().await.unwrap();
+    let nov = total_of("2026-11-01T00:00:00Z").await;
+    let discounts: Vec<_> = nov
+        .lines
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::Discount)
+        .map(|l| (l.description.clone(), l.amount))
+        .collect();
+    assert_eq!(
+        discounts,
+        [
+            ("10 % off".to_string(), dec!(-5.00)),
+            ("Welcome".to_string(), dec!(-5.00))
+        ]
+    );
+    assert_eq!(nov.totals.subtotal, dec!(50.00));
+    assert_eq!(nov.totals.discount, dec!(-10.00));
+    assert_eq!(nov.totals.total, dec!(40.00));
+    // December: 10 % of 49.00 = −4.90, total 44.10; January: no discount.
+    env.clock.set(ts("2027-01-01T00:00:00Z"));
+    env.billing.run_once().await.unwrap();
+    assert_eq!(
+        total_of("2026-12-01T00:00:00Z").await.totals.total,
+        dec!(44.10)
+    );
+    env.clock.set(ts("2027-02-01T00:00:00Z"));
+    env.billing.run_once().await.unwrap();
+    assert_eq!(
+        total_of("2027-01-01T00:00:00Z").await.totals.total,
+        dec!(49.00)
+    );
+}

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate_core::billing::compute::{
-    BillingError, Discount, compute_invoice, project_upcoming, sum_amounts,
+    BillingError, Discount, compute_invoice, first_period_base, project_upcoming, sum_amounts,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::invoice::format_number;
@@ -131,6 +131,77 @@ fn semantics_invoice_in_advance_collects_the_next_period_base() {
     assert_eq!(inv.lines[0].period_end, may.end);
     assert_eq!(inv.lines[1].period_start, p.start);
     assert_eq!(inv.totals.total.to_string(), "14.00");
+}
+
+#[test]
+fn semantics_invoice_first_period_base_is_billed_at_subscription_once() {
+    // Pro $30/month in advance, calendar billing, subscribed on day 10 of
+    // April (30 days): the first period [04-10, 05-01) owes 21 of 30 days.
+    let c = catalog(&Spec::default());
+    let pro = plan(&c, "pro");
+    let start = ts("2026-04-10T00:00:00Z");
+    let cycle = BillingCycle::new(Interval::Month, Anchoring::Calendar, start, TimeZone::UTC);
+    let first = cycle.period_index(0).unwrap();
+    let nominal = cycle.nominal_period(0).unwrap();
+    assert_eq!(nominal, april());
+    let line = first_period_base(pro, &nominal, start).unwrap().unwrap();
+    assert_eq!(line.kind, InvoiceLineKind::Base);
+    assert_eq!(line.amount.to_string(), "21.00");
+    assert_eq!((line.period_start, line.period_end), (start, first.end));
+    assert_eq!(
+        line.description,
+        "Pro plan (monthly), 2026-04-10 to 2026-05-01 (prorated)"
+    );
+
+    // The close of that first period collects May's base (30.00) and the
+    // usage, never April's base again: April's base is billed once, 21.00.
+    let may = period("2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z");
+    let mut close = whole(
+        Currency::USD,
+        first,
+        pro,
+        vec![usage("api_calls", &[("plan", dec!(7000))])],
+    );
+    close.nominal_period = Some(nominal);
+    close.advance = Some((pro, may));
+    let inv = compute_invoice(&close).unwrap();
+    let bases: Vec<_> = inv
+        .lines
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::Base)
+        .map(|l| (l.period_start, l.amount.to_string()))
+        .collect();
+    assert_eq!(bases, [(may.start, "30.00".to_string())]);
+    // 7,000 calls, 5,000 included, 2,000 × 0.001 = 2.00.
+    assert_eq!(inv.totals.total.to_string(), "32.00");
+
+    // Anniversary billing: the first period starts at the subscription, the
+    // full price. In arrears: nothing at the start (the close bills it).
+    let anniversary = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Anniversary,
+        start,
+        TimeZone::UTC,
+    );
+    let whole_first = anniversary.nominal_period(0).unwrap();
+    let line = first_period_base(pro, &whole_first, start)
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.amount.to_string(), "30.00");
+    assert_eq!(line.description, "Pro plan (monthly)");
+    let c = catalog(&arrears());
+    assert_eq!(
+        first_period_base(plan(&c, "pro"), &nominal, start),
+        Ok(None)
+    );
+    // Noon on March 10: 21.5 of 31 days, 30 × 21.5/31 = 20.806… → 20.81.
+    let c = catalog(&Spec::default());
+    let line = first_period_base(plan(&c, "pro"), &march(), ts("2026-03-10T12:00:00Z"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.amount.to_string(), "20.81");
+    // A start outside the period is an error, never a panic.
+    assert!(first_period_base(plan(&c, "pro"), &march(), start).is_err());
 }
 
 #[test]
@@ -892,4 +963,108 @@ proptest! {
             prop_assert_eq!(credited + rest, inv.totals.total);
         }
     }
+}
+
+#[test]
+fn semantics_customer_discount_periods_and_validation() {
+    use tollgate_core::billing::discount::{CustomerDiscount, DiscountDuration, DiscountValue};
+    let cycle = BillingCycle::new(
+        Interval::Month,
+        Anchoring::Calendar,
+        ts("2026-01-01T00:00:00Z"),
+        TimeZone::UTC,
+    );
+    let discount = |value: DiscountValue, duration: DiscountDuration| CustomerDiscount {
+        id: "dsc_1".into(),
+        customer_id: "acme".into(),
+        description: CustomerDiscount::default_description(&value),
+        value,
+        duration,
+        ends_at: None,
+        created_at: ts("2026-03-10T00:00:00Z"),
+    };
+    let ten = DiscountValue::Percent { percent: dec!(10) };
+    // Attached on March 10 (period 2): the periods it applies to.
+    let takes = |d: &CustomerDiscount| -> Vec<u32> {
+        (0..8)
+            .filter(|i| d.applies_to(&cycle, *i, &cycle.period_index(*i).unwrap()))
+            .collect()
+    };
+    assert_eq!(takes(&discount(ten.clone(), DiscountDuration::Once)), [2]);
+    assert_eq!(
+        takes(&discount(
+            ten.clone(),
+            DiscountDuration::Repeating { periods: 3 }
+        )),
+        [2, 3, 4]
+    );
+    let mut until_july = discount(ten.clone(), DiscountDuration::Forever);
+    until_july.ends_at = Some(ts("2026-07-01T00:00:00Z"));
+    assert_eq!(takes(&until_july), [2, 3, 4, 5]);
+    let mut early = discount(ten.clone(), DiscountDuration::Once);
+    early.created_at = ts("2025-12-15T00:00:00Z");
+    assert_eq!(takes(&early), [0], "attached before the anchor: period 0");
+
+    // Applied by the close: Basic in arrears, 16,000 calls: 10.00 + 30.00 =
+    // 40.00; 10 % = −4.00, total 36.00.
+    let d = discount(ten.clone(), DiscountDuration::Forever);
+    assert_eq!(d.description, "10 % off");
+    let c = catalog(&arrears());
+    let mut i = whole(
+        Currency::USD,
+        april(),
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(16000))])],
+    );
+    i.discounts = vec![d.discount()];
+    let inv = compute_invoice(&i).unwrap();
+    assert_eq!(inv.totals.subtotal.to_string(), "40.00");
+    assert_eq!(inv.totals.discount.to_string(), "-4.00");
+    assert_eq!(inv.totals.total.to_string(), "36.00");
+    assert_eq!(inv.lines.last().unwrap().description, "10 % off");
+
+    // Validation names the field.
+    let fields = |d: &CustomerDiscount| -> Vec<&str> {
+        d.validate(Currency::USD)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
+    };
+    assert!(fields(&discount(ten.clone(), DiscountDuration::Once)).is_empty());
+    let bad_percent = DiscountValue::Percent {
+        percent: dec!(100.5),
+    };
+    assert_eq!(
+        fields(&discount(bad_percent, DiscountDuration::Once)),
+        ["percent"]
+    );
+    let negative = DiscountValue::Amount {
+        amount: dec!(-5),
+        currency: Currency::USD,
+    };
+    assert_eq!(
+        fields(&discount(negative, DiscountDuration::Once)),
+        ["amount"]
+    );
+    let too_fine = DiscountValue::Amount {
+        amount: dec!(0.001),
+        currency: Currency::USD,
+    };
+    assert_eq!(
+        fields(&discount(too_fine, DiscountDuration::Once)),
+        ["amount"]
+    );
+    let euros = DiscountValue::Amount {
+        amount: dec!(5),
+        currency: Currency::EUR,
+    };
+    assert_eq!(
+        fields(&discount(euros, DiscountDuration::Once)),
+        ["currency"]
+    );
+    let none = discount(ten.clone(), DiscountDuration::Repeating { periods: 0 });
+    assert_eq!(fields(&none), ["periods"]);
+    let mut past = discount(ten, DiscountDuration::Forever);
+    past.ends_at = Some(ts("2026-03-01T00:00:00Z"));
+    assert_eq!(fields(&past), ["ends_at"]);
 }

@@ -13,7 +13,8 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate_core::billing::change::{
-    ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior, preview_change,
+    ChangeDirection, ChangeInput, ChangePreview, ChangeTiming, ProrationBehavior,
+    cancellation_credit, preview_change,
 };
 use tollgate_core::billing::{Invoice, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule};
 use tollgate_core::catalog::{Catalog, Limit};
@@ -307,4 +308,44 @@ proptest! {
         prop_assert!(credit >= dec!(-10) && charge <= dec!(30));
         prop_assert_eq!(p.proration_total, credit + charge);
     }
+}
+
+#[test]
+fn semantics_cancel_now_credits_the_unused_in_advance_base() {
+    let c = catalog(&Spec::default());
+    let basic = plan(&c, "basic");
+    // $10/month in advance canceled at the start of April 10: 21 of 30 days
+    // unused, −10 × 21/30 = −7.00.
+    let at = ts("2026-04-10T00:00:00Z");
+    let line = cancellation_credit(basic, &april(), at).unwrap().unwrap();
+    assert_eq!(line.kind, InvoiceLineKind::Proration);
+    assert_eq!(line.amount.to_string(), "-7.00");
+    assert_eq!((line.period_start, line.period_end), (at, april().end));
+    assert_eq!(
+        line.description,
+        "Unused time on Basic plan from 2026-04-10 to 2026-05-01 (canceled)"
+    );
+    assert_eq!(line.plan_key.as_deref(), Some("basic"));
+    // March 10: 22 of 31 days, −7.0967… → −7.10; Pro at noon on April 10:
+    // 20.5 of 30 days, −20.50.
+    let line = cancellation_credit(basic, &march(), ts("2026-03-10T00:00:00Z"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.amount.to_string(), "-7.10");
+    let line = cancellation_credit(plan(&c, "pro"), &april(), ts("2026-04-10T12:00:00Z"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.amount.to_string(), "-20.50");
+    // At the period end nothing is unused; in arrears nothing was collected.
+    assert_eq!(cancellation_credit(basic, &april(), april().end), Ok(None));
+    let arrears = catalog(&Spec {
+        billing: "in_arrears",
+        ..Spec::default()
+    });
+    assert_eq!(
+        cancellation_credit(plan(&arrears, "basic"), &april(), at),
+        Ok(None)
+    );
+    // Outside the period: an error.
+    assert!(cancellation_credit(basic, &april(), ts("2026-05-02T00:00:00Z")).is_err());
 }

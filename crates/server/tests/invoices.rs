@@ -465,18 +465,24 @@ async fn webhook(srv: &TestServer, body: &Value, signature: Option<String>) -> R
     TestServer::reply(r).await
 }
 
+/// The server with `[billing.stripe]` pointing at a fresh fake Stripe.
+async fn with_fake_stripe(backend: Backend) -> (FakeStripe, TestServer) {
+    let fake = FakeStripe::start().await.unwrap();
+    let mut settings = Settings::embedded();
+    settings.billing.stripe = Some(StripeConfig::new(
+        SECRET_KEY,
+        WEBHOOK_SECRET,
+        &fake.base_url,
+    ));
+    let srv = TestServer::start_with(backend, CATALOG, settings).await;
+    (fake, srv)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_payment_webhook_delivered_twice_pays_once() {
     for backend in backends("invoices_stripe") {
         let name = backend.name;
-        let fake = FakeStripe::start().await.unwrap();
-        let mut settings = Settings::embedded();
-        settings.billing.stripe = Some(StripeConfig::new(
-            SECRET_KEY,
-            WEBHOOK_SECRET,
-            &fake.base_url,
-        ));
-        let srv = TestServer::start_with(backend, CATALOG, settings).await;
+        let (fake, srv) = with_fake_stripe(backend).await;
         let admin = srv.admin_key.clone();
         srv.customer("acme", Some("pro")).await;
         draft(&srv, "inv_s1", "acme").await;
@@ -667,6 +673,130 @@ async fn a_closed_period_is_explained_from_the_ledger() {
             std::fs::write(format!("{dir}/run-invoice-{name}.html"), html).unwrap();
             std::fs::write(format!("{dir}/run-invoice-{name}.pdf"), pdf).unwrap();
         }
+        srv.stop().await;
+    }
+}
+
+/// `POST /v1/invoices/{id}/refund` with an `Idempotency-Key`.
+async fn refund(srv: &TestServer, id: &str, key: Option<&str>, body: Value) -> Reply {
+    let mut req = srv
+        .client
+        .post(srv.url(&format!("/v1/invoices/{id}/refund")))
+        .bearer_auth(&srv.admin_key)
+        .json(&body);
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    TestServer::reply(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_go_through_the_provider_and_credit_the_invoice_once_per_key() {
+    for backend in backends("invoices_refund") {
+        let name = backend.name;
+        let (fake, srv) = with_fake_stripe(backend).await;
+        let admin = srv.admin_key.clone();
+        srv.customer("acme", Some("pro")).await;
+
+        // Manual: 24.00 paid by transfer.
+        draft(&srv, "inv_r1", "acme").await;
+        srv.post("/v1/invoices/inv_r1/issue", &admin, json!({}))
+            .await;
+        let r = srv
+            .post(
+                "/v1/invoices/inv_r1/pay",
+                &admin,
+                json!({"reference": "BANK-1"}),
+            )
+            .await;
+        assert_eq!(r.body["invoice"]["status"], "paid", "{name}: {r}");
+
+        // No key, more than was paid: 422 naming the field, nothing refunded.
+        let r = refund(&srv, "inv_r1", None, json!({"amount": "10.00"})).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["Idempotency-Key"]);
+        let r = refund(&srv, "inv_r1", Some("k1"), json!({"amount": "24.01"})).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["amount"]);
+
+        // 10.00 refunded and credited; the same key again refunds nothing.
+        let r = refund(
+            &srv,
+            "inv_r1",
+            Some("k1"),
+            json!({"amount": "10.00", "reason": "goodwill"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["created"], true);
+        assert_eq!(r.body["refund"]["amount"], "10.00");
+        assert_eq!(r.body["refund"]["provider"], "manual");
+        assert_eq!(r.body["invoice"]["totals"]["amount_credited"], "10.00");
+        let first = r.body["refund"]["id"].clone();
+        let r = refund(&srv, "inv_r1", Some("k1"), json!({"amount": "10.00"})).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["created"], false);
+        assert_eq!(r.body["refund"]["id"], first);
+        let r = srv.get("/v1/invoices/inv_r1", &admin).await;
+        assert_eq!(r.body["credit_notes"].as_array().unwrap().len(), 1, "{r}");
+        assert_eq!(r.body["credit_notes"][0]["reason"], "Refund of BANK-1");
+        // The rest (14.00) with another key; then nothing is left.
+        let r = refund(&srv, "inv_r1", Some("k2"), json!({})).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["refund"]["amount"], "14.00");
+        assert_eq!(r.body["invoice"]["totals"]["amount_credited"], "24.00");
+        let r = refund(&srv, "inv_r1", Some("k3"), json!({})).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["amount"]);
+
+        // An open invoice is not refunded (credit it instead).
+        srv.customer("bob", Some("pro")).await;
+        draft(&srv, "inv_r2", "bob").await;
+        srv.post("/v1/invoices/inv_r2/issue", &admin, json!({}))
+            .await;
+        let r = refund(&srv, "inv_r2", Some("k1"), json!({})).await;
+        assert_eq!(r.status, 409, "{name}: {r}");
+
+        // Stripe: paid through a PaymentIntent, refunded 10.00 through
+        // POST /v1/refunds once; Stripe's charge.refunded then credits nothing
+        // more.
+        srv.customer("carl", Some("pro")).await;
+        draft(&srv, "inv_r3", "carl").await;
+        srv.post("/v1/invoices/inv_r3/issue", &admin, json!({}))
+            .await;
+        let r = srv
+            .post(
+                "/v1/invoices/inv_r3/pay",
+                &admin,
+                json!({"provider": "stripe"}),
+            )
+            .await;
+        let pi = r.body["payment"]["reference"].as_str().unwrap().to_string();
+        let now = srv.engine.now().as_second();
+        let event = fake.succeed(&pi, now).unwrap();
+        assert_eq!(webhook(&srv, &event, None).await.status, 200);
+        let r = refund(&srv, "inv_r3", Some("s1"), json!({"amount": "10.00"})).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["refund"]["provider"], "stripe");
+        assert!(
+            r.body["refund"]["reference"]
+                .as_str()
+                .unwrap()
+                .starts_with("re_")
+        );
+        let r = refund(&srv, "inv_r3", Some("s1"), json!({"amount": "10.00"})).await;
+        assert_eq!(r.body["created"], false, "{name}: {r}");
+        assert_eq!(fake.state().refunds.len(), 1, "{name}: refunded once");
+        assert_eq!(fake.state().refunds[0]["amount"], 1000);
+        let event = fake.refunded(&pi, 1000, now).unwrap();
+        let r = webhook(&srv, &event, None).await;
+        assert_eq!(
+            r.body["outcome"]["action"], "already_processed",
+            "{name}: {r}"
+        );
+        let r = srv.get("/v1/invoices/inv_r3", &admin).await;
+        assert_eq!(r.body["credit_notes"].as_array().unwrap().len(), 1, "{r}");
+        assert_eq!(r.body["invoice"]["totals"]["amount_credited"], "10.00");
         srv.stop().await;
     }
 }

@@ -168,6 +168,16 @@ async fn a_customer_key_never_reaches_another_customer() {
         srv.engine.flush().await.unwrap();
         // B has an issued invoice (and a draft) and a credit note.
         let (invoice_id, credit_note_id) = invoice_of_b(&srv).await;
+        // …and a discount.
+        let r = srv
+            .post(
+                &format!("/v1/customers/{B}/discounts"),
+                &srv.admin_key,
+                json!({"percent": "10", "description": "b-marker-discount"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+        let discount_id = r.body["id"].as_str().unwrap().to_string();
 
         let key_a = srv.customer_key(A).await;
         let doc = srv.get("/openapi.json", "").await.body;
@@ -179,6 +189,7 @@ async fn a_customer_key_never_reaches_another_customer() {
             lease_id.clone(),
             invoice_id.clone(),
             credit_note_id.clone(),
+            discount_id.clone(),
         ];
 
         let mut checked = 0;
@@ -216,6 +227,7 @@ async fn a_customer_key_never_reaches_another_customer() {
                     .replace("{id}", &id_value)
                     .replace("{feature}", feature)
                     .replace("{grant_id}", &grant_id)
+                    .replace("{discount_id}", &discount_id)
                     .replace("{key}", "pro")
                     .replace("{line}", "0");
                 assert!(

@@ -745,3 +745,195 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         srv.stop().await;
     }
 }
+
+/// `team`: $30/month in advance on calendar billing, with per-call usage.
+const CALENDAR: &str = r#"
+[catalog]
+name = "Calendar"
+currency = "USD"
+
+[features.api_calls]
+kind = "metered"
+reset = "billing_period"
+
+[plans.team]
+tier = 1
+base_price = "30"
+anchoring = "calendar"
+billing = "in_advance"
+trial_days = 14
+
+[plans.team.entitlements]
+api_calls = 1000
+
+[[plans.team.charges]]
+metric = "api_calls"
+price = { model = "per_unit", unit_price = "0.01" }
+"#;
+
+async fn invoices_of(srv: &TestServer, id: &str) -> Vec<Value> {
+    let r = srv
+        .get(&format!("/v1/customers/{id}/invoices"), &srv.admin_key)
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let mut all = r.body["data"].as_array().unwrap().clone();
+    all.sort_by_key(|i| i["created_at"].as_str().unwrap().to_string());
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_period_is_invoiced_at_subscription_and_cancel_now_settles_the_rest() {
+    for backend in backends("sub_first_and_final") {
+        let name = backend.name;
+        let mut settings = tollgate_server::config::Settings::embedded();
+        settings.billing.worker_interval_secs = 0;
+        let srv = TestServer::start_with(backend, CALENDAR, settings).await;
+        // Day 10 of November 2025 (30 days): 21 of 30 days, 30 × 21/30 = 21.00.
+        // (Without `status`, a plan with trial days starts a trial.)
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+        let r = srv
+            .post(
+                "/v1/customers",
+                &srv.admin_key,
+                json!({"id": "acme", "plan": "team", "status": "active"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{name}: {r}");
+        let first = invoices_of(&srv, "acme").await;
+        assert_eq!(first.len(), 1, "{name}: {first:?}");
+        assert_eq!(first[0]["status"], "open", "{name}");
+        assert_eq!(first[0]["number"], "INV-000001", "{name}");
+        assert_eq!(first[0]["totals"]["total"], "21.00", "{name}");
+        assert_eq!(first[0]["period_start"], "2025-11-10T00:00:00Z");
+        assert_eq!(first[0]["period_end"], "2025-12-01T00:00:00Z");
+
+        // 250 calls, then canceled now on November 20: 11 of 30 days unused,
+        // credit −30 × 11/30 = −11.00; usage 250 × 0.01 = 2.50.
+        assert_eq!(consume(&srv, "acme", 250).await.status, 200, "{name}");
+        srv.clock.set(ts("2025-11-20T00:00:00Z"));
+        let r = srv
+            .post(
+                "/v1/customers/acme/subscription/cancel",
+                &srv.admin_key,
+                json!({"at_period_end": false}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["subscription"]["status"], "canceled");
+        let final_id = r.body["invoice_id"].as_str().unwrap().to_string();
+        let r = srv
+            .get(&format!("/v1/invoices/{final_id}"), &srv.admin_key)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let inv = &r.body["invoice"];
+        assert_eq!(amounts(&inv["lines"]), ["2.50", "-11.00"], "{name}: {inv}");
+        assert_eq!(inv["totals"]["total"], "-8.50", "{name}");
+        assert_eq!(inv["totals"]["amount_due"], "0.00", "{name}");
+        assert_eq!(inv["period_start"], "2025-11-10T00:00:00Z");
+        assert_eq!(inv["period_end"], "2025-11-20T00:00:00Z");
+
+        // A trial: nothing while trialing; converted on November 20 (re-
+        // anchored), the first paid period [11-20, 12-01): 30 × 11/30 = 11.00.
+        let r = srv
+            .post("/v1/customers", &srv.admin_key, json!({"id": "tria"}))
+            .await;
+        assert_eq!(r.status, 201, "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/customers/tria/subscription/trial",
+                &srv.admin_key,
+                json!({"plan": "team"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert!(invoices_of(&srv, "tria").await.is_empty(), "{name}");
+        let r = srv
+            .post(
+                "/v1/customers/tria/subscription/trial/convert",
+                &srv.admin_key,
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let trial_invoices = invoices_of(&srv, "tria").await;
+        assert_eq!(trial_invoices.len(), 1, "{name}");
+        assert_eq!(r.body["invoice_id"], trial_invoices[0]["id"], "{name}");
+        assert_eq!(trial_invoices[0]["totals"]["total"], "11.00", "{name}");
+
+        // The close on December 1st: acme's November was settled by its
+        // final invoice (nothing more); tria's close bills December only.
+        srv.clock.set(ts("2025-12-01T00:00:00Z"));
+        srv.state.billing.run_once().await.unwrap();
+        assert_eq!(invoices_of(&srv, "acme").await.len(), 2, "{name}");
+        let tria = invoices_of(&srv, "tria").await;
+        assert_eq!(tria.len(), 2, "{name}");
+        assert_eq!(amounts(&tria[1]["lines"]), ["30.00", "0.00"], "{name}");
+        assert_eq!(tria[1]["lines"][0]["period_start"], "2025-12-01T00:00:00Z");
+        srv.stop().await;
+    }
+}
+
+/// A plan change sent with an `Idempotency-Key` header.
+async fn change_keyed(srv: &TestServer, id: &str, key: &str, body: Value) -> Reply {
+    let r = srv
+        .client
+        .post(srv.url(&format!("/v1/customers/{id}/subscription/change")))
+        .bearer_auth(&srv.admin_key)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    TestServer::reply(r).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_repeated_with_its_idempotency_key_is_applied_once() {
+    for backend in backends("sub_idempotency") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "basic").await;
+        subscribed(&srv, "other", "basic").await;
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+
+        let upgrade = json!({"plan": "pro", "reason": "growing"});
+        let first = change_keyed(&srv, "acme", "chg-1", upgrade.clone()).await;
+        assert_eq!(first.status, 200, "{name}: {first}");
+        assert_eq!(first.header("idempotent-replayed"), None);
+        assert_eq!(amounts(&first.body["pending_items"]), ["-7.00", "21.00"]);
+
+        // The repeat answers the first outcome and changes nothing.
+        let again = change_keyed(&srv, "acme", "chg-1", upgrade.clone()).await;
+        assert_eq!(again.status, 200, "{name}: {again}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.body, first.body, "{name}");
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe", "upgrade"]);
+        let pending = srv.state.store.changes().pending_items("acme").await;
+        assert_eq!(
+            pending.unwrap().len(),
+            2,
+            "{name}: one set of proration items"
+        );
+        // Without the key the same request is a new one: refused, already on pro.
+        assert_eq!(change(&srv, "acme", upgrade.clone()).await.status, 422);
+
+        // The same key for another request, or a key that is not one: 422
+        // naming the header; nothing changes.
+        let other = json!({"plan": "basic", "timing": "immediately"});
+        let r = change_keyed(&srv, "acme", "chg-1", other).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["Idempotency-Key"]);
+        let r = change_keyed(&srv, "acme", &"k".repeat(256), upgrade.clone()).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.error_fields(), ["Idempotency-Key"]);
+        assert_eq!(plan_of(&srv, "acme").await.0, "pro");
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe", "upgrade"]);
+
+        // Keys are per customer.
+        let r = change_keyed(&srv, "other", "chg-1", upgrade).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.header("idempotent-replayed"), None);
+        assert_eq!(plan_of(&srv, "other").await.0, "pro");
+        srv.stop().await;
+    }
+}

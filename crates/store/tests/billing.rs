@@ -92,6 +92,8 @@ on_every_backend!(
     lists_filter_and_page,
     provider_events_are_remembered_once,
     usage_totals_sum_each_window_in_one_pass,
+    discounts_are_stored_listed_and_removed_per_customer,
+    idempotent_responses_are_kept_once_per_scope_and_key,
 );
 
 // ---- fixtures ------------------------------------------------------------------------
@@ -923,4 +925,88 @@ async fn usage_totals_sum_each_window_in_one_pass(store: Arc<dyn Store>) {
         vec![(s("minutes"), vec![], vec![(s("emergency"), dec!(8))], 1)]
     );
     assert!(store.billing().usage_totals(&[]).await.unwrap().is_empty());
+}
+
+async fn discounts_are_stored_listed_and_removed_per_customer(store: Arc<dyn Store>) {
+    use tollgate_core::billing::discount::{CustomerDiscount, DiscountDuration, DiscountValue};
+
+    customers(&store, &["a", "b"]).await;
+    let b = store.billing();
+    let discount = |id: &str, customer: &str, at: &str, value: DiscountValue| CustomerDiscount {
+        id: id.into(),
+        customer_id: customer.into(),
+        description: CustomerDiscount::default_description(&value),
+        value,
+        duration: DiscountDuration::Repeating { periods: 3 },
+        ends_at: Some(ts("2027-01-01T00:00:00Z")),
+        created_at: ts(at),
+    };
+    let ten = discount(
+        "dsc_2",
+        "a",
+        "2026-11-01T00:00:00Z",
+        DiscountValue::Percent { percent: dec!(10) },
+    );
+    let five = discount(
+        "dsc_1",
+        "a",
+        "2026-11-02T00:00:00Z",
+        DiscountValue::Amount {
+            amount: dec!(5.00),
+            currency: Currency::USD,
+        },
+    );
+    let other = discount("dsc_3", "b", "2026-10-01T00:00:00Z", ten.value.clone());
+    for d in [&five, &ten, &other] {
+        b.insert_discount(d).await.unwrap();
+    }
+    // Oldest first, every field back as written.
+    assert_eq!(b.discounts("a").await.unwrap(), [ten.clone(), five.clone()]);
+    assert_eq!(b.all_discounts().await.unwrap().len(), 3);
+    // A duplicate id, an unknown customer.
+    assert!(matches!(
+        b.insert_discount(&ten).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let ghost = discount("dsc_9", "ghost", "2026-11-01T00:00:00Z", ten.value.clone());
+    assert!(matches!(
+        b.insert_discount(&ghost).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Removed only for its own customer.
+    assert!(!b.delete_discount("b", "dsc_2").await.unwrap());
+    assert!(b.delete_discount("a", "dsc_2").await.unwrap());
+    assert!(!b.delete_discount("a", "dsc_2").await.unwrap());
+    assert_eq!(b.discounts("a").await.unwrap(), [five]);
+    assert_eq!(b.discounts("b").await.unwrap(), [other]);
+}
+
+async fn idempotent_responses_are_kept_once_per_scope_and_key(store: Arc<dyn Store>) {
+    let b = store.billing();
+    let at = ts("2026-11-10T00:00:00Z");
+    let scope = "subscription_change:acme";
+    assert_eq!(b.idempotent_response(scope, "k1").await.unwrap(), None);
+    let (req, first) = (json!({"plan": "pro"}), json!({"state": "applied", "n": 1}));
+    assert!(
+        b.save_idempotent_response(scope, "k1", &req, &first, at)
+            .await
+            .unwrap()
+    );
+    // The first answer stays.
+    assert!(
+        !b.save_idempotent_response(scope, "k1", &req, &json!({"n": 2}), at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.idempotent_response(scope, "k1").await.unwrap(),
+        Some((req.clone(), first))
+    );
+    // Keys are per scope.
+    assert_eq!(
+        b.idempotent_response("subscription_change:other", "k1")
+            .await
+            .unwrap(),
+        None
+    );
 }

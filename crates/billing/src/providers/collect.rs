@@ -15,9 +15,9 @@ use serde::Serialize;
 use tollgate_core::billing::Invoice;
 use tollgate_core::billing::credit::{CreditNote, CreditRequest};
 use tollgate_store::StoreError;
-use tollgate_store::billing::{PaymentRecord, StoredInvoice};
+use tollgate_store::billing::{PaymentRecord, RefundRecord, StoredInvoice};
 
-use super::{PaymentProvider, ProviderError, ProviderEvent, ProviderPayment};
+use super::{PaymentProvider, ProviderError, ProviderEvent, ProviderPayment, Providers};
 use crate::Billing;
 
 /// Why collecting failed.
@@ -63,7 +63,156 @@ pub struct EventOutcome {
     pub credit_note_id: Option<String>,
 }
 
+/// A refund as asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The payment to refund (`pay_…`); default: the invoice's only payment.
+    pub payment_id: Option<String>,
+    /// Default: what is left to refund of the payment.
+    pub amount: Option<Decimal>,
+    pub reason: Option<String>,
+    /// One refund per invoice and key: a retried request refunds once.
+    pub idempotency_key: String,
+}
+
+/// What a refund did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefundOutcome {
+    pub refund: RefundRecord,
+    /// `false` when the key had already refunded (the first refund is answered).
+    pub created: bool,
+    pub invoice: Invoice,
+}
+
 impl Billing {
+    /// Refunds (part of) a payment of an invoice through the provider that
+    /// took it (manual: recorded as done; Stripe: `POST /v1/refunds`, with an
+    /// idempotency key derived from the request's), credits the refunded
+    /// amount on the invoice with a credit note "Refund of <payment>" (the
+    /// one Stripe's `charge.refunded` webhook would write, so the webhook
+    /// credits nothing twice) and records the refund. A repeat with the same
+    /// `idempotency_key` answers the first refund and refunds nothing.
+    pub async fn refund_invoice(
+        &self,
+        providers: &Providers,
+        invoice_id: &str,
+        req: &RefundRequest,
+    ) -> Result<RefundOutcome, PaymentError> {
+        let store = self.store.billing();
+        let refunds = store.refunds(invoice_id).await?;
+        if let Some(first) = refunds
+            .iter()
+            .find(|r| r.idempotency_key == req.idempotency_key)
+        {
+            let invoice = self.invoice_for_payment(invoice_id).await?.invoice;
+            return Ok(RefundOutcome {
+                refund: first.clone(),
+                created: false,
+                invoice,
+            });
+        }
+        let invoice = self.invoice_for_payment(invoice_id).await?.invoice;
+        // A refund is credited on the invoice: on a paid invoice that lowers
+        // the total and what was kept alike; on an open one it would instead
+        // lower what is still due.
+        if invoice.status != tollgate_core::billing::InvoiceStatus::Paid {
+            return Err(PaymentError::Refused(format!(
+                "invoice {invoice_id} is {}: only paid invoices are refunded (credit an open one)",
+                invoice.status.as_str()
+            )));
+        }
+        let payments = store.payments(invoice_id).await?;
+        let payment = match &req.payment_id {
+            Some(id) => payments.iter().find(|p| &p.id == id).ok_or_else(|| {
+                ProviderError::invalid(
+                    "payment_id",
+                    format!("{id:?} is not a payment of {invoice_id}"),
+                )
+            })?,
+            None => match payments.as_slice() {
+                [] => {
+                    return Err(PaymentError::Refused(format!(
+                        "invoice {invoice_id} has no payment to refund"
+                    )));
+                }
+                [one] => one,
+                many => {
+                    return Err(ProviderError::invalid(
+                        "payment_id",
+                        format!(
+                            "the invoice has {} payments: name the one to refund",
+                            many.len()
+                        ),
+                    )
+                    .into());
+                }
+            },
+        };
+        let refunded: Decimal = refunds
+            .iter()
+            .filter(|r| r.payment_id == payment.id)
+            .map(|r| r.amount)
+            .sum();
+        let left = payment.amount - refunded;
+        let amount = req.amount.unwrap_or(left);
+        if amount <= Decimal::ZERO || amount > left {
+            return Err(ProviderError::invalid(
+                "amount",
+                format!(
+                    "{amount} is not between 0 (excluded) and what is left to refund of {} ({left} {})",
+                    payment.id, payment.currency
+                ),
+            )
+            .into());
+        }
+        let provider = providers.get(&payment.provider).ok_or_else(|| {
+            PaymentError::Refused(format!(
+                "the payment was made with {:?}, which is not configured",
+                payment.provider
+            ))
+        })?;
+        let key = format!("tollgate-refund-{invoice_id}-{}", req.idempotency_key);
+        let done = provider
+            .refund(&payment.reference, Some(amount), invoice.currency, &key)
+            .await?;
+        // Cumulative, as Stripe reports refunds: a retry after a crash
+        // between the credit and the record credits nothing twice.
+        let note = self
+            .credit_refund(invoice_id, &payment.reference, refunded + amount)
+            .await?;
+        let refund = RefundRecord {
+            id: crate::changes::mint("ref"),
+            invoice_id: invoice_id.to_string(),
+            payment_id: payment.id.clone(),
+            payment_reference: payment.reference.clone(),
+            provider: payment.provider.clone(),
+            reference: done.reference,
+            amount,
+            currency: invoice.currency.code().to_string(),
+            idempotency_key: req.idempotency_key.clone(),
+            credit_note_id: note.map(|n| n.id),
+            reason: req.reason.clone(),
+            created_at: self.engine.now(),
+        };
+        let created = store.insert_refund(&refund).await?;
+        let refund = if created {
+            refund
+        } else {
+            store
+                .refunds(invoice_id)
+                .await?
+                .into_iter()
+                .find(|r| r.idempotency_key == req.idempotency_key)
+                .unwrap_or(refund)
+        };
+        let invoice = self.invoice_for_payment(invoice_id).await?.invoice;
+        Ok(RefundOutcome {
+            refund,
+            created,
+            invoice,
+        })
+    }
+
     async fn invoice_for_payment(&self, id: &str) -> Result<StoredInvoice, PaymentError> {
         self.store
             .billing()

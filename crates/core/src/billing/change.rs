@@ -302,6 +302,46 @@ fn proration_lines(
     Ok(lines)
 }
 
+/// The credit a subscription canceled now gets for the unused part of an
+/// in-advance base it already paid: `−base × (period end − at) / period`,
+/// by second against the whole (nominal) `period`, rounded once; a
+/// `Proration` line over `[at, period end)`. `None` for a plan billed in
+/// arrears (nothing was collected ahead) or nothing left to credit.
+///
+/// $10/month in advance canceled at 2026-04-10T00:00Z: 21 of 30 days
+/// unused, **−7.00**.
+pub fn cancellation_credit(
+    plan: &Plan,
+    period: &Period,
+    at: Timestamp,
+) -> Result<Option<InvoiceLine>, BillingError> {
+    if plan.billing != BaseBilling::InAdvance {
+        return Ok(None);
+    }
+    let unused = crate::proration::prorate(plan.base_price, period, at, period.end)
+        .map_err(|e| BillingError::Invalid(e.to_string()))?;
+    if unused.amount.is_zero() {
+        return Ok(None);
+    }
+    let mut line = InvoiceLine::fee(
+        InvoiceLineKind::Proration,
+        format!(
+            "Unused time on {} plan from {} to {} (canceled)",
+            plan.name,
+            day(at),
+            day(period.end)
+        ),
+        at,
+        period.end,
+        -plan.base_price.amount * fraction_remaining(period, at),
+        plan.currency,
+    );
+    line.amount = -unused.amount;
+    line.plan_key = Some(plan.key.clone());
+    line.plan_version = Some(plan.version);
+    Ok(Some(line))
+}
+
 fn blockers(input: &ChangeInput<'_>, timing: ChangeTiming) -> Vec<Blocker> {
     let to = input.to;
     let mut out = Vec::new();

@@ -311,6 +311,35 @@ fn base_line(
     Ok(line)
 }
 
+/// The base fee a subscription owes when it starts, for a plan billed in
+/// advance: the plan's base for `[start, nominal.end)`, prorated by second
+/// against the whole `nominal` period (the first period's whole nominal
+/// period: a partial first calendar period pays its share, an anniversary
+/// period starting at `start` the full price). `None` for a plan billed in
+/// arrears (its close bills it) or a base of zero.
+///
+/// Subscribed on 2026-04-10T00:00Z to $30/month in advance, calendar
+/// billing: 21 of April's 30 days, **21.00**. Every later period's base is
+/// collected by the close of the period before it (`InvoiceInput::advance`),
+/// so each period's base is billed exactly once.
+pub fn first_period_base(
+    plan: &Plan,
+    nominal: &Period,
+    start: Timestamp,
+) -> Result<Option<InvoiceLine>, BillingError> {
+    check_currency(plan.currency, plan)?;
+    if plan.billing != BaseBilling::InAdvance || plan.base_price.amount.is_zero() {
+        return Ok(None);
+    }
+    if !nominal.contains(start) {
+        return Err(BillingError::Invalid(format!(
+            "the subscription start {start} is outside its first period {} to {}",
+            nominal.start, nominal.end
+        )));
+    }
+    base_line(plan, nominal, start, nominal.end, plan.currency).map(Some)
+}
+
 /// Computes the draft invoice of a period. Status is `draft`, no number.
 ///
 /// Lines, in order: base lines (in-arrears segments, then the in-advance base of

@@ -11,6 +11,7 @@
 //! - [`change`]: plan-change previews: proration lines, features gained and lost,
 //!   limits before and after, blockers.
 //! - [`credit`]: credit notes against issued invoices.
+//! - [`discount`]: discounts attached to a customer and the periods they apply to.
 //!
 //! See `docs/billing-semantics.md` ("Invoices", "Plan changes", "Credit
 //! notes") for the rules
@@ -19,6 +20,7 @@
 pub mod change;
 pub mod compute;
 pub mod credit;
+pub mod discount;
 pub mod invoice;
 
 pub use invoice::{

@@ -59,6 +59,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(adjust_line, remove_line))
         .routes(routes!(issue_invoice))
         .routes(routes!(pay_invoice))
+        .routes(routes!(refund_invoice))
         .routes(routes!(void_invoice))
         .routes(routes!(mark_uncollectible))
         .routes(routes!(create_credit_note, list_credit_notes))
@@ -803,6 +804,89 @@ pub async fn pay_invoice(
     Ok(Json(PayOut {
         payment: out.payment,
         recorded: out.recorded,
+        created: out.created,
+        invoice: out.invoice,
+    }))
+}
+
+/// A refund of a paid invoice's payment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundIn {
+    /// The payment to refund (`pay_…`); default: the invoice's only payment.
+    pub payment_id: Option<String>,
+    /// Default: what is left to refund of the payment.
+    #[schema(value_type = Option<String>, example = "10.00")]
+    pub amount: Option<Decimal>,
+    pub reason: Option<String>,
+}
+
+/// What a refund did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundOut {
+    /// The refund recorded: payment, provider reference (`re_…`), amount,
+    /// credit note.
+    #[schema(value_type = Object)]
+    pub refund: tollgate_store::billing::RefundRecord,
+    /// `false` when the `Idempotency-Key` had already refunded (the first
+    /// refund is answered; nothing more is refunded).
+    pub created: bool,
+    #[schema(value_type = Object)]
+    pub invoice: Invoice,
+}
+
+/// Refund a paid invoice.
+///
+/// Refunds `amount` (default: all that is left) of a payment through the
+/// provider that took it (`manual`: recorded as done; `stripe`:
+/// `POST /v1/refunds`) and credits it on the invoice with a credit note
+/// `Refund of <payment reference>`. The `Idempotency-Key` header is required:
+/// a repeat with the same key answers the first refund and refunds nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/invoices/{id}/refund",
+    tag = "invoices",
+    params(
+        ("id" = String, Path, description = "The invoice's id"),
+        ("Idempotency-Key" = String, Header, description = "One refund per invoice and key (1–255 visible ASCII characters)")
+    ),
+    request_body = RefundIn,
+    responses(
+        (status = 200, description = "Refunded (or the first refund of this key)", body = RefundOut),
+        (status = 404, description = "Unknown invoice", content_type = "application/problem+json"),
+        (status = 409, description = "Not a paid invoice, no payment, or the payment's provider is not configured", content_type = "application/problem+json"),
+        (status = 422, description = "Invalid amount or payment_id, or no Idempotency-Key", content_type = "application/problem+json"),
+        (status = 502, description = "The provider failed", content_type = "application/problem+json"),
+    )
+)]
+pub async fn refund_invoice(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RefundIn>,
+) -> Result<Json<RefundOut>, ApiError> {
+    principal.require_admin()?;
+    readable(&state, &principal, &id).await?;
+    let key = crate::routes::subscriptions::idempotency_key(&headers)?.ok_or_else(|| {
+        ApiError::field(
+            "Idempotency-Key",
+            "a refund needs an Idempotency-Key header (retrying with it refunds once)",
+        )
+    })?;
+    let req = tollgate_billing::providers::collect::RefundRequest {
+        payment_id: body.payment_id,
+        amount: body.amount,
+        reason: body.reason,
+        idempotency_key: key,
+    };
+    let out = state
+        .billing
+        .refund_invoice(&state.payments, &id, &req)
+        .await
+        .map_err(payment_error)?;
+    Ok(Json(RefundOut {
+        refund: out.refund,
         created: out.created,
         invoice: out.invoice,
     }))

@@ -9,6 +9,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod alerts;
 pub mod customers;
+pub mod discounts;
 pub mod enforcement;
 pub mod events;
 pub mod invoices;
@@ -36,4 +37,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(runs::routes())
         .merge(webhooks::routes())
         .merge(invoices::routes())
+        .merge(discounts::routes())
 }

@@ -17,6 +17,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -483,6 +484,9 @@ pub struct SubscriptionChangeOut {
     pub subscription: SubscriptionOut,
     pub change: Option<PlanChangeOut>,
     pub scheduled: Option<ScheduledOut>,
+    /// The invoice written now: a converted trial's first period (base
+    /// billed in advance), or the final invoice of a cancellation now.
+    pub invoice_id: Option<String>,
 }
 
 impl From<SubscriptionOutcome> for SubscriptionChangeOut {
@@ -492,6 +496,7 @@ impl From<SubscriptionOutcome> for SubscriptionChangeOut {
             subscription: o.subscription.into(),
             change: o.change.map(Into::into),
             scheduled: o.scheduled.map(Into::into),
+            invoice_id: o.invoice_id,
         }
     }
 }
@@ -510,10 +515,14 @@ fn actor(principal: &Principal) -> String {
     post,
     path = "/v1/customers/{id}/subscription/change",
     tag = "customers",
-    params(("id" = String, Path, description = "The customer's id")),
+    params(
+        ("id" = String, Path, description = "The customer's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Apply the change once: a repeat with the same key (and the same request) returns the first answer, with `Idempotent-Replayed: true`, and changes nothing; the same key with another request is a 422. 1–255 characters; per customer.")
+    ),
     request_body = ChangeIn,
     responses(
-        (status = 200, description = "The preview, or the change applied or scheduled", body = ChangeOut),
+        (status = 200, description = "The preview, or the change applied or scheduled", body = ChangeOut,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the answer is the stored one of an earlier request with the same `Idempotency-Key`"))),
         (status = 404, description = "No such customer", content_type = "application/problem+json"),
         (status = 409, description = "Blocked (every blocker listed), no subscription, or a change already scheduled", content_type = "application/problem+json"),
         (status = 422, description = "Invalid field (unknown plan or version, same plan)", content_type = "application/problem+json")
@@ -523,19 +532,53 @@ pub async fn change_subscription(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ChangeIn>,
-) -> Result<Json<ChangeOut>, ApiError> {
+) -> Result<(HeaderMap, Json<ChangeOut>), ApiError> {
     principal.require_admin()?;
     let req = body.request();
+    let mut answer = HeaderMap::new();
     if body.preview {
         let view = state.billing.preview_plan_change(&id, &req).await?;
-        return Ok(Json(ChangeOut::preview(view)));
+        return Ok((answer, Json(ChangeOut::preview(view))));
     }
-    let outcome = state
-        .billing
-        .change_plan(&id, &req, &actor(&principal))
-        .await?;
-    Ok(Json(ChangeOut::outcome(outcome)))
+    let outcome = match idempotency_key(&headers)? {
+        None => {
+            state
+                .billing
+                .change_plan(&id, &req, &actor(&principal))
+                .await?
+        }
+        Some(key) => {
+            let (outcome, replayed) = state
+                .billing
+                .change_plan_once(&id, &req, &actor(&principal), &key)
+                .await?;
+            if replayed {
+                answer.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            outcome
+        }
+    };
+    Ok((answer, Json(ChangeOut::outcome(outcome))))
+}
+
+/// The `Idempotency-Key` header, if any: 1–255 visible ASCII characters.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
 }
 
 /// What a plan change would do: proration lines, features gained and lost
@@ -638,6 +681,11 @@ pub struct CancelIn {
     /// At the end of the current period (default), or now.
     #[serde(default = "yes")]
     pub at_period_end: bool,
+    /// Canceled now: credit the unused part of an in-advance base already
+    /// billed for the period and bill the period to now on a final invoice
+    /// (default true; `false`: no credit, the period closes at its end).
+    #[serde(default = "yes")]
+    pub prorate: bool,
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -669,6 +717,7 @@ pub async fn cancel_subscription(
     principal.require_admin()?;
     let req = CancelRequest {
         at_period_end: body.at_period_end,
+        prorate: body.prorate,
         reason: body.reason,
     };
     let out = state

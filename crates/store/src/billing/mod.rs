@@ -36,6 +36,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::compute::UsageTotal;
 use tollgate_core::billing::credit::CreditNote;
+use tollgate_core::billing::discount::CustomerDiscount;
 use tollgate_core::billing::{Invoice, InvoiceStatus};
 
 use crate::codec;
@@ -160,6 +161,29 @@ pub struct UsageWindow {
     pub group_by: Arc<HashMap<String, Vec<String>>>,
 }
 
+/// A refund of (part of) a payment, made through the provider that took it
+/// and credited on the invoice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub id: String,
+    pub invoice_id: String,
+    /// The payment refunded (`PaymentRecord::id`) and its provider reference.
+    pub payment_id: String,
+    pub payment_reference: String,
+    pub provider: String,
+    /// The provider's refund (`re_…` for Stripe).
+    pub reference: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub currency: String,
+    /// The request's `Idempotency-Key`: one refund per invoice and key.
+    pub idempotency_key: String,
+    /// The credit note that credits it on the invoice.
+    pub credit_note_id: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: Timestamp,
+}
+
 #[async_trait]
 pub trait BillingStore: Send + Sync {
     /// Persists a draft. For a cycle invoice whose `(customer, period_start)`
@@ -248,6 +272,40 @@ pub trait BillingStore: Send + Sync {
         &self,
         provider: &str,
         event_id: &str,
+        at: Timestamp,
+    ) -> Result<bool>;
+
+    /// Attaches a discount to its customer. `Conflict` on a duplicate id,
+    /// `NotFound` if the customer does not exist.
+    async fn insert_discount(&self, discount: &CustomerDiscount) -> Result<()>;
+    /// A customer's discounts, oldest first (by creation time, then id).
+    async fn discounts(&self, customer_id: &str) -> Result<Vec<CustomerDiscount>>;
+    /// Every customer's discounts (the invoice run reads them once).
+    async fn all_discounts(&self) -> Result<Vec<CustomerDiscount>>;
+    /// Removes a customer's discount; whether it existed.
+    async fn delete_discount(&self, customer_id: &str, id: &str) -> Result<bool>;
+
+    /// Records a refund; `false` (nothing written) when the invoice already
+    /// has a refund with its idempotency key.
+    async fn insert_refund(&self, refund: &RefundRecord) -> Result<bool>;
+    /// An invoice's refunds, oldest first.
+    async fn refunds(&self, invoice_id: &str) -> Result<Vec<RefundRecord>>;
+
+    /// The stored answer of a request made with an idempotency key:
+    /// `(request, response)` as JSON.
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<(serde_json::Value, serde_json::Value)>>;
+    /// Stores the answer of a request made with an idempotency key; `false`
+    /// (nothing written) when the key already has one.
+    async fn save_idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &serde_json::Value,
+        response: &serde_json::Value,
         at: Timestamp,
     ) -> Result<bool>;
 
@@ -1053,14 +1111,13 @@ macro_rules! billing_store_impl {
                 &self,
                 invoice_id: &str,
             ) -> $crate::Result<Vec<tollgate_core::billing::credit::CreditNote>> {
-                let rows: Vec<String> = sqlx::query_scalar(
+                self.documents_of(
+                    "credit_notes.document",
                     "SELECT document FROM credit_notes WHERE invoice_id = $1 \
                      ORDER BY created_at, id",
+                    invoice_id,
                 )
-                .bind(invoice_id)
-                .fetch_all(self.read_pool())
-                .await?;
-                $crate::billing::documents("credit_notes.document", rows)
+                .await
             }
 
             async fn get_credit_note(
@@ -1094,6 +1151,145 @@ macro_rules! billing_store_impl {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn insert_discount(
+                &self,
+                discount: &tollgate_core::billing::discount::CustomerDiscount,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO customer_discounts (id, customer_id, created_at, document) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&discount.id)
+                .bind(&discount.customer_id)
+                .bind($crate::codec::micros(discount.created_at))
+                .bind($crate::codec::to_json("customer_discounts.document", discount)?)
+                .execute(self.write_pool())
+                .await
+                .map_err(|e| {
+                    $crate::codec::insert_error(e, "discount", &discount.id, &discount.customer_id)
+                })?;
+                Ok(())
+            }
+
+            async fn discounts(
+                &self,
+                customer_id: &str,
+            ) -> $crate::Result<Vec<tollgate_core::billing::discount::CustomerDiscount>> {
+                self.documents_of(
+                    "customer_discounts.document",
+                    "SELECT document FROM customer_discounts WHERE customer_id = $1 \
+                     ORDER BY created_at, id",
+                    customer_id,
+                )
+                .await
+            }
+
+            async fn all_discounts(
+                &self,
+            ) -> $crate::Result<Vec<tollgate_core::billing::discount::CustomerDiscount>> {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT document FROM customer_discounts ORDER BY customer_id, created_at, id",
+                )
+                .fetch_all(self.read_pool())
+                .await?;
+                $crate::billing::documents("customer_discounts.document", rows)
+            }
+
+            async fn delete_discount(&self, customer_id: &str, id: &str) -> $crate::Result<bool> {
+                let done =
+                    sqlx::query("DELETE FROM customer_discounts WHERE customer_id = $1 AND id = $2")
+                        .bind(customer_id)
+                        .bind(id)
+                        .execute(self.write_pool())
+                        .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_refund(
+                &self,
+                refund: &$crate::billing::RefundRecord,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO refunds (id, invoice_id, idempotency_key, created_at, document) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id, idempotency_key) DO NOTHING",
+                )
+                .bind(&refund.id)
+                .bind(&refund.invoice_id)
+                .bind(&refund.idempotency_key)
+                .bind($crate::codec::micros(refund.created_at))
+                .bind($crate::codec::to_json("refunds.document", refund)?)
+                .execute(self.write_pool())
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(db)
+                        if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+                    {
+                        $crate::StoreError::NotFound {
+                            what: "invoice",
+                            id: refund.invoice_id.clone(),
+                        }
+                    }
+                    other => $crate::codec::insert_error(other, "refund", &refund.id, ""),
+                })?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn refunds(
+                &self,
+                invoice_id: &str,
+            ) -> $crate::Result<Vec<$crate::billing::RefundRecord>> {
+                self.documents_of(
+                    "refunds.document",
+                    "SELECT document FROM refunds WHERE invoice_id = $1 ORDER BY created_at, id",
+                    invoice_id,
+                )
+                .await
+            }
+
+            async fn idempotent_response(
+                &self,
+                scope: &str,
+                key: &str,
+            ) -> $crate::Result<Option<(serde_json::Value, serde_json::Value)>> {
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT request, response FROM idempotent_requests \
+                     WHERE scope = $1 AND key = $2",
+                )
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(self.read_pool())
+                .await?;
+                row.map(|(req, resp)| {
+                    Ok((
+                        $crate::codec::json("idempotent_requests.request", &req)?,
+                        $crate::codec::json("idempotent_requests.response", &resp)?,
+                    ))
+                })
+                .transpose()
+            }
+
+            async fn save_idempotent_response(
+                &self,
+                scope: &str,
+                key: &str,
+                request: &serde_json::Value,
+                response: &serde_json::Value,
+                at: jiff::Timestamp,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO idempotent_requests (scope, key, request, response, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind($crate::codec::to_json("idempotent_requests.request", request)?)
+                .bind($crate::codec::to_json("idempotent_requests.response", response)?)
+                .bind($crate::codec::micros(at))
+                .execute(self.write_pool())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn usage_totals(
                 &self,
                 windows: &[$crate::billing::UsageWindow],
@@ -1107,6 +1303,20 @@ macro_rules! billing_store_impl {
         }
 
         impl $store {
+            /// The JSON documents `sql` selects with `key` bound to `$1`.
+            async fn documents_of<T: serde::de::DeserializeOwned>(
+                &self,
+                what: &str,
+                sql: &'static str,
+                key: &str,
+            ) -> $crate::Result<Vec<T>> {
+                let rows: Vec<String> = sqlx::query_scalar(sql)
+                    .bind(key)
+                    .fetch_all(self.read_pool())
+                    .await?;
+                $crate::billing::documents(what, rows)
+            }
+
             /// Inserts an invoice row unless it conflicts; whether it was written.
             async fn insert_row(
                 &self,

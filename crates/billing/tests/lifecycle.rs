@@ -1,0 +1,286 @@
+//! Invoices at a subscription's start and at an immediate cancellation, end
+//! to end on a real SQLite store and engine, on a test clock: the first
+//! period's in-advance base invoiced at subscription (and never again at the
+//! close), trials, and the final invoice of a cancellation now with its
+//! proration credit.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, env_at, ts};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tollgate_billing::BillingConfig;
+use tollgate_billing::changes::{CancelRequest, TrialRequest};
+use tollgate_core::billing::{Invoice, InvoiceLineKind, InvoiceStatus};
+use tollgate_engine::{NewCustomer, SubscribeOptions};
+use tollgate_store::billing::{InvoiceFilter, InvoiceKind};
+
+async fn new_customer(env: &Env, id: &str) {
+    env.engine
+        .create_customer(NewCustomer::new(id))
+        .await
+        .unwrap();
+}
+
+/// Creates and subscribes a customer through the billing service (as the
+/// API does), from now.
+async fn subscribed(env: &Env, id: &str, plan: &str) {
+    new_customer(env, id).await;
+    env.billing
+        .subscribe(id, plan, SubscribeOptions::default(), "test", None)
+        .await
+        .unwrap();
+}
+
+async fn invoices_of(env: &Env, id: &str) -> Vec<Invoice> {
+    let mut all = env
+        .billing
+        .list_invoices(&InvoiceFilter {
+            customer_id: Some(id.into()),
+            ..InvoiceFilter::default()
+        })
+        .await
+        .unwrap();
+    all.sort_by_key(|i| (i.created_at, i.period_start));
+    all
+}
+
+/// Every base line billed for the instant `at`, over all invoices.
+fn base_billed_for(invoices: &[Invoice], at: &str) -> Vec<Decimal> {
+    let at = ts(at);
+    invoices
+        .iter()
+        .flat_map(|i| &i.lines)
+        .filter(|l| l.kind == InvoiceLineKind::Base && l.period_start <= at && at < l.period_end)
+        .map(|l| l.amount)
+        .collect()
+}
+
+fn cancel_now(prorate: bool) -> CancelRequest {
+    CancelRequest {
+        at_period_end: false,
+        prorate,
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn subscribing_to_an_in_advance_plan_invoices_the_first_period_once() {
+    // `adv`: $20/month in advance, calendar billing. Subscribed on day 10 of
+    // November (30 days): 21 of 30 days, 20 × 21/30 = 14.00, issued now.
+    let env = env_at("2026-11-10T00:00:00Z", BillingConfig::default()).await;
+    subscribed(&env, "s", "adv").await;
+    let first = invoices_of(&env, "s").await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    let inv = &first[0];
+    assert_eq!(inv.status, InvoiceStatus::Open);
+    assert_eq!(inv.number.as_deref(), Some("INV-000001"));
+    assert_eq!(inv.totals.total, dec!(14.00));
+    assert_eq!(inv.period_start, ts("2026-11-10T00:00:00Z"));
+    assert_eq!(inv.period_end, ts("2026-12-01T00:00:00Z"));
+    assert_eq!(inv.issued_at, Some(ts("2026-11-10T00:00:00Z")));
+    assert_eq!(
+        inv.lines[0].description,
+        "Advance plan (monthly), 2026-11-10 to 2026-12-01 (prorated)"
+    );
+    let stored = env.billing.invoice(&inv.id).await.unwrap();
+    assert_eq!(stored.kind, InvoiceKind::OffCycle);
+    // The history entry names it.
+    let history = env.billing.plan_change_history("s").await.unwrap();
+    assert_eq!(history[0].details["invoice_id"], inv.id.as_str());
+
+    // 100 calls at 0.01; the close on December 1st collects December's base
+    // and November's usage, never November's base again.
+    env.consume("s", "calls", dec!(100)).await;
+    env.engine.flush().await.unwrap();
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    let r = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!((r.created, r.issued), (1, 1), "{r:?}");
+    let all = invoices_of(&env, "s").await;
+    assert_eq!(all.len(), 2);
+    let close = &all[1];
+    let lines: Vec<_> = close
+        .lines
+        .iter()
+        .map(|l| (l.kind, l.period_start, l.amount))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                InvoiceLineKind::Base,
+                ts("2026-12-01T00:00:00Z"),
+                dec!(20.00)
+            ),
+            (
+                InvoiceLineKind::Usage,
+                ts("2026-11-10T00:00:00Z"),
+                dec!(1.00)
+            ),
+        ]
+    );
+    assert_eq!(close.totals.total, dec!(21.00));
+    // November's base: billed once, 14.00; December's once, 20.00.
+    assert_eq!(base_billed_for(&all, "2026-11-20T00:00:00Z"), [dec!(14.00)]);
+    assert_eq!(base_billed_for(&all, "2026-12-20T00:00:00Z"), [dec!(20.00)]);
+    // A rerun changes nothing.
+    let again = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!(again.created, 0);
+    assert_eq!(invoices_of(&env, "s").await.len(), 2);
+
+    // A plan billed in arrears owes nothing at the start (its close bills it).
+    subscribed(&env, "arrears", "pro").await;
+    assert!(invoices_of(&env, "arrears").await.is_empty());
+}
+
+#[tokio::test]
+async fn without_auto_issue_the_first_period_invoice_waits_as_a_draft() {
+    let config = BillingConfig {
+        auto_issue: false,
+        ..BillingConfig::default()
+    };
+    let env = env_at("2026-11-10T00:00:00Z", config).await;
+    subscribed(&env, "s", "adv").await;
+    let all = invoices_of(&env, "s").await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, InvoiceStatus::Draft);
+    assert_eq!(all[0].number, None);
+    assert_eq!(all[0].totals.total, dec!(14.00));
+}
+
+#[tokio::test]
+async fn a_trial_is_not_invoiced_and_its_conversion_invoices_the_first_paid_period() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    new_customer(&env, "t").await;
+    let trial = TrialRequest {
+        plan: "adv".into(),
+        version: None,
+        days: Some(14),
+        reason: None,
+    };
+    env.billing.start_trial("t", &trial, "test").await.unwrap();
+    assert!(
+        invoices_of(&env, "t").await.is_empty(),
+        "no invoice while trialing"
+    );
+
+    // Converted on November 12: re-anchored there; the first paid period
+    // [11-12, 12-01) owes 20 × 19/30 = 12.666… → 12.67.
+    env.clock.set(ts("2026-11-12T00:00:00Z"));
+    let out = env.billing.convert_trial("t", None, "test").await.unwrap();
+    let all = invoices_of(&env, "t").await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(out.invoice_id.as_deref(), Some(all[0].id.as_str()));
+    assert_eq!(all[0].totals.total, dec!(12.67));
+    assert_eq!(all[0].period_start, ts("2026-11-12T00:00:00Z"));
+
+    // The close of that period collects December only.
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    env.billing.run_once().await.unwrap();
+    let all = invoices_of(&env, "t").await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(base_billed_for(&all, "2026-11-20T00:00:00Z"), [dec!(12.67)]);
+    assert_eq!(all[1].totals.total, dec!(20.00));
+}
+
+#[tokio::test]
+async fn canceling_now_credits_the_unused_base_and_bills_usage_on_a_final_invoice() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    // `c`: $20 in advance from November 1st: 20.00 invoiced at subscription.
+    subscribed(&env, "c", "adv").await;
+    // `p`: Pro, $49 in arrears; `n`: `adv` canceled without proration.
+    subscribed(&env, "p", "pro").await;
+    subscribed(&env, "n", "adv").await;
+    assert_eq!(invoices_of(&env, "c").await[0].totals.total, dec!(20.00));
+    env.clock.set(ts("2026-11-05T00:00:00Z"));
+    env.consume("c", "calls", dec!(300)).await;
+    env.consume("p", "calls", dec!(100)).await;
+    env.consume("n", "calls", dec!(200)).await;
+    env.engine.flush().await.unwrap();
+
+    // Canceled at the start of November 10: 21 of 30 days unused.
+    env.clock.set(ts("2026-11-10T00:00:00Z"));
+    let out = env
+        .billing
+        .cancel_subscription("c", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    let final_id = out.invoice_id.clone().unwrap();
+    let stored = env.billing.invoice(&final_id).await.unwrap();
+    let fin = &stored.invoice;
+    assert_eq!(stored.kind, InvoiceKind::Cycle);
+    assert_eq!(fin.status, InvoiceStatus::Open);
+    assert_eq!(fin.period_start, ts("2026-11-01T00:00:00Z"));
+    assert_eq!(fin.period_end, ts("2026-11-10T00:00:00Z"));
+    let lines: Vec<_> = fin.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    // 300 calls × 0.01 = 3.00; credit −20 × 21/30 = −14.00: total −11.00,
+    // a credit to the customer (nothing due).
+    assert_eq!(
+        lines,
+        [
+            (InvoiceLineKind::Usage, dec!(3.00)),
+            (InvoiceLineKind::Proration, dec!(-14.00)),
+        ]
+    );
+    assert_eq!(
+        fin.lines[1].description,
+        "Unused time on Advance plan from 2026-11-10 to 2026-12-01 (canceled)"
+    );
+    assert_eq!(fin.totals.total, dec!(-11.00));
+    assert_eq!(fin.totals.amount_due, dec!(0.00));
+    let change = out.change.unwrap();
+    assert_eq!(change.details["invoice_id"], final_id.as_str());
+    assert_eq!(change.details["proration_lines"][0]["amount"], "-14.00");
+    assert!(
+        env.store
+            .changes()
+            .pending_items("c")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // In arrears: Pro's base to the cancellation, 49 × 9/30 = 14.70, and
+    // 100 calls × 0.001 = 0.10; no credit (nothing was billed ahead).
+    let out = env
+        .billing
+        .cancel_subscription("p", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    let fin = env
+        .billing
+        .invoice(&out.invoice_id.unwrap())
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(fin.lines[0].kind, InvoiceLineKind::Base);
+    assert_eq!(fin.lines[0].amount, dec!(14.70));
+    assert_eq!(fin.totals.total, dec!(14.80));
+    assert!(
+        fin.lines
+            .iter()
+            .all(|l| l.kind != InvoiceLineKind::Proration)
+    );
+
+    // `prorate: false`: no credit, no final invoice now.
+    let out = env
+        .billing
+        .cancel_subscription("n", &cancel_now(false), "test")
+        .await
+        .unwrap();
+    assert_eq!(out.invoice_id, None);
+    assert_eq!(invoices_of(&env, "n").await.len(), 1);
+
+    // At the period's end the run finds c's and p's periods invoiced and
+    // closes n's (its usage, no base ahead for a canceled subscription).
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    let r = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!((r.created, r.already_invoiced), (1, 2), "{r:?}");
+    assert_eq!(invoices_of(&env, "c").await.len(), 2);
+    assert_eq!(invoices_of(&env, "p").await.len(), 1);
+    let n = invoices_of(&env, "n").await;
+    assert_eq!(n.len(), 2);
+    assert_eq!(n[1].totals.total, dec!(2.00));
+}
