@@ -19,13 +19,17 @@
 //!
 //! # The ledger
 //!
-//! Usage rows are appended with multi-row `INSERT` statements (the fastest way
-//! through sqlx: each statement is one round trip to the connection's worker
-//! thread). Sequence numbers are assigned explicitly by the single writer inside
-//! the write transaction: `max(seq) + 1, + 2, …` in batch order, so the seq of
-//! each record is known by construction, and a concurrent writer (which the
-//! design excludes) would fail on the primary key rather than misnumber rows.
-//! The table is `AUTOINCREMENT`, so a seq is never reused.
+//! Usage rows are appended with multi-row `INSERT OR FAIL` statements (no
+//! statement journal: a failed batch rolls its whole transaction back). The
+//! common group commit (usage rows only, one block) is a single
+//! multi-statement query, `BEGIN IMMEDIATE; INSERT …; zone map; COMMIT`: one
+//! round trip to the connection's worker thread. Sequence numbers are assigned
+//! explicitly by the single writer: the last seq it wrote `+ 1, + 2, …` in
+//! batch order (read as `max(seq)` in the transaction when not known, e.g. at
+//! start or after a failure), so the seq of each record is known by
+//! construction, and another writer would make the batch fail on the primary
+//! key and be renumbered from `max(seq)` once, never misnumber rows. The table
+//! is `AUTOINCREMENT`, so a seq is never reused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
