@@ -181,6 +181,12 @@ async fn a_reached_hard_limit_recommends_the_emergency_allowance_too() {
             action.contains("Business") && action.contains("emergency"),
             "{action}"
         );
+        // The text leads with the one recommended action (the engine's rule).
+        assert_eq!(a["recommended"]["type"], "draw_emergency_pool", "{a}");
+        assert!(
+            action.starts_with("Draw the emergency allowance of 100"),
+            "{action}"
+        );
 
         // Once drawn, the emergency allowance is no longer recommended.
         srv.engine.draw_emergency("e", "api_calls").await.unwrap();

@@ -249,6 +249,8 @@ pub struct UsageAlert {
     pub message: String,
     /// A hard limit is reached: further usage is denied until it resets.
     pub action_required: bool,
+    /// `recommended` in words, then, when it is another plan, the cheapest
+    /// plan whose limit covers the projected usage (`upgrade_to`).
     pub recommended_action: String,
     /// The cheapest plan whose limit allows the projected usage.
     pub upgrade_to: Option<String>,
@@ -640,17 +642,40 @@ fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
             norm(a.projected.round_dp(2))
         )
     };
+    // The text says the one recommended action (the engine's rule, the same as
+    // the alert events'), then the plan that fits the projection when that is
+    // another one, so the two fields never name different plans unexplained.
     let mut actions = Vec::new();
-    if let Some(p) = upgrade_to {
-        actions.push(format!("upgrade to {} ({:?})", p.name, p.key));
-    }
-    if let Some(q) = emergency {
-        actions.push(format!(
+    match &recommended {
+        Some(RecommendedActionOut {
+            plan: Some(key), ..
+        }) => {
+            let name = catalog.plan(key).map_or(key.as_str(), |p| p.name.as_str());
+            actions.push(format!("upgrade to {name} ({key:?})"));
+        }
+        Some(RecommendedActionOut {
+            units: Some(units), ..
+        }) => actions.push(format!(
             "draw the emergency allowance of {} {} (POST /v1/customers/{}/emergency-pool)",
-            norm(q),
+            norm(*units),
             a.name,
             a.customer
-        ));
+        )),
+        _ => {}
+    }
+    if let Some(p) = upgrade_to {
+        let named = recommended
+            .as_ref()
+            .and_then(|r| r.plan.as_deref())
+            .is_some_and(|k| k == p.key);
+        if !named {
+            actions.push(format!(
+                "upgrade to {} ({:?}), whose limit covers the projected {}",
+                p.name,
+                p.key,
+                norm(needed.round_dp(2))
+            ));
+        }
     }
     let recommended_action = if actions.is_empty() {
         if exceeded && a.hard {
@@ -659,7 +684,7 @@ fn alert_for(state: &AppState, a: &AlertInput<'_>) -> Option<UsageAlert> {
             "keep an eye on usage".to_string()
         }
     } else {
-        let mut s = actions.join(" or ");
+        let mut s = actions.join("; or ");
         if let Some(first) = s.get_mut(0..1) {
             first.make_ascii_uppercase();
         }
