@@ -5,9 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use rust_decimal::Decimal;
@@ -19,66 +20,7 @@ use tollgate_core::billing::{
 };
 use tollgate_core::money::Currency;
 use tollgate_store::billing::{InvoiceFilter, InvoiceKind, NewInvoice, PaymentRecord, UsageWindow};
-use tollgate_store::postgres::PgStore;
-use tollgate_store::sqlite::SqliteStore;
 use tollgate_store::{CustomerRecord, NewUsageRecord, Store, StoreError, UsageSource, WriteOp};
-
-const PG_ENV: &str = "TOLLGATE_TEST_POSTGRES_URL";
-
-async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("tollgate.db"))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (Arc::new(store), dir)
-}
-
-fn unique_schema() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "tg_billing_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn pg_store() -> Option<PgStore> {
-    let Ok(url) = std::env::var(PG_ENV) else {
-        eprintln!("skipping PostgreSQL suite: {PG_ENV} not set");
-        return None;
-    };
-    let store = PgStore::connect_with_schema(&url, &unique_schema())
-        .await
-        .unwrap_or_else(|e| panic!("{PG_ENV} is set to {url:?} but PostgreSQL is unusable: {e}"));
-    store.migrate().await.unwrap();
-    Some(store)
-}
-
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test]
-            async fn sqlite() {
-                let (store, _dir) = super::sqlite_store().await;
-                super::$scenario(store).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                if let Some(pg) = super::pg_store().await {
-                    super::$scenario(std::sync::Arc::new(pg.clone())).await;
-                    pg.drop_schema().await.unwrap();
-                }
-            }
-        }
-    )*};
-}
 
 on_every_backend!(
     a_cycle_invoice_is_written_once_per_customer_and_period,
