@@ -330,24 +330,29 @@ impl Engine {
                     Ok(seqs) if !seqs.is_empty() => Answer::Ledger(seqs[0]),
                     _ => Answer::Kept(Arc::new(decision.clone())),
                 };
-                let _ = inner.with_customer(u.customer, move |st| {
-                    if ok {
-                        if let Some(k) = u.key {
-                            st.idem.insert(
-                                k.into(),
-                                Idem::Done {
-                                    feature: u.feature,
-                                    answer: stored,
-                                    at,
-                                },
-                            );
+                // An unkeyed write that committed leaves nothing to settle:
+                // no second trip through the customer's lock.
+                let settle = !ok || u.key.is_some();
+                let _ = settle.then(|| {
+                    inner.with_customer(u.customer, move |st| {
+                        if ok {
+                            if let Some(k) = u.key {
+                                st.idem.insert(
+                                    k.into(),
+                                    Idem::Done {
+                                        feature: u.feature,
+                                        answer: stored,
+                                        at,
+                                    },
+                                );
+                            }
+                        } else {
+                            undo.apply(inner, st);
+                            if let Some(k) = u.key {
+                                st.idem.remove(k);
+                            }
                         }
-                    } else {
-                        undo.apply(inner, st);
-                        if let Some(k) = u.key {
-                            st.idem.remove(k);
-                        }
-                    }
+                    })
                 });
                 if let Some(n) = pending {
                     n.notify_waiters();
