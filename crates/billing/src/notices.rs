@@ -22,9 +22,10 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tollgate_core::billing::compute::BillingError;
 use tollgate_core::billing::{Invoice, InvoiceStatus};
+use tollgate_core::catalog::percent_of_limit;
 use tollgate_store::SubscriptionStatus;
 use tollgate_store::billing::{InvoiceFilter, UsageWindow, invoice_event};
-use tollgate_store::notify::{OutboxEvent, subscribed};
+use tollgate_store::notify::OutboxEvent;
 
 use crate::Billing;
 use crate::run::{InvoiceError, Result};
@@ -86,14 +87,6 @@ fn upcoming_above(inv: &Invoice, threshold: Decimal, now: Timestamp) -> OutboxEv
         created_at: now,
         seq: 0,
     }
-}
-
-/// `used × 100 / limit`, two decimals; `None` without a (positive) limit.
-fn percent(used: Decimal, limit: Option<Decimal>) -> Option<Decimal> {
-    let limit = limit.filter(|l| *l > Decimal::ZERO)?;
-    used.checked_mul(Decimal::ONE_HUNDRED)
-        .and_then(|x| x.checked_div(limit))
-        .map(|p| p.round_dp(2))
 }
 
 fn invalid(e: impl std::fmt::Display) -> InvoiceError {
@@ -172,11 +165,7 @@ impl Billing {
             let Some(threshold) = s.upcoming_invoice_above else {
                 continue;
             };
-            let live = self
-                .engine
-                .customer(&s.customer_id)
-                .is_some_and(|c| c.deleted_at.is_none());
-            if !live {
+            if !self.live(&s.customer_id) {
                 continue;
             }
             match self.upcoming_invoice_at(&s.customer_id, now, &plans).await {
@@ -191,6 +180,13 @@ impl Billing {
         Ok(events)
     }
 
+    /// A known customer that is not deleted.
+    fn live(&self, customer: &str) -> bool {
+        self.engine
+            .customer(customer)
+            .is_some_and(|c| c.deleted_at.is_none())
+    }
+
     /// Whether anyone receives daily summaries: an enabled endpoint that
     /// names `usage.daily_summary`, or e-mail ([`Billing::daily_summary_by_email`]).
     async fn daily_summary_wanted(&self) -> Result<bool> {
@@ -198,9 +194,7 @@ impl Billing {
             return Ok(true);
         }
         let endpoints = self.store.notify().endpoints().await?;
-        Ok(endpoints.iter().any(|e| {
-            e.enabled && e.state != "disabled" && subscribed(&e.event_types, DAILY_SUMMARY)
-        }))
+        Ok(endpoints.iter().any(|e| e.receives(DAILY_SUMMARY)))
     }
 
     /// The daily summaries of the UTC day before `now`'s, unless that day is
@@ -228,11 +222,7 @@ impl Billing {
             .all_subscriptions()
             .await?
             .into_iter()
-            .filter(|s| {
-                self.engine
-                    .customer(&s.customer_id)
-                    .is_some_and(|c| c.deleted_at.is_none())
-            })
+            .filter(|s| self.live(&s.customer_id))
             .map(|s| UsageWindow {
                 customer_id: s.customer_id,
                 from,
@@ -288,7 +278,7 @@ impl Billing {
                 "kind": f.kind,
                 "used": dec(used),
                 "limit": f.limit.map(dec),
-                "percent": percent(used, f.limit).map(dec),
+                "percent": f.limit.and_then(|l| percent_of_limit(used, l)).map(dec),
                 "used_on_day": if metered { dec(day_usage.unwrap_or_default()) } else { Value::Null },
                 "resets_at": f.resets_at,
             }));

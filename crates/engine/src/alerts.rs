@@ -189,13 +189,9 @@ fn dec(d: Decimal) -> Value {
 }
 
 fn percent(used: Decimal, limit: Option<Decimal>) -> Value {
-    match limit {
-        Some(l) if l > Decimal::ZERO => used
-            .checked_mul(Decimal::ONE_HUNDRED)
-            .and_then(|x| x.checked_div(l))
-            .map_or(Value::Null, |p| dec(p.round_dp(2))),
-        _ => Value::Null,
-    }
+    limit
+        .and_then(|l| tollgate_core::catalog::percent_of_limit(used, l))
+        .map_or(Value::Null, dec)
 }
 
 fn threshold_json(t: Threshold) -> Value {

@@ -45,7 +45,7 @@ pub mod state {
 pub mod health {
     pub const HEALTHY: &str = "healthy";
     pub const FAILING: &str = "failing";
-    pub const DISABLED: &str = "disabled";
+    pub const DISABLED: &str = tollgate_store::notify::ENDPOINT_DISABLED;
 }
 
 /// What went wrong.
@@ -323,7 +323,7 @@ impl Notifier {
     ) -> Result<Vec<String>, NotifyError> {
         let mut out: Vec<String> = endpoints
             .iter()
-            .filter(|e| deliverable(e) && matches_type(&e.event_types, &event.event_type))
+            .filter(|e| e.receives(&event.event_type))
             .map(|e| Target::webhook(&e.id))
             .collect();
         if self.mailer.is_none() || !self.config.emails(&event.event_type) {
@@ -400,7 +400,7 @@ impl Notifier {
                     self.cancel(d, "the endpoint was deleted").await?;
                     return Ok(None);
                 }
-                Some(e) if !deliverable(e) => {
+                Some(e) if !e.deliverable() => {
                     self.cancel(d, "the endpoint is disabled").await?;
                     return Ok(None);
                 }
@@ -705,11 +705,6 @@ impl Notifier {
         self.wake();
         Ok(d)
     }
-}
-
-/// Whether an endpoint receives deliveries now.
-pub fn deliverable(e: &EndpointRecord) -> bool {
-    e.enabled && e.state != health::DISABLED
 }
 
 fn new_delivery(

@@ -29,9 +29,7 @@ api_calls = 1000
 "#;
 
 async fn start(backend: Backend) -> TestServer {
-    let mut settings = tollgate_server::config::Settings::embedded();
-    settings.billing.worker_interval_secs = 0;
-    let srv = TestServer::start_with(backend, CATALOG, settings).await;
+    let srv = TestServer::start(backend, CATALOG).await;
     srv.clock.set(ts("2025-11-01T00:00:00Z"));
     srv
 }

@@ -45,48 +45,20 @@ sso = true
 "#;
 
 /// Pro's second version: more calls, fewer locations.
-const CATALOG_V2: &str = r#"
-[catalog]
-name = "Changes"
-currency = "USD"
-
-[features.api_calls]
-kind = "metered"
-reset = "billing_period"
-
-[features.locations]
-kind = "gauge"
-
-[features.sso]
-kind = "flag"
-
-[plans.basic]
-tier = 0
-base_price = "10"
-
-[plans.basic.entitlements]
-api_calls = 100
-locations = 1
-sso = false
-
-[plans.pro]
-tier = 1
-base_price = "30"
-trial_days = 14
-
-[plans.pro.entitlements]
-api_calls = 2000
-locations = 5
-sso = true
-"#;
+fn catalog_v2() -> String {
+    let v2 = CATALOG.replace(
+        "api_calls = 1000\nlocations = 10",
+        "api_calls = 2000\nlocations = 5",
+    );
+    assert_ne!(v2, CATALOG, "pro's entitlements moved in CATALOG");
+    v2
+}
 
 /// Starts the server with the clock at 2025-11-01 00:00 UTC (a 30-day month),
-/// without its billing worker: the tests apply due changes themselves, at the
-/// instants they choose.
+/// without its billing worker (as every test server): the tests apply due
+/// changes themselves, at the instants they choose.
 async fn start(backend: Backend) -> TestServer {
-    let mut settings = tollgate_server::config::Settings::embedded();
-    settings.billing.worker_interval_secs = 0;
-    let srv = TestServer::start_with(backend, CATALOG, settings).await;
+    let srv = TestServer::start(backend, CATALOG).await;
     srv.clock.set(ts("2025-11-01T00:00:00Z"));
     srv
 }
@@ -640,7 +612,7 @@ async fn migration_previews_who_gains_and_loses_then_moves_those_who_fit() {
         subscribed(&srv, "small", "basic").await;
         assert_eq!(set_locations(&srv, "big", 7).await.status, 200);
         let mut srv = srv;
-        srv.catalog_toml = CATALOG_V2.to_string();
+        srv.catalog_toml = catalog_v2();
         let srv = srv.restart().await;
         assert_eq!(srv.engine.plan_versions("pro"), [1, 2]);
 
@@ -785,9 +757,7 @@ async fn invoices_of(srv: &TestServer, id: &str) -> Vec<Value> {
 async fn first_period_is_invoiced_at_subscription_and_cancel_now_settles_the_rest() {
     for backend in backends("sub_first_and_final") {
         let name = backend.name;
-        let mut settings = tollgate_server::config::Settings::embedded();
-        settings.billing.worker_interval_secs = 0;
-        let srv = TestServer::start_with(backend, CALENDAR, settings).await;
+        let srv = TestServer::start(backend, CALENDAR).await;
         // Day 10 of November 2025 (30 days): 21 of 30 days, 30 × 21/30 = 21.00.
         // (Without `status`, a plan with trial days starts a trial.)
         srv.clock.set(ts("2025-11-10T00:00:00Z"));

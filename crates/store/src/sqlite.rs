@@ -343,27 +343,33 @@ fn usage_chunk_sizes(n: usize) -> Vec<usize> {
     out
 }
 
-/// The text of the INSERT of `rows` usage rows, built once per size (building
-/// it with a query builder on every commit cost more than the rows' own
-/// encoding).
-fn insert_usage_sql(rows: usize) -> Arc<str> {
-    static CACHE: LazyLock<Mutex<HashMap<usize, Arc<str>>>> = LazyLock::new(Default::default);
-    let mut cache = CACHE
+/// Statement texts that depend only on a row count, each built once (building
+/// them on every commit cost more than the rows' own encoding).
+type SqlBySize = LazyLock<Mutex<HashMap<usize, Arc<str>>>>;
+
+fn sql_for_size(
+    cache: &'static SqlBySize,
+    rows: usize,
+    build: impl FnOnce() -> String,
+) -> Arc<str> {
+    let mut cache = cache
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache
-        .entry(rows)
-        .or_insert_with(|| {
-            let row = format!("({})", vec!["?"; USAGE_PARAMS].join(", "));
-            format!(
-                "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
-                 recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
-                 VALUES {}",
-                vec![row; rows].join(", ")
-            )
-            .into()
-        })
-        .clone()
+    cache.entry(rows).or_insert_with(|| build().into()).clone()
+}
+
+/// The text of the INSERT of `rows` usage rows.
+fn insert_usage_sql(rows: usize) -> Arc<str> {
+    static CACHE: SqlBySize = LazyLock::new(Default::default);
+    sql_for_size(&CACHE, rows, || {
+        let row = format!("({})", vec!["?"; USAGE_PARAMS].join(", "));
+        format!(
+            "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
+             recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
+             VALUES {}",
+            vec![row; rows].join(", ")
+        )
+    })
 }
 
 /// A batch the one-statement path takes: usage rows only, at most
@@ -379,20 +385,13 @@ fn fast_batch(rows: &[Option<UsageColumns>], last: i64, bits: u32) -> bool {
 /// the transaction, the rows and the block's zone map in one multi-statement
 /// query (see [`SqliteStore::append_usage_fast`]).
 fn commit_usage_sql(rows: usize) -> Arc<str> {
-    static CACHE: LazyLock<Mutex<HashMap<usize, Arc<str>>>> = LazyLock::new(Default::default);
-    let mut cache = CACHE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache
-        .entry(rows)
-        .or_insert_with(|| {
-            format!(
-                "BEGIN IMMEDIATE; {}; {ZONE_UPSERT}; COMMIT",
-                insert_usage_sql(rows)
-            )
-            .into()
-        })
-        .clone()
+    static CACHE: SqlBySize = LazyLock::new(Default::default);
+    sql_for_size(&CACHE, rows, || {
+        format!(
+            "BEGIN IMMEDIATE; {}; {ZONE_UPSERT}; COMMIT",
+            insert_usage_sql(rows)
+        )
+    })
 }
 
 /// Widens one block's zone map (5 parameters: block, min/max ts, min/max

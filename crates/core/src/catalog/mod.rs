@@ -21,7 +21,7 @@ pub use load::{DEFAULT_LEASE_TTL_SECS, load_catalog, parse_duration};
 pub use model::{
     BaseBilling, Catalog, Enforcement, Entitlement, Feature, FeatureKind, GaugeEntitlement, Limit,
     MeteredEntitlement, Plan, RateEntitlement, Threshold, Value, ValueType,
-    default_alert_thresholds, format_duration,
+    default_alert_thresholds, format_duration, percent_of_limit,
 };
 pub use versioning::{
     DiffEffect, PlanDiffEntry, VersionChange, VersionChangeKind, assign_versions,

@@ -253,6 +253,19 @@ impl Threshold {
     }
 }
 
+/// How much of a limit is used: `used × 100 / limit`, rounded to two
+/// decimals (the figure of the usage dashboard, the alert events and the
+/// daily summary). `None` for a limit that is not positive, or when the
+/// quantities are too large to divide.
+pub fn percent_of_limit(used: Decimal, limit: Decimal) -> Option<Decimal> {
+    if limit <= Decimal::ZERO {
+        return None;
+    }
+    used.checked_mul(Decimal::ONE_HUNDRED)
+        .and_then(|x| x.checked_div(limit))
+        .map(|p| p.round_dp(2))
+}
+
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

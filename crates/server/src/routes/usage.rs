@@ -501,12 +501,9 @@ pub async fn usage_dashboard(
     Ok(Json(dash))
 }
 
-/// `used / limit × 100`, two decimals (saturating on absurd quantities).
+/// [`percent_of_limit`], saturating on absurd quantities (and a zero limit).
 pub(crate) fn percentage(used: Decimal, limit: Decimal) -> Decimal {
-    used.checked_mul(Decimal::ONE_HUNDRED)
-        .and_then(|x| x.checked_div(limit))
-        .unwrap_or(Decimal::MAX)
-        .round_dp(2)
+    tollgate_core::catalog::percent_of_limit(used, limit).unwrap_or(Decimal::MAX)
 }
 
 fn days_ceil(d: SignedDuration) -> i64 {

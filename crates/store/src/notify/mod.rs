@@ -96,6 +96,22 @@ pub struct EndpointRecord {
     pub updated_at: Timestamp,
 }
 
+/// The endpoint state set after long failure: nothing is delivered to it.
+pub const ENDPOINT_DISABLED: &str = "disabled";
+
+impl EndpointRecord {
+    /// Whether the endpoint receives deliveries now (enabled, not disabled
+    /// after long failure).
+    pub fn deliverable(&self) -> bool {
+        self.enabled && self.state != ENDPOINT_DISABLED
+    }
+
+    /// Whether it receives deliveries of `event_type` now.
+    pub fn receives(&self, event_type: &str) -> bool {
+        self.deliverable() && subscribed(&self.event_types, event_type)
+    }
+}
+
 /// One event to one endpoint (or e-mail recipient): its state and next try.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
