@@ -893,14 +893,7 @@ impl Billing {
         now: Timestamp,
         plans: &Plans,
     ) -> Result<Invoice> {
-        let customer =
-            self.store
-                .get_customer(customer_id)
-                .await?
-                .ok_or_else(|| InvoiceError::NotFound {
-                    what: "customer",
-                    id: customer_id.to_string(),
-                })?;
+        let customer = self.customer_record(customer_id).await?;
         let sub = self
             .store
             .get_subscription(customer_id)
