@@ -286,6 +286,35 @@ impl std::fmt::Debug for Writer {
     }
 }
 
+/// Answers the callers of a batch once it is durable (or its fsync failed).
+fn acknowledge(
+    stats: &WriterStats,
+    outbox: bool,
+    acks: Vec<(Ack, Vec<i64>)>,
+    r: Result<(), StoreError>,
+) {
+    match r {
+        Ok(()) => {
+            if outbox {
+                stats.outbox_written.notify_one();
+            }
+            for (ack, seqs) in acks {
+                let _ = ack.send(Ok(seqs));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a written batch could not be made durable");
+            stats
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let e = Arc::new(e);
+            for (ack, _) in acks {
+                let _ = ack.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 /// What to do after a batch is committed.
 enum After {
     Nothing,
@@ -347,6 +376,13 @@ impl Writer {
                 }
             }
             self.commit(&mut batch).await;
+            if !matches!(after, After::Nothing) {
+                // Flushes, snapshots and shutdown wait for what was written to
+                // be durable, like the callers of the batches.
+                if let Err(e) = self.store.wait_durable().await {
+                    tracing::error!(error = %e, "waiting for the ledger to be durable failed");
+                }
+            }
             match after {
                 After::Nothing => {}
                 After::Flush(tx) => {
@@ -422,7 +458,7 @@ impl Writer {
             acks.push((ack, first_append, appends));
         }
         let started = std::time::Instant::now();
-        let result = self.store.append_batch(&ops).await;
+        let result = self.store.append_batch_written(&ops).await;
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         {
             use std::sync::atomic::Ordering::Relaxed;
@@ -435,19 +471,33 @@ impl Writer {
             }
         }
         match result {
-            Ok(seqs) => {
-                if ops.iter().any(|op| matches!(op, WriteOp::Outbox(_))) {
-                    self.stats.outbox_written.notify_one();
-                }
+            Ok(written) => {
+                let seqs = written.seqs;
                 for (op, c) in ops.iter().zip(counted) {
                     self.aggregate.apply(op, c);
                 }
                 if let Some(max) = seqs.iter().copied().max() {
                     self.last_seq = self.last_seq.max(max);
                 }
-                for (ack, from, to) in acks {
-                    let mine = seqs.get(from..to).map(<[i64]>::to_vec).unwrap_or_default();
-                    let _ = ack.send(Ok(mine));
+                let outbox = ops.iter().any(|op| matches!(op, WriteOp::Outbox(_)));
+                let acks: Vec<(Ack, Vec<i64>)> = acks
+                    .into_iter()
+                    .map(|(ack, from, to)| {
+                        (
+                            ack,
+                            seqs.get(from..to).map(<[i64]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                match written.durable {
+                    None => self.acknowledge(outbox, acks, Ok(())),
+                    // The store syncs in a thread of its own: the next batch is
+                    // written while this one waits for its fsync, and its
+                    // callers are answered only once it is durable.
+                    Some(durable) => {
+                        let stats = self.stats.clone();
+                        durable.on_durable(move |r| acknowledge(&stats, outbox, acks, r));
+                    }
                 }
             }
             Err(e) => {
@@ -458,6 +508,10 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn acknowledge(&self, outbox: bool, acks: Vec<(Ack, Vec<i64>)>, r: Result<(), StoreError>) {
+        acknowledge(&self.stats, outbox, acks, r);
     }
 
     async fn snapshot(&mut self) -> Result<usize, Arc<StoreError>> {

@@ -175,7 +175,15 @@ fn hex(bytes: &[u8]) -> String {
 pub struct KeyRing {
     /// Shared so that authenticating a request clones a pointer, not the key.
     by_digest: RwLock<HashMap<String, Arc<ApiKey>>>,
+    /// Secrets already presented with success, and their digest: a request
+    /// with a key seen before skips the SHA-256 (the key itself, and so its
+    /// revocation, is still looked up by digest every time). Only secrets of
+    /// known keys enter, at most [`VERIFIED_MAX`] of them.
+    verified: RwLock<HashMap<Box<str>, Box<str>>>,
 }
+
+/// Bound of [`KeyRing`]'s cache of verified secrets (emptied when full).
+const VERIFIED_MAX: usize = 4_096;
 
 impl KeyRing {
     pub fn new(keys: impl IntoIterator<Item = ApiKey>) -> KeyRing {
@@ -190,6 +198,21 @@ impl KeyRing {
         self.by_digest
             .write()
             .insert(key.digest.clone(), Arc::new(key));
+    }
+
+    /// The key in force whose secret this is.
+    pub fn authenticate(&self, secret: &str) -> Option<Arc<ApiKey>> {
+        if let Some(d) = self.verified.read().get(secret) {
+            return self.find(d);
+        }
+        let d = digest(secret);
+        let key = self.find(&d)?;
+        let mut verified = self.verified.write();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(secret.into(), d.into());
+        Some(key)
     }
 
     /// The key whose secret has this digest, if it is in force.
@@ -319,7 +342,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or(ApiError::Unauthenticated)?;
         let key = state
             .keys
-            .find(&digest(secret))
+            .authenticate(secret)
             .ok_or(ApiError::Unauthenticated)?;
         state.limiter.check(&key.id)?;
         if key.scope == Scope::Customer && !customer_may(parts) {
@@ -409,7 +432,26 @@ impl KeyLimiter {
 
 #[cfg(test)]
 mod tests {
-    use super::digest;
+    use super::{KeyRing, Scope, digest, mint_key};
+    use jiff::Timestamp;
+
+    #[test]
+    fn a_secret_seen_before_still_stops_working_when_its_key_is_revoked() -> Result<(), String> {
+        let now = Timestamp::UNIX_EPOCH;
+        let minted = mint_key("app", Scope::Server, None, now).map_err(|e| e.to_string())?;
+        let ring = KeyRing::new([minted.key.clone()]);
+        // Twice: the second answer comes through the cache of verified secrets.
+        for _ in 0..2 {
+            let key = ring
+                .authenticate(&minted.secret)
+                .ok_or("the key is refused")?;
+            assert_eq!(key.id, minted.key.id);
+        }
+        assert!(ring.authenticate("tg_not_a_key").is_none());
+        assert!(ring.revoke(&minted.key.id, now));
+        assert!(ring.authenticate(&minted.secret).is_none());
+        Ok(())
+    }
 
     #[test]
     fn digest_is_the_lower_case_hex_sha256_of_the_secret() {

@@ -63,6 +63,10 @@ pub enum StoreError {
     /// credit above the invoice total…); nothing was written.
     #[error("refused: {0}")]
     Refused(String),
+    /// The SQLite ledger thread failed (its connection, or the fsync of the
+    /// WAL: see `sqlite::ledger`).
+    #[error("ledger write failed: {0}")]
+    Ledger(String),
     #[error(
         "invalid storage URL {0:?}: expected sqlite://PATH[?synchronous=full|normal] or postgres://…"
     )]
@@ -70,6 +74,115 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Ledger(e.to_string())
+    }
+}
+
+/// A batch written by [`Store::append_batch_written`] and its seqs; durable
+/// once `durable` resolves (`None`: durable already).
+#[derive(Debug)]
+pub struct Written {
+    pub seqs: Vec<i64>,
+    pub durable: Option<Durable>,
+}
+
+/// Resolves once a written batch is durable (or its fsync failed): a promise
+/// completed by the store's fsync thread, which runs the callback given to
+/// [`Durable::on_durable`] itself (no task in between).
+pub struct Durable(std::sync::Arc<std::sync::Mutex<DurableSlot>>);
+
+/// What runs once a batch is durable.
+pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+#[derive(Default)]
+struct DurableSlot {
+    outcome: Option<Result<(), String>>,
+    then: Option<DurableCallback>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("outcome", &self.slot().outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durable {
+    pub(crate) fn pending() -> Durable {
+        Durable(std::sync::Arc::default())
+    }
+
+    /// Another handle on the same promise (for the store side).
+    pub(crate) fn handle(&self) -> Durable {
+        Durable(self.0.clone())
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, DurableSlot> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Completes the promise (the store side): runs the callback if one is
+    /// registered, else keeps the outcome for it.
+    pub(crate) fn complete(&self, outcome: Result<(), String>) {
+        let then = {
+            let mut slot = self.slot();
+            match slot.then.take() {
+                Some(f) => Some((f, outcome)),
+                None => {
+                    slot.outcome = Some(outcome);
+                    None
+                }
+            }
+        };
+        if let Some((f, outcome)) = then {
+            f(outcome.map_err(StoreError::Ledger));
+        }
+    }
+
+    /// Runs `f` once the batch is durable: at once if it already is, else on
+    /// the thread that completes it (keep `f` short: answer waiters).
+    pub fn on_durable(self, f: impl FnOnce(Result<()>) + Send + 'static) {
+        let now = {
+            let mut slot = self.slot();
+            match slot.outcome.take() {
+                Some(outcome) => Some(outcome),
+                None => {
+                    slot.then = Some(Box::new(f));
+                    return;
+                }
+            }
+        };
+        if let Some(outcome) = now {
+            f(outcome.map_err(StoreError::Ledger));
+        }
+    }
+
+    /// Waits for the fsync that covers the batch.
+    pub async fn wait(self) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.on_durable(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.map_err(|_| Durable::stopped())?
+    }
+
+    /// [`Durable::wait`] from a thread outside the runtime.
+    pub(crate) fn blocking_wait(self) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.on_durable(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| Durable::stopped())?
+    }
+
+    fn stopped() -> StoreError {
+        StoreError::Ledger("the fsync thread has stopped".into())
+    }
+}
 
 /// A customer of the host application, addressed by the host's own id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -424,6 +537,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// stored if and only if the writes of its batch are. If any write fails,
     /// nothing of the batch is written.
     async fn append_batch(&self, ops: &[WriteOp]) -> Result<Vec<i64>>;
+
+    /// [`Store::append_batch`] in two steps: returns once the batch is
+    /// committed and visible, with what to wait for before it is durable (a
+    /// backend that syncs in a thread of its own lets the caller write the
+    /// next batch meanwhile: see `sqlite::ledger`). The caller must not
+    /// acknowledge the batch to anyone before `durable` resolves `Ok`.
+    async fn append_batch_written(&self, ops: &[WriteOp]) -> Result<Written> {
+        Ok(Written {
+            seqs: self.append_batch(ops).await?,
+            durable: None,
+        })
+    }
+
+    /// Waits until every batch written so far is durable.
+    async fn wait_durable(&self) -> Result<()> {
+        Ok(())
+    }
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>>;
     /// Records with `recorded_at >= since` (rebuilding the idempotency window), in
     /// sequence order.

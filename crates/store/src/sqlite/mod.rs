@@ -31,6 +31,8 @@
 //! key and be renumbered from `max(seq)` once, never misnumber rows. The table
 //! is `AUTOINCREMENT`, so a seq is never reused.
 
+mod ledger;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -113,6 +115,10 @@ pub struct SqliteStore {
     /// single writer numbers the next batch from it without a query. Cleared
     /// by any failed append (the next one reads `max(seq)` again).
     last_seq: Arc<Mutex<Option<i64>>>,
+    durability: Durability,
+    /// The thread that writes the common group commit (started on first use,
+    /// after the migrations; see [`ledger`]).
+    ledger: Arc<tokio::sync::OnceCell<ledger::LedgerWriter>>,
 }
 
 impl SqliteStore {
@@ -165,6 +171,8 @@ impl SqliteStore {
             path,
             block_bits: Arc::default(),
             last_seq: Arc::default(),
+            durability,
+            ledger: Arc::default(),
         })
     }
 
@@ -175,6 +183,9 @@ impl SqliteStore {
 
     /// Closes every connection (waiting for them to finish), releasing the file.
     pub async fn close(&self) {
+        if let Some(ledger) = self.ledger.get() {
+            ledger.close().await;
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -203,6 +214,12 @@ impl SqliteStore {
             })
             .await?;
         Ok(*bits)
+    }
+
+    async fn ledger(&self) -> Result<&ledger::LedgerWriter> {
+        self.ledger
+            .get_or_try_init(|| async { ledger::LedgerWriter::start(&self.path, self.durability) })
+            .await
     }
 
     fn cached_last_seq(&self) -> Option<i64> {
@@ -372,26 +389,9 @@ fn insert_usage_sql(rows: usize) -> Arc<str> {
     })
 }
 
-/// A batch the one-statement path takes: usage rows only, at most
-/// [`USAGE_EXACT`] of them, all in the block of `last + 1`.
-fn fast_batch(rows: &[Option<UsageColumns>], last: i64, bits: u32) -> bool {
-    let n = rows.len() as i64;
+/// A batch the ledger thread takes: usage rows only.
+fn fast_batch(rows: &[Option<UsageColumns>]) -> bool {
     rows.iter().all(Option::is_some)
-        && rows.len() <= USAGE_EXACT
-        && (last + 1) >> bits == (last + n) >> bits
-}
-
-/// The text of the one-round-trip commit of `rows` usage rows in one block:
-/// the transaction, the rows and the block's zone map in one multi-statement
-/// query (see [`SqliteStore::append_usage_fast`]).
-fn commit_usage_sql(rows: usize) -> Arc<str> {
-    static CACHE: SqlBySize = LazyLock::new(Default::default);
-    sql_for_size(&CACHE, rows, || {
-        format!(
-            "BEGIN IMMEDIATE; {}; {ZONE_UPSERT}; COMMIT",
-            insert_usage_sql(rows)
-        )
-    })
 }
 
 /// Widens one block's zone map (5 parameters: block, min/max ts, min/max
@@ -403,14 +403,15 @@ const ZONE_UPSERT: &str = "INSERT INTO usage_blocks (block, min_ts, max_ts, min_
      max_recorded_at = MAX(max_recorded_at, excluded.max_recorded_at)";
 
 impl SqliteStore {
-    /// One attempt at [`Store::append_batch`], numbering from `last` (read
-    /// in the transaction when `None`); returns the last seq and the seqs.
+    /// One attempt at [`Store::append_batch_written`], numbering from `last`
+    /// (read in the transaction when `None`); returns the last seq, the seqs
+    /// and what to wait for before the batch is durable.
     async fn append_once(
         &self,
         bits: u32,
         last: Option<i64>,
         ops: &[WriteOp],
-    ) -> Result<(i64, Vec<i64>)> {
+    ) -> Result<(i64, Vec<i64>, Option<crate::Durable>)> {
         // Serialize outside the transaction: the writer's lock is held only for
         // the database work.
         let mut prepared: Vec<Option<UsageColumns>> = Vec::with_capacity(ops.len());
@@ -421,60 +422,17 @@ impl SqliteStore {
             });
         }
         match last {
-            Some(last) if fast_batch(&prepared, last, bits) => {
-                self.append_usage_fast(bits, last, prepared).await
+            Some(last) if fast_batch(&prepared) => {
+                let rows: Vec<UsageColumns> = prepared.into_iter().flatten().collect();
+                let n = rows.len() as i64;
+                let durable = self.ledger().await?.append(bits, last + 1, rows).await?;
+                Ok((last + n, (last + 1..=last + n).collect(), durable))
             }
-            last => self.append_general(bits, last, ops, prepared).await,
-        }
-    }
-
-    /// The common group commit (consumes only, one block, the last seq known):
-    /// one multi-statement query, so one round trip to the connection's thread
-    /// instead of one per statement. On any error the transaction is rolled
-    /// back explicitly (sqlx does not know this one is open); if even that
-    /// fails, the connection is closed rather than returned to the pool.
-    /// Returns the last seq and the seqs assigned.
-    async fn append_usage_fast(
-        &self,
-        bits: u32,
-        last: i64,
-        rows: Vec<Option<UsageColumns>>,
-    ) -> Result<(i64, Vec<i64>)> {
-        let rows: Vec<UsageColumns> = rows.into_iter().flatten().collect();
-        let first = last + 1;
-        let mut zone: Option<Zone> = None;
-        let mut q = sqlx::query(AssertSqlSafe(commit_usage_sql(rows.len())));
-        let mut seq = first;
-        for r in rows {
-            match &mut zone {
-                Some(z) => z.widen(Zone::of(&r)),
-                None => zone = Some(Zone::of(&r)),
+            last => {
+                let (last, seqs) = self.append_general(bits, last, ops, prepared).await?;
+                Ok((last, seqs, None))
             }
-            q = bind_usage_row(q, seq, bits, r);
-            seq += 1;
         }
-        let Some(z) = zone else {
-            return Ok((last, Vec::new()));
-        };
-        q = q
-            .bind(first >> bits)
-            .bind(z.min_ts)
-            .bind(z.max_ts)
-            .bind(z.min_recorded_at)
-            .bind(z.max_recorded_at);
-        let mut conn = self.writer.acquire().await?;
-        if let Err(e) = q.execute(&mut *conn).await {
-            let in_tx = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            if let Err(rollback) = in_tx {
-                // "no transaction is active" when BEGIN itself failed; any
-                // other failure leaves the connection in doubt.
-                if !rollback.to_string().contains("no transaction is active") {
-                    conn.close_on_drop();
-                }
-            }
-            return Err(e.into());
-        }
-        Ok((seq - 1, (first..seq).collect()))
     }
 
     /// Any other batch (reservations, outbox events, several blocks, the
@@ -883,8 +841,26 @@ impl Store for SqliteStore {
     }
 
     async fn append_batch(&self, ops: &[WriteOp]) -> Result<Vec<i64>> {
+        let written = self.append_batch_written(ops).await?;
+        if let Some(durable) = written.durable {
+            durable.wait().await?;
+        }
+        Ok(written.seqs)
+    }
+
+    async fn wait_durable(&self) -> Result<()> {
+        match self.ledger.get() {
+            Some(ledger) => ledger.barrier().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn append_batch_written(&self, ops: &[WriteOp]) -> Result<crate::Written> {
         if ops.is_empty() {
-            return Ok(Vec::new());
+            return Ok(crate::Written {
+                seqs: Vec::new(),
+                durable: None,
+            });
         }
         let bits = self.block_bits().await?;
         let cached = self.cached_last_seq();
@@ -896,10 +872,10 @@ impl Store for SqliteStore {
             result = self.append_once(bits, None, ops).await;
         }
         match &result {
-            Ok((last, _)) => self.set_last_seq(Some(*last)),
+            Ok((last, _, _)) => self.set_last_seq(Some(*last)),
             Err(_) => self.set_last_seq(None),
         }
-        result.map(|(_, seqs)| seqs)
+        result.map(|(_, seqs, durable)| crate::Written { seqs, durable })
     }
 
     async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>> {

@@ -1,0 +1,373 @@
+//! The ledger's hot path on SQLite: the common group commit (usage rows only,
+//! one block, the last seq known) is written by one dedicated thread over its
+//! own connection, and made durable by a second thread.
+//!
+//! # Why a thread of its own
+//!
+//! The rows are inserted with one prepared single-row statement executed per
+//! row (rusqlite binds a parameter in a few instructions; a 13-parameter row
+//! through sqlx's argument buffers and its connection worker cost more than
+//! SQLite's own work on the row). The thread blocks on its job queue, so a
+//! commit is one hand-over from the writer task, not one per statement.
+//!
+//! # Why a second thread for the fsync (`Durability::Full`)
+//!
+//! With `synchronous = FULL` SQLite fsyncs the WAL inside `COMMIT`, holding
+//! the write lock: the next group commit cannot start writing until this one's
+//! fsync is done, so the commits and their fsyncs run strictly one after the
+//! other. Here the ledger connection commits with `synchronous = NORMAL` (the
+//! WAL frames reach the OS; SQLite itself still syncs the WAL before every
+//! checkpoint and the database file after it) and the *syncer* thread calls
+//! `fdatasync` on the WAL file. A batch is acknowledged only after an
+//! `fdatasync` that started after its `COMMIT` returned, so every acknowledged
+//! batch is on disk exactly as with `FULL`; but while one batch waits for its
+//! fsync the next one is already being written, and one fsync covers every
+//! batch committed before it started.
+//!
+//! A failed `fdatasync` leaves the WAL in an unknown state (Linux may drop
+//! the dirty pages it could not write and report the error only once, and a
+//! later WAL frame is only valid if every frame before it is): the syncer logs
+//! the error and aborts the process, so that the restart recovers from what is
+//! on disk, none of the batches behind the failure having been acknowledged
+//! (PostgreSQL's answer to the same problem: it PANICs).
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::oneshot;
+
+use super::{Durability, ZONE_UPSERT, Zone};
+use crate::codec::UsageColumns;
+use crate::{Durable, Result, StoreError};
+
+/// The single-row usage INSERT the ledger thread prepares once.
+const INSERT_ONE: &str = "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
+     recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// What the ledger thread answers for an append: durable already (`None`) or
+/// once the syncer says so.
+type Written = Result<Option<Durable>>;
+
+enum Job {
+    Append {
+        bits: u32,
+        first: i64,
+        rows: Vec<UsageColumns>,
+        reply: oneshot::Sender<Written>,
+    },
+    /// Answered once every batch committed before it is durable.
+    Barrier(oneshot::Sender<Result<()>>),
+    /// Close the connection, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle of the ledger thread (and of its syncer). Dropping it stops
+/// both once their queues are drained.
+#[derive(Debug)]
+pub(crate) struct LedgerWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LedgerWriter {
+    /// Starts the threads for the database at `path` (already migrated: the
+    /// connection is opened here, the statements on first use).
+    pub(crate) fn start(path: &Path, durability: Durability) -> Result<LedgerWriter> {
+        let conn = open(path, durability)?;
+        let syncer = match durability {
+            Durability::Full => Some(Syncer::start(wal_path(path))?),
+            Durability::Process => None,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-ledger".into())
+            .spawn(move || run(conn, syncer, rx))
+            .map_err(|e| StoreError::Ledger(format!("starting the ledger thread: {e}")))?;
+        Ok(LedgerWriter { jobs: tx })
+    }
+
+    /// Writes `rows` with seqs `first, first + 1, …` and widens the zone map
+    /// of their blocks, in one transaction. Returns
+    /// once the transaction is committed, with what to wait for before the
+    /// batch may be acknowledged.
+    pub(crate) async fn append(
+        &self,
+        bits: u32,
+        first: i64,
+        rows: Vec<UsageColumns>,
+    ) -> Result<Option<Durable>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Append {
+            bits,
+            first,
+            rows,
+            reply,
+        })?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Waits until every batch committed so far is durable.
+    pub(crate) async fn barrier(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Barrier(reply))?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Closes the ledger connection (after the queued jobs).
+    pub(crate) async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Job::Close(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| gone())
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Ledger("the ledger thread has stopped".into())
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+fn open(path: &Path, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Ledger(format!(
+            "the database is in journal mode {mode:?}, not WAL"
+        )));
+    }
+    // NORMAL in both cases: with `Full` the syncer makes each batch durable
+    // (see the module documentation).
+    let _ = durability;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    conn.set_prepared_statement_cache_capacity(8);
+    Ok(conn)
+}
+
+fn run(mut conn: Connection, syncer: Option<Syncer>, jobs: mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Append {
+                bits,
+                first,
+                rows,
+                reply,
+            } => {
+                let written = write(&mut conn, bits, first, &rows)
+                    .map(|()| syncer.as_ref().map(Syncer::wait));
+                let _ = reply.send(written);
+            }
+            Job::Barrier(reply) => match &syncer {
+                Some(s) => s.forward(reply),
+                None => {
+                    let _ = reply.send(Ok(()));
+                }
+            },
+            Job::Close(reply) => {
+                if let Some(s) = &syncer {
+                    // What was committed is synced before the connection goes.
+                    let _ = s.wait().blocking_wait();
+                }
+                drop(conn);
+                drop(syncer);
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// One transaction: the rows, then the zone map of each block they fall in.
+fn write(conn: &mut Connection, bits: u32, first: i64, rows: &[UsageColumns]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if !conn.is_autocommit() {
+        // A transaction left open by a failure whose rollback failed too.
+        conn.execute_batch("ROLLBACK")?;
+    }
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let result = write_rows(conn, bits, first, rows)
+        .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+    if result.is_err() && !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    Ok(result?)
+}
+
+fn write_rows(
+    conn: &Connection,
+    bits: u32,
+    first: i64,
+    rows: &[UsageColumns],
+) -> rusqlite::Result<()> {
+    let mut zones: Vec<(i64, Zone)> = Vec::with_capacity(1);
+    let mut insert = conn.prepare_cached(INSERT_ONE)?;
+    for (seq, r) in (first..).zip(rows) {
+        let block = seq >> bits;
+        match zones.last_mut() {
+            Some((b, z)) if *b == block => z.widen(Zone::of(r)),
+            _ => zones.push((block, Zone::of(r))),
+        }
+        insert.execute(params![
+            seq,
+            block,
+            r.customer_id,
+            r.feature,
+            r.quantity,
+            r.ts,
+            r.recorded_at,
+            r.source,
+            r.properties,
+            r.billable,
+            r.idempotency_key,
+            r.allocation,
+            r.answer,
+        ])?;
+    }
+    let mut upsert = conn.prepare_cached(ZONE_UPSERT)?;
+    for (block, z) in zones {
+        upsert.execute(params![
+            block,
+            z.min_ts,
+            z.max_ts,
+            z.min_recorded_at,
+            z.max_recorded_at,
+        ])?;
+    }
+    Ok(())
+}
+
+/// The fsync thread: syncs the WAL for every batch committed before the
+/// `fdatasync` starts.
+#[derive(Debug)]
+struct Syncer {
+    shared: Arc<(Mutex<SyncState>, Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    waiting: Vec<Durable>,
+    closed: bool,
+}
+
+impl Syncer {
+    fn start(wal: PathBuf) -> Result<Syncer> {
+        let shared: Arc<(Mutex<SyncState>, Condvar)> = Arc::default();
+        let theirs = shared.clone();
+        std::thread::Builder::new()
+            .name("tollgate-fsync".into())
+            .spawn(move || sync_loop(&wal, &theirs))
+            .map_err(|e| StoreError::Ledger(format!("starting the fsync thread: {e}")))?;
+        Ok(Syncer { shared })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A promise completed by the next fsync (which starts after this call).
+    fn wait(&self) -> Durable {
+        let durable = Durable::pending();
+        self.state().waiting.push(durable.handle());
+        self.shared.1.notify_one();
+        durable
+    }
+
+    /// Answers `reply` after the next fsync.
+    fn forward(&self, reply: oneshot::Sender<Result<()>>) {
+        self.wait().on_durable(move |r| {
+            let _ = reply.send(r);
+        });
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.state().closed = true;
+        self.shared.1.notify_one();
+    }
+}
+
+fn sync_loop(wal: &Path, shared: &(Mutex<SyncState>, Condvar)) {
+    let mut file: Option<File> = None;
+    loop {
+        let waiting = {
+            let mut st = shared
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while st.waiting.is_empty() && !st.closed {
+                st = shared
+                    .1
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if st.waiting.is_empty() {
+                return;
+            }
+            std::mem::take(&mut st.waiting)
+        };
+        if let Err(e) = sync_wal(wal, &mut file) {
+            tracing::error!(
+                wal = %wal.display(),
+                error = %e,
+                "fdatasync of the ledger's WAL failed: aborting, the restart recovers from what is on disk"
+            );
+            eprintln!(
+                "tollgate: fdatasync of {} failed ({e}); aborting so that the restart recovers from disk",
+                wal.display()
+            );
+            std::process::abort();
+        }
+        for w in waiting {
+            w.complete(Ok(()));
+        }
+    }
+}
+
+/// `fdatasync` of the WAL, reopening it if the file at `wal` is not the one
+/// held (the WAL is deleted when its last connection closes and recreated by
+/// the next one).
+fn sync_wal(wal: &Path, file: &mut Option<File>) -> std::io::Result<()> {
+    let current = std::fs::metadata(wal)?;
+    let same = match file {
+        Some(f) => {
+            let held = f.metadata()?;
+            held.ino() == current.ino() && held.dev() == current.dev()
+        }
+        None => false,
+    };
+    if !same {
+        *file = Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(wal)?,
+        );
+    }
+    match file {
+        Some(f) => f.sync_data(),
+        None => Ok(()),
+    }
+}
