@@ -179,6 +179,7 @@ pub fn input<'a>(
         advance: None,
         pending: Vec::new(),
         discounts: Vec::new(),
+        settled_until: None,
         tax: TaxRule::none(),
         issuer: Party::default(),
         bill_to: Party::default(),
