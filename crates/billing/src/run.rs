@@ -162,6 +162,10 @@ struct Due {
     cycle: Arc<BillingCycle>,
     index: u32,
     period: Period,
+    /// The period up to this instant is already billed by the final
+    /// invoice(s) of a cancellation since undone: only the rest is billed
+    /// (`InvoiceInput::settled_until`).
+    settled: Option<Timestamp>,
 }
 
 /// A period's plans: `[from, to)` spans with the plan in force.
@@ -541,6 +545,7 @@ impl Billing {
                     cycle: cycle.clone(),
                     index,
                     period,
+                    settled: None,
                 });
             }
         }
@@ -551,12 +556,11 @@ impl Billing {
         let Some(earliest) = due.iter().map(|d| d.period.start).min() else {
             return Ok(report);
         };
-        let latest = due.iter().map(|d| d.period.start).max().unwrap_or(earliest);
+        // Keys inside the periods too: a period closed in parts (final
+        // invoices of cancellations since undone) has one per part.
+        let end_of_keys = due.iter().map(|d| d.period.end).max().unwrap_or(earliest);
 
         // ---- what earlier runs did ------------------------------------------------
-        let end_of_keys = latest
-            .checked_add(SignedDuration::from_micros(1))
-            .unwrap_or(latest);
         let existing: HashMap<(String, Timestamp), InvoiceKey> = self
             .store
             .billing()
@@ -569,30 +573,53 @@ impl Billing {
         let mut to_resume = Vec::new();
         let mut fresh = Vec::new();
         for d in due {
-            match existing.get(&(d.customer.id.clone(), d.period.start)) {
-                Some(k) if k.status == InvoiceStatus::Draft => to_resume.push(k.id.clone()),
-                Some(k) => {
+            let Some(mut k) = existing.get(&(d.customer.id.clone(), d.period.start)) else {
+                fresh.push(d);
+                continue;
+            };
+            // The period's invoices, part after part (a part ends short of
+            // the period at a cancellation now; the next starts there).
+            loop {
+                if k.status == InvoiceStatus::Draft {
+                    to_resume.push(k.id.clone());
+                } else if !k.pending_items.is_empty() {
                     // Issued with its pending items in one step: a crash
                     // before they were attached is repaired here (attaching
                     // to the same invoice again changes nothing).
-                    if !k.pending_items.is_empty() {
-                        if let Err(e) = self
-                            .store
-                            .changes()
-                            .attach_pending_items(&k.pending_items, &k.id)
-                            .await
-                        {
-                            report.failed.push(RunFailure {
-                                customer_id: k.customer_id.clone(),
-                                period_start: k.period_start,
-                                error: format!("pending items: {e}"),
-                            });
-                        }
+                    if let Err(e) = self
+                        .store
+                        .changes()
+                        .attach_pending_items(&k.pending_items, &k.id)
+                        .await
+                    {
+                        report.failed.push(RunFailure {
+                            customer_id: k.customer_id.clone(),
+                            period_start: k.period_start,
+                            error: format!("pending items: {e}"),
+                        });
                     }
-                    report.already_invoiced += 1;
-                    done += 1;
                 }
-                None => fresh.push(d),
+                if k.period_end >= d.period.end {
+                    break;
+                }
+                match existing.get(&(d.customer.id.clone(), k.period_end)) {
+                    Some(next) => k = next,
+                    None => break,
+                }
+            }
+            // Billed up to a cancellation that was undone (reactivated): the
+            // rest of the period is closed now, from there.
+            let billed_to = k.period_end;
+            if billed_to < d.period.end && d.sub.canceled_at.is_none_or(|c| c > billed_to) {
+                fresh.push(Due {
+                    settled: Some(billed_to),
+                    ..d
+                });
+                continue;
+            }
+            if k.status != InvoiceStatus::Draft {
+                report.already_invoiced += 1;
+                done += 1;
             }
         }
         if !to_resume.is_empty() {
@@ -838,10 +865,16 @@ impl Billing {
             .filter(|d| d.applies_to(&due.cycle, due.index, &due.period))
             .map(CustomerDiscount::discount)
             .collect();
-        let spans = match spans_of(plans, changes, &due.sub, due.period) {
+        let mut spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
             Err(e) => return Err((due, e)),
         };
+        if let Some(settled) = due.settled {
+            split_spans_at(&mut spans, settled);
+            // One span per plan on each side of `settled` (a cancellation
+            // and a reactivation cut the period without changing the plan).
+            merge_same_plan(&mut spans, settled);
+        }
         let mut advance = None;
         let last = spans.last().map(|s| s.plan.clone());
         if let Some(plan) = last.filter(|p| p.billing == BaseBilling::InAdvance) {
@@ -913,7 +946,7 @@ impl Billing {
             advance: p.advance.as_ref().map(|(plan, period)| (&**plan, *period)),
             pending: pending_lines(&p.pending)?,
             discounts: p.discounts.clone(),
-            settled_until: None,
+            settled_until: d.settled,
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),
@@ -979,6 +1012,7 @@ impl Billing {
             cycle: Arc::new(cycle),
             index,
             period,
+            settled: None,
         };
         let history = HashMap::from([(customer_id.to_string(), changes)]);
         let discounts = discounts_by_customer(self.store.billing().discounts(customer_id).await?);
@@ -1255,6 +1289,7 @@ impl Billing {
             cycle: Arc::new(cycle),
             index,
             period,
+            settled: (settled > whole.start).then_some(settled),
         };
         let history = HashMap::from([(sub.customer_id.clone(), changes)]);
         let discounts =
@@ -1265,10 +1300,6 @@ impl Billing {
             .map_err(|(_, e)| e)?;
         p.advance = None;
         p.pending = pending;
-        split_spans_at(&mut p.spans, settled);
-        // One span per plan on each side of `settled` (a cancellation and a
-        // reactivation cut the period without changing the plan).
-        merge_same_plan(&mut p.spans, settled);
         let windows: Vec<UsageWindow> = p
             .spans
             .iter()
@@ -1282,7 +1313,6 @@ impl Billing {
         let usage = self.store.billing().usage_totals(&windows).await?;
         let mut input = self.input(&p, usage, id.clone(), now)?;
         input.nominal_period = Some(nominal);
-        input.settled_until = (settled > whole.start).then_some(settled);
         let mut invoice = compute_invoice(&input)?;
         invoice.memo = Some(format!("Final invoice: subscription canceled at {at}"));
         let mut batch = vec![NewInvoice {

@@ -555,3 +555,77 @@ async fn an_invoice_cut_off_from_its_plan_change_is_written_by_the_next_tick_onc
         env.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn after_a_reactivation_the_close_bills_the_rest_of_the_period_and_the_next_base() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` from November 1st (30.00), 150 calls, canceled now on the
+        // 10th (final invoice [11-01, 11-10): 0.50 and −21.00), reactivated
+        // on the 16th (15.00 for [11-16, 12-01)), then 200 calls.
+        subscribed(&env, "r", "inc").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("r", "calls", dec!(150)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        env.billing
+            .cancel_subscription("r", &cancel_now(true), "test")
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-16T00:00:00Z"));
+        env.billing
+            .set_subscription_status("r", tollgate_store::SubscriptionStatus::Active, "test")
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("r", "calls", dec!(200)).await;
+        env.engine.flush().await.unwrap();
+        assert_eq!(invoices_of(&env, "r").await.len(), 3, "{backend}");
+
+        // The close on December 1st bills what the final invoice did not:
+        // [11-10, 12-01), the 200 calls (all billable: the 100 included went
+        // to the first 150), 2.00, and December's base, 30.00.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        let r = env.billing.run_once().await.unwrap().invoices;
+        assert_eq!(r.created, 1, "{backend}: {r:?}");
+        let all = invoices_of(&env, "r").await;
+        assert_eq!(all.len(), 4, "{backend}");
+        let rest = &all[3];
+        assert_eq!(
+            (rest.period_start, rest.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
+        );
+        let lines: Vec<_> = rest.lines.iter().map(|l| (l.kind, l.amount)).collect();
+        assert_eq!(
+            lines,
+            [
+                (InvoiceLineKind::Base, dec!(30.00)),
+                (InvoiceLineKind::Usage, dec!(2.00)),
+            ],
+            "{backend}"
+        );
+        assert_eq!(rest.lines[1].billable_quantity, dec!(200));
+        assert_eq!(rest.lines[0].period_start, ts("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            env.billing.invoice(&rest.id).await.unwrap().kind,
+            InvoiceKind::Cycle
+        );
+        // Once: a rerun writes nothing.
+        let again = env.billing.run_once().await.unwrap().invoices;
+        assert_eq!(again.created, 0, "{backend}: {again:?}");
+        assert_eq!(invoices_of(&env, "r").await.len(), 4);
+        // Over November: base 30 − 21 + 15 = 24.00 (every day but the six
+        // canceled ones), usage 350 − 100 included = 2.50; December's base
+        // once.
+        let nov_base: Decimal = all
+            .iter()
+            .flat_map(|i| &i.lines)
+            .filter(|l| matches!(l.kind, InvoiceLineKind::Base | InvoiceLineKind::Proration))
+            .filter(|l| l.period_start < ts("2026-12-01T00:00:00Z"))
+            .map(|l| l.amount)
+            .sum();
+        assert_eq!(nov_base, dec!(24.00), "{backend}");
+        assert_eq!(base_billed_for(&all, "2026-12-10T00:00:00Z"), [dec!(30.00)]);
+        env.cleanup().await;
+    }
+}

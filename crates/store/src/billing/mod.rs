@@ -114,6 +114,9 @@ pub struct InvoiceKey {
     pub id: String,
     pub customer_id: String,
     pub period_start: Timestamp,
+    /// Short of the billing period's end for a cancellation's final invoice
+    /// (the next part of the period, if any, is keyed by this instant).
+    pub period_end: Timestamp,
     pub status: InvoiceStatus,
     /// The pending items the invoice carries.
     pub pending_items: Vec<String>,
@@ -530,6 +533,7 @@ struct RawInvoiceKey {
     id: String,
     customer_id: String,
     period_start: i64,
+    period_end: i64,
     status: String,
     pending_items: String,
 }
@@ -541,6 +545,7 @@ impl TryFrom<RawInvoiceKey> for InvoiceKey {
             status: InvoiceStatus::parse(&r.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("invoices.status: {:?}", r.status)))?,
             period_start: codec::timestamp("invoices.period_start", r.period_start)?,
+            period_end: codec::timestamp("invoices.period_end", r.period_end)?,
             pending_items: codec::json("invoices.pending_items", &r.pending_items)?,
             id: r.id,
             customer_id: r.customer_id,
@@ -986,8 +991,8 @@ macro_rules! billing_store_impl {
                 to: jiff::Timestamp,
             ) -> $crate::Result<Vec<$crate::billing::InvoiceKey>> {
                 let rows: Vec<$crate::billing::RawInvoiceKey> = sqlx::query_as(
-                    "SELECT id, customer_id, period_start, status, pending_items FROM invoices \
-                     WHERE kind = 'cycle' AND period_start >= $1 AND period_start < $2 \
+                    "SELECT id, customer_id, period_start, period_end, status, pending_items \
+                     FROM invoices WHERE kind = 'cycle' AND period_start >= $1 AND period_start < $2 \
                      ORDER BY customer_id, period_start",
                 )
                 .bind($crate::codec::micros(from))
