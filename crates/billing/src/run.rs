@@ -174,6 +174,8 @@ struct Span {
     plan: Arc<Plan>,
     from: Timestamp,
     to: Timestamp,
+    /// Canceled (and settled) during the span, until a reactivation.
+    canceled: bool,
 }
 
 /// Feature → the properties its dimensional charge groups by.
@@ -243,10 +245,18 @@ fn spans_of(
     let mut spans = Vec::with_capacity(cuts.len() - 1);
     for w in cuts.windows(2) {
         let (key, version) = plan_at(changes, current, w[0]);
+        // Between a cancellation now that was settled (its final invoice
+        // closed the period so far) and a reactivation, nothing is served.
+        let canceled = changes
+            .iter()
+            .rev()
+            .find(|c| c.effective_at <= w[0])
+            .is_some_and(|c| c.kind == "cancel" && c.details["invoice_id"].is_string());
         spans.push(Span {
             plan: plan_of(plans, key, version)?,
             from: w[0],
             to: w[1],
+            canceled,
         });
     }
     Ok(spans)
@@ -288,19 +298,22 @@ fn split_spans_at(spans: &mut Vec<Span>, at: Timestamp) {
             plan: spans[i].plan.clone(),
             from: at,
             to: spans[i].to,
+            canceled: spans[i].canceled,
         };
         spans[i].to = at;
         spans.insert(i + 1, tail);
     }
 }
 
-/// Joins adjacent spans of the same plan version, except at `keep`.
+/// Joins adjacent spans of the same plan version (both canceled or both
+/// not), except at `keep`.
 fn merge_same_plan(spans: &mut Vec<Span>, keep: Timestamp) {
     let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
     for s in spans.drain(..) {
         match merged.last_mut() {
             Some(last)
                 if last.to != keep
+                    && last.canceled == s.canceled
                     && last.plan.key == s.plan.key
                     && last.plan.version == s.plan.version =>
             {
@@ -560,6 +573,23 @@ impl Billing {
         // invoices of cancellations since undone) has one per part.
         let end_of_keys = due.iter().map(|d| d.period.end).max().unwrap_or(earliest);
 
+        // ---- the plan history of the periods -------------------------------------------
+        let history_end = now
+            .checked_add(SignedDuration::from_micros(1))
+            .unwrap_or(now);
+        let mut history: HashMap<String, Vec<PlanChangeRecord>> = HashMap::new();
+        for c in self
+            .store
+            .changes()
+            .plan_changes_between(earliest, history_end)
+            .await?
+        {
+            history.entry(c.customer_id.clone()).or_default().push(c);
+        }
+        for h in history.values_mut() {
+            h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
+        }
+
         // ---- what earlier runs did ------------------------------------------------
         let existing: HashMap<(String, Timestamp), InvoiceKey> = self
             .store
@@ -607,10 +637,18 @@ impl Billing {
                     None => break,
                 }
             }
-            // Billed up to a cancellation that was undone (reactivated): the
-            // rest of the period is closed now, from there.
+            // Billed up to a cancellation that was undone by a reactivation
+            // inside the period: the rest of the period is closed now, from
+            // there.
             let billed_to = k.period_end;
-            if billed_to < d.period.end && d.sub.canceled_at.is_none_or(|c| c > billed_to) {
+            let reactivated = history.get(&d.customer.id).is_some_and(|h| {
+                h.iter().any(|c| {
+                    c.kind == "reactivate"
+                        && c.effective_at >= billed_to
+                        && c.effective_at < d.period.end
+                })
+            });
+            if billed_to < d.period.end && reactivated {
                 fresh.push(Due {
                     settled: Some(billed_to),
                     ..d
@@ -637,22 +675,7 @@ impl Billing {
         }
         progress(RunProgress { done, total });
 
-        // ---- plan history and pending items -------------------------------------------
-        let history_end = now
-            .checked_add(SignedDuration::from_micros(1))
-            .unwrap_or(now);
-        let mut history: HashMap<String, Vec<PlanChangeRecord>> = HashMap::new();
-        for c in self
-            .store
-            .changes()
-            .plan_changes_between(earliest, history_end)
-            .await?
-        {
-            history.entry(c.customer_id.clone()).or_default().push(c);
-        }
-        for h in history.values_mut() {
-            h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
-        }
+        // ---- pending items -------------------------------------------------------------
         let mut claimed: HashSet<String> = HashSet::new();
         let discounts = discounts_by_customer(self.store.billing().all_discounts().await?);
         report.timings.load_ms = ms(started);
@@ -941,6 +964,7 @@ impl Billing {
                     from: s.from,
                     to: s.to,
                     usage,
+                    canceled: s.canceled,
                 })
                 .collect(),
             advance: p.advance.as_ref().map(|(plan, period)| (&**plan, *period)),

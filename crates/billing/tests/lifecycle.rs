@@ -629,3 +629,115 @@ async fn after_a_reactivation_the_close_bills_the_rest_of_the_period_and_the_nex
         env.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn in_arrears_no_base_is_owed_for_the_days_a_subscription_was_canceled() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    // Pro, $49/month in arrears, from November 1st; canceled now on the
+    // 10th: final invoice with the base to then, 49 × 9/30 = 14.70.
+    subscribed(&env, "p", "pro").await;
+    env.clock.set(ts("2026-11-10T00:00:00Z"));
+    let first = env
+        .billing
+        .cancel_subscription("p", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    let fin1 = env
+        .billing
+        .invoice(&first.invoice_id.unwrap())
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(fin1.totals.total, dec!(14.70));
+    // Reactivated on the 16th (in arrears: nothing owed now), 100 calls at
+    // 0.001, canceled again on the 22nd: the second final invoice bills the
+    // base of the six days served, 49 × 6/30 = 9.80, not of the six days
+    // canceled, and 0.10 of usage.
+    env.clock.set(ts("2026-11-16T00:00:00Z"));
+    env.billing
+        .set_subscription_status("p", tollgate_store::SubscriptionStatus::Active, "test")
+        .await
+        .unwrap();
+    assert_eq!(invoices_of(&env, "p").await.len(), 1);
+    env.consume("p", "calls", dec!(100)).await;
+    env.engine.flush().await.unwrap();
+    env.clock.set(ts("2026-11-22T00:00:00Z"));
+    let second = env
+        .billing
+        .cancel_subscription("p", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    let fin2 = env
+        .billing
+        .invoice(&second.invoice_id.unwrap())
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(
+        (fin2.period_start, fin2.period_end),
+        (ts("2026-11-10T00:00:00Z"), ts("2026-11-22T00:00:00Z"))
+    );
+    // (Pro's other charges: 0.00 lines.)
+    let lines: Vec<_> = fin2
+        .lines
+        .iter()
+        .filter(|l| !l.amount.is_zero())
+        .map(|l| (l.kind, l.period_start, l.amount))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                InvoiceLineKind::Base,
+                ts("2026-11-16T00:00:00Z"),
+                dec!(9.80)
+            ),
+            (
+                InvoiceLineKind::Usage,
+                ts("2026-11-16T00:00:00Z"),
+                dec!(0.10)
+            ),
+        ]
+    );
+    assert_eq!(fin2.totals.total, dec!(9.90));
+}
+
+#[tokio::test]
+async fn a_reactivation_in_a_later_period_does_not_reopen_the_canceled_one() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    // `inc` from November 1st (30.00), canceled now on the 10th (final
+    // invoice and −21.00), left canceled through the close of November.
+    subscribed(&env, "q", "inc").await;
+    env.clock.set(ts("2026-11-10T00:00:00Z"));
+    env.billing
+        .cancel_subscription("q", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    let r = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!(r.created, 0, "{r:?}");
+    // Reactivated on December 5th: the rest of December, 30 × 27/31 =
+    // 26.129… → 26.13.
+    env.clock.set(ts("2026-12-05T00:00:00Z"));
+    env.billing
+        .set_subscription_status("q", tollgate_store::SubscriptionStatus::Active, "test")
+        .await
+        .unwrap();
+    let all = invoices_of(&env, "q").await;
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2].totals.total, dec!(26.13));
+    // The close on January 1st bills January's base once, and November
+    // (closed by its final invoice, no reactivation in it) stays closed.
+    env.clock.set(ts("2027-01-01T00:00:00Z"));
+    let r = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!(r.created, 1, "{r:?}");
+    let all = invoices_of(&env, "q").await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        (all[3].period_start, all[3].period_end),
+        (ts("2026-12-01T00:00:00Z"), ts("2027-01-01T00:00:00Z"))
+    );
+    assert_eq!(all[3].totals.total, dec!(30.00));
+    assert_eq!(base_billed_for(&all, "2026-12-20T00:00:00Z"), [dec!(26.13)]);
+    assert_eq!(base_billed_for(&all, "2027-01-20T00:00:00Z"), [dec!(30.00)]);
+}

@@ -56,6 +56,10 @@ pub struct Segment<'a> {
     pub from: Timestamp,
     pub to: Timestamp,
     pub usage: Vec<UsageTotal>,
+    /// The subscription was canceled (and settled by a final invoice)
+    /// during this span, until a reactivation: no in-arrears base and no
+    /// minimum are owed for it.
+    pub canceled: bool,
 }
 
 /// A discount applied to the invoice's subtotal.
@@ -366,7 +370,7 @@ pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError
     let base_period = input.nominal_period.unwrap_or(input.period);
     let mut lines = Vec::new();
     for seg in &input.segments {
-        if seg.plan.billing == BaseBilling::InArrears && !is_settled(input, seg) {
+        if seg.plan.billing == BaseBilling::InArrears && !is_settled(input, seg) && !seg.canceled {
             lines.push(base_line(
                 seg.plan,
                 &base_period,
@@ -815,6 +819,10 @@ fn usage_lines(
         if is_settled(input, seg) {
             continue;
         }
+        // Canceled: nothing to bill unless usage was recorded anyway.
+        if seg.canceled && seg.usage.is_empty() {
+            continue;
+        }
         for charge in &seg.plan.charges {
             if let Some((field, message)) = charge.validate().into_iter().next() {
                 return Err(BillingError::Pricing {
@@ -828,7 +836,7 @@ fn usage_lines(
                 charged += line.amount;
                 lines.push(line);
             }
-            if let Some(minimum) = charge.minimum {
+            if let Some(minimum) = charge.minimum.filter(|_| !seg.canceled) {
                 let acc = minimums.entry(charge.metric.clone()).or_default();
                 acc.required += share_of(minimum, ctx.base_period, seg.from, seg.to)?;
                 acc.charged += charged;

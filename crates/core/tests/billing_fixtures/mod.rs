@@ -160,6 +160,7 @@ pub fn segment<'a>(
         from,
         to,
         usage,
+        canceled: false,
     }
 }
 
