@@ -43,6 +43,18 @@ pub const ACTION_TRIAL_EXPIRE: &str = "trial_expire";
 /// happen. One node writes a deployment (as for the ledger).
 static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// What a history entry's `details.settlement` says its invoice
+/// (`details.invoice_id`, named before it is written) bills: a new
+/// subscription's first period, a cancellation's final invoice, the rest of
+/// the period of a reactivated subscription.
+pub const SETTLE_FIRST_PERIOD: &str = "first_period";
+pub const SETTLE_FINAL: &str = "final";
+pub const SETTLE_REACTIVATION: &str = "reactivation";
+
+/// How far back the worker looks for history entries whose invoice is
+/// missing ([`Billing::recover_settlements`]).
+const RECOVERY_LOOKBACK_DAYS: i64 = 35;
+
 const PENDING: &str = "pending";
 const APPLIED: &str = "applied";
 const CANCELED: &str = "canceled";
@@ -668,6 +680,7 @@ impl Billing {
                 preview.proration_lines.clone(),
                 format!("Plan change {change_id}"),
                 ids,
+                mint("inv"),
             )
             .await?;
         for i in &mut items {
@@ -829,13 +842,20 @@ impl Billing {
         let starts = before
             .as_ref()
             .is_none_or(|b| b.status == SubscriptionStatus::Canceled);
-        let invoice_id = if starts {
-            self.invoice_first_period(&sub).await?
+        let owed = if starts {
+            self.first_period_owed(&sub, false).await?
         } else {
             None
         };
-        self.record_subscribe(before.as_ref(), &sub, actor, reason, invoice_id)
+        // The history entry names the invoice before it is written: a crash
+        // in between is repaired by the worker (`recover_settlements`).
+        let invoice_id = owed.as_ref().map(|_| mint("inv"));
+        self.record_subscribe(before.as_ref(), &sub, actor, reason, invoice_id.clone())
             .await?;
+        if let (Some(owed), Some(id)) = (owed, invoice_id) {
+            let memo = owed.first_period_memo();
+            self.invoice_base_owed(owed, memo, id).await?;
+        }
         Ok(sub)
     }
 
@@ -884,6 +904,7 @@ impl Billing {
                 "status": sub.status,
                 "anchor": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
+                "settlement": invoice_id.as_ref().map(|_| SETTLE_FIRST_PERIOD),
                 "invoice_id": invoice_id,
             }),
         };
@@ -992,7 +1013,10 @@ impl Billing {
         let id = mint("pch");
         self.supersede_scheduled(customer, &id, now, true).await?;
         // The first paid period starts now: its in-advance base is owed now.
-        let invoice_id = self.invoice_first_period(&subscription).await?;
+        // The history entry names the invoice before it is written (see
+        // `recover_settlements`).
+        let owed = self.first_period_owed(&subscription, false).await?;
+        let invoice_id = owed.as_ref().map(|_| mint("inv"));
         let change = PlanChangeRecord {
             id,
             customer_id: customer.to_string(),
@@ -1009,10 +1033,15 @@ impl Billing {
                 "trial_started_at": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
                 "anchor": now,
+                "settlement": invoice_id.as_ref().map(|_| SETTLE_FIRST_PERIOD),
                 "invoice_id": invoice_id,
             }),
         };
         self.store.changes().insert_plan_change(&change).await?;
+        if let (Some(owed), Some(id)) = (owed, &invoice_id) {
+            let memo = owed.first_period_memo();
+            self.invoice_base_owed(owed, memo, id.clone()).await?;
+        }
         Ok(SubscriptionOutcome {
             state: ChangeState::Applied,
             subscription,
@@ -1033,6 +1062,7 @@ impl Billing {
         actor: &str,
     ) -> Result<SubscriptionRecord> {
         let _changes = CHANGES.lock().await;
+        self.recover_settlements_of(Some(customer)).await?;
         let before = self.subscription_of(customer)?;
         let canceled = SubscriptionStatus::Canceled;
         if status == canceled && before.status != canceled {
@@ -1047,6 +1077,8 @@ impl Billing {
             .await?;
         if before.status == canceled && status != canceled {
             let now = self.engine.now();
+            let owed = self.reactivation_owes(&after, now).await?;
+            let invoice_id = owed.as_ref().map(|_| mint("inv"));
             let change = PlanChangeRecord {
                 id: mint("pch"),
                 customer_id: customer.to_string(),
@@ -1059,9 +1091,17 @@ impl Billing {
                 requested_at: now,
                 actor: actor.to_string(),
                 reason: None,
-                details: json!({ "status": after.status }),
+                details: json!({
+                    "status": after.status,
+                    "settlement": invoice_id.as_ref().map(|_| SETTLE_REACTIVATION),
+                    "invoice_id": invoice_id,
+                }),
             };
             self.store.changes().insert_plan_change(&change).await?;
+            if let (Some(owed), Some(id)) = (owed, invoice_id) {
+                let memo = owed.reactivation_memo();
+                self.invoice_base_owed(owed, memo, id).await?;
+            }
         }
         Ok(after)
     }
@@ -1075,6 +1115,7 @@ impl Billing {
         actor: &str,
     ) -> Result<SubscriptionOutcome> {
         let _changes = CHANGES.lock().await;
+        self.recover_settlements_of(Some(customer)).await?;
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(
@@ -1158,12 +1199,17 @@ impl Billing {
         let now = self.engine.now();
         self.supersede_scheduled(customer, &id, now, true).await?;
         let mut details = json!({ "status_before": sub.status });
+        let mut final_invoice = None;
         if let Some(plan) = settle {
             let (credit, invoice_id) = self
-                .settle_cancellation(plan, &canceled, &id, effective_at)
+                .cancellation_credit(plan, &canceled, &id, effective_at)
                 .await?;
             details["proration_lines"] = json!(credit);
             details["invoice_id"] = json!(invoice_id);
+            if invoice_id.is_some() {
+                details["settlement"] = json!(SETTLE_FINAL);
+            }
+            final_invoice = invoice_id;
         }
         let change = PlanChangeRecord {
             id,
@@ -1180,17 +1226,28 @@ impl Billing {
             details,
         };
         self.store.changes().insert_plan_change(&change).await?;
+        // Written after the history entry that names it: a crash in between
+        // is repaired by the worker (`recover_settlements`).
+        if let Some(invoice_id) = final_invoice {
+            let written = self
+                .final_invoice(&canceled, effective_at, invoice_id.clone())
+                .await?;
+            if written.as_deref() != Some(invoice_id.as_str()) {
+                tracing::warn!(customer, change = %change.id, expected = %invoice_id,
+                    written = ?written, "a final invoice was found under another id");
+            }
+        }
         Ok(change)
     }
 
     /// Settles a subscription canceled now, at `at` (Stripe's `prorate` and
     /// `invoice_now` on an immediate cancellation): a pending item crediting
     /// the unused part of the in-advance base already billed for the period
-    /// (core `cancellation_credit`, against the whole nominal period), then
-    /// the final invoice ([`Billing::final_invoice`]) with the period's usage
-    /// to `at` and every pending item. Returns the credit lines and the
-    /// invoice id.
-    async fn settle_cancellation(
+    /// (core `cancellation_credit`, against the whole nominal period). Returns
+    /// the credit lines and the id the final invoice will take
+    /// ([`Billing::final_invoice`]: the period's usage not billed yet, to
+    /// `at`, and every pending item), `None` when there is nothing to bill.
+    async fn cancellation_credit(
         &self,
         plan: &Plan,
         sub: &SubscriptionRecord,
@@ -1215,8 +1272,160 @@ impl Billing {
             self.store_pending_item(customer, change_id, line, &record.currency, at)
                 .await?;
         }
-        let invoice_id = self.final_invoice(sub, at).await?;
-        Ok((credit, invoice_id))
+        // A final invoice is written unless the period starts at `at` and
+        // there is nothing pending.
+        let period = cycle.period_index(index).map_err(bad)?;
+        let owed = at > period.start
+            || self
+                .store
+                .changes()
+                .pending_items(customer)
+                .await?
+                .iter()
+                .any(|i| i.created_at <= at);
+        Ok((credit, owed.then(|| mint("inv"))))
+    }
+
+    /// What a subscription reactivated at `now` (`after`, no longer
+    /// canceled) owes for the rest of the current period, billed in advance:
+    /// nothing when that part of the period is still paid for (the
+    /// subscription was canceled inside this very period, from a paid
+    /// status, without proration: the base billed for the period was never
+    /// credited), else the base from `now` to the period's end, as a new
+    /// subscription's first period (the way Stripe starts a new subscription:
+    /// a canceled one cannot be resumed there). So after a prorated
+    /// cancellation (the rest of the period credited) the rest of the period
+    /// is billed again, and a second cancellation credits it again.
+    async fn reactivation_owes(
+        &self,
+        after: &SubscriptionRecord,
+        now: Timestamp,
+    ) -> Result<Option<crate::run::BaseOwed>> {
+        let Some(owed) = self.base_owed_from(after, now, false).await? else {
+            return Ok(None);
+        };
+        let history = self
+            .store
+            .changes()
+            .plan_changes(&after.customer_id)
+            .await?;
+        let last_end = history
+            .iter()
+            .rev()
+            .find(|c| c.kind == "cancel" || c.kind == "trial_expire");
+        let still_paid = last_end.is_some_and(|c| {
+            let credited = c.details["proration_lines"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty());
+            let from_trial = c.details["status_before"] == json!(SubscriptionStatus::Trialing);
+            c.kind == "cancel" && !credited && !from_trial && c.effective_at > owed.whole.start
+        });
+        Ok((!still_paid).then_some(owed))
+    }
+
+    /// Writes the invoices that history entries name but that do not exist
+    /// (a crash between the plan change and its invoice: a first period, a
+    /// final invoice, a reactivation), for entries of the last 35 days. The
+    /// billing worker calls it on each tick before the invoice run. Each
+    /// invoice is written under the id its entry names, so it is written
+    /// once. Returns the ids written.
+    pub async fn recover_settlements(&self) -> Result<Vec<String>> {
+        let _changes = CHANGES.lock().await;
+        self.recover_settlements_of(None).await
+    }
+
+    /// [`Billing::recover_settlements`] for one customer (all of its
+    /// history) or for everyone (the last 35 days); the caller holds the
+    /// plan-change lock.
+    async fn recover_settlements_of(&self, customer: Option<&str>) -> Result<Vec<String>> {
+        let now = self.engine.now();
+        let entries = match customer {
+            Some(c) => self.store.changes().plan_changes(c).await?,
+            None => {
+                let from = now
+                    .checked_sub(SignedDuration::from_hours(24 * RECOVERY_LOOKBACK_DAYS))
+                    .unwrap_or(now);
+                let to = now
+                    .checked_add(SignedDuration::from_micros(1))
+                    .unwrap_or(now);
+                self.store.changes().plan_changes_between(from, to).await?
+            }
+        };
+        let mut written = Vec::new();
+        for c in entries {
+            let (Some(kind), Some(id)) = (
+                c.details["settlement"].as_str(),
+                c.details["invoice_id"].as_str(),
+            ) else {
+                continue;
+            };
+            if self.store.billing().get_invoice(id).await?.is_some() {
+                continue;
+            }
+            match self.settle_again(&c, kind, id.to_string()).await {
+                Ok(Some(id)) => {
+                    tracing::info!(customer = %c.customer_id, change = %c.id, invoice = %id,
+                        "wrote the missing invoice of a plan change");
+                    written.push(id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(customer = %c.customer_id, change = %c.id, error = %e,
+                        "the missing invoice of a plan change could not be written; retried");
+                    if customer.is_some() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes the invoice `id` of history entry `c` (see `recover_settlements`)
+    /// from what the entry recorded: its plan, its instant, and for a first
+    /// period its anchor.
+    async fn settle_again(
+        &self,
+        c: &PlanChangeRecord,
+        kind: &str,
+        id: String,
+    ) -> Result<Option<String>> {
+        let Some(mut sub) = self.engine.subscription(&c.customer_id)? else {
+            return Ok(None);
+        };
+        sub.plan_key = c.to_plan.clone();
+        sub.plan_version = c.to_version;
+        match kind {
+            SETTLE_FIRST_PERIOD | SETTLE_REACTIVATION => {
+                sub.status = SubscriptionStatus::Active;
+                sub.trial_ends_at = None;
+                sub.canceled_at = None;
+                let owed = if kind == SETTLE_FIRST_PERIOD {
+                    if let Some(anchor) = c.details["anchor"]
+                        .as_str()
+                        .and_then(|a| a.parse::<Timestamp>().ok())
+                    {
+                        sub.anchor = anchor;
+                    }
+                    self.first_period_owed(&sub, true).await?
+                } else {
+                    self.base_owed_from(&sub, c.effective_at, true).await?
+                };
+                let Some(owed) = owed else { return Ok(None) };
+                let memo = if kind == SETTLE_FIRST_PERIOD {
+                    owed.first_period_memo()
+                } else {
+                    owed.reactivation_memo()
+                };
+                Ok(Some(self.invoice_base_owed(owed, memo, id).await?))
+            }
+            SETTLE_FINAL => {
+                sub.status = SubscriptionStatus::Canceled;
+                sub.canceled_at = Some(c.effective_at);
+                Ok(self.final_invoice(&sub, c.effective_at, id).await?)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Applies every scheduled change due at `now` (downgrades and

@@ -162,6 +162,10 @@ struct Due {
     cycle: Arc<BillingCycle>,
     index: u32,
     period: Period,
+    /// The period up to this instant is already billed by the final
+    /// invoice(s) of a cancellation since undone: only the rest is billed
+    /// (`InvoiceInput::settled_until`).
+    settled: Option<Timestamp>,
 }
 
 /// A period's plans: `[from, to)` spans with the plan in force.
@@ -170,6 +174,8 @@ struct Span {
     plan: Arc<Plan>,
     from: Timestamp,
     to: Timestamp,
+    /// Canceled (and settled) during the span, until a reactivation.
+    canceled: bool,
 }
 
 /// Feature → the properties its dimensional charge groups by.
@@ -239,13 +245,84 @@ fn spans_of(
     let mut spans = Vec::with_capacity(cuts.len() - 1);
     for w in cuts.windows(2) {
         let (key, version) = plan_at(changes, current, w[0]);
+        // Between a cancellation now that was settled (its final invoice
+        // closed the period so far) and a reactivation, nothing is served.
+        let canceled = changes
+            .iter()
+            .rev()
+            .find(|c| c.effective_at <= w[0])
+            .is_some_and(|c| c.kind == "cancel" && c.details["invoice_id"].is_string());
         spans.push(Span {
             plan: plan_of(plans, key, version)?,
             from: w[0],
             to: w[1],
+            canceled,
         });
     }
     Ok(spans)
+}
+
+/// A base owed in advance now (see [`Billing::base_owed_from`]).
+#[derive(Debug)]
+pub(crate) struct BaseOwed {
+    pub customer: CustomerRecord,
+    /// The whole period containing `from`.
+    pub whole: Period,
+    /// `[from, period end)`.
+    pub period: Period,
+    pub line: InvoiceLine,
+    pub plan_name: String,
+}
+
+impl BaseOwed {
+    pub fn first_period_memo(&self) -> String {
+        format!(
+            "First period of the {} subscription, billed in advance",
+            self.plan_name
+        )
+    }
+
+    pub fn reactivation_memo(&self) -> String {
+        format!(
+            "The {} subscription reactivated: the rest of the period, billed in advance",
+            self.plan_name
+        )
+    }
+}
+
+/// Splits the span containing `at` strictly inside it in two (same plan),
+/// so that `at` is a span boundary.
+fn split_spans_at(spans: &mut Vec<Span>, at: Timestamp) {
+    if let Some(i) = spans.iter().position(|s| s.from < at && at < s.to) {
+        let tail = Span {
+            plan: spans[i].plan.clone(),
+            from: at,
+            to: spans[i].to,
+            canceled: spans[i].canceled,
+        };
+        spans[i].to = at;
+        spans.insert(i + 1, tail);
+    }
+}
+
+/// Joins adjacent spans of the same plan version (both canceled or both
+/// not), except at `keep`.
+fn merge_same_plan(spans: &mut Vec<Span>, keep: Timestamp) {
+    let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans.drain(..) {
+        match merged.last_mut() {
+            Some(last)
+                if last.to != keep
+                    && last.canceled == s.canceled
+                    && last.plan.key == s.plan.key
+                    && last.plan.version == s.plan.version =>
+            {
+                last.to = s.to;
+            }
+            _ => merged.push(s),
+        }
+    }
+    *spans = merged;
 }
 
 fn plan_of(plans: &Plans, key: &str, version: u32) -> Result<Arc<Plan>> {
@@ -481,6 +558,7 @@ impl Billing {
                     cycle: cycle.clone(),
                     index,
                     period,
+                    settled: None,
                 });
             }
         }
@@ -491,12 +569,28 @@ impl Billing {
         let Some(earliest) = due.iter().map(|d| d.period.start).min() else {
             return Ok(report);
         };
-        let latest = due.iter().map(|d| d.period.start).max().unwrap_or(earliest);
+        // Keys inside the periods too: a period closed in parts (final
+        // invoices of cancellations since undone) has one per part.
+        let end_of_keys = due.iter().map(|d| d.period.end).max().unwrap_or(earliest);
+
+        // ---- the plan history of the periods -------------------------------------------
+        let history_end = now
+            .checked_add(SignedDuration::from_micros(1))
+            .unwrap_or(now);
+        let mut history: HashMap<String, Vec<PlanChangeRecord>> = HashMap::new();
+        for c in self
+            .store
+            .changes()
+            .plan_changes_between(earliest, history_end)
+            .await?
+        {
+            history.entry(c.customer_id.clone()).or_default().push(c);
+        }
+        for h in history.values_mut() {
+            h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
+        }
 
         // ---- what earlier runs did ------------------------------------------------
-        let end_of_keys = latest
-            .checked_add(SignedDuration::from_micros(1))
-            .unwrap_or(latest);
         let existing: HashMap<(String, Timestamp), InvoiceKey> = self
             .store
             .billing()
@@ -509,30 +603,61 @@ impl Billing {
         let mut to_resume = Vec::new();
         let mut fresh = Vec::new();
         for d in due {
-            match existing.get(&(d.customer.id.clone(), d.period.start)) {
-                Some(k) if k.status == InvoiceStatus::Draft => to_resume.push(k.id.clone()),
-                Some(k) => {
+            let Some(mut k) = existing.get(&(d.customer.id.clone(), d.period.start)) else {
+                fresh.push(d);
+                continue;
+            };
+            // The period's invoices, part after part (a part ends short of
+            // the period at a cancellation now; the next starts there).
+            loop {
+                if k.status == InvoiceStatus::Draft {
+                    to_resume.push(k.id.clone());
+                } else if !k.pending_items.is_empty() {
                     // Issued with its pending items in one step: a crash
                     // before they were attached is repaired here (attaching
                     // to the same invoice again changes nothing).
-                    if !k.pending_items.is_empty() {
-                        if let Err(e) = self
-                            .store
-                            .changes()
-                            .attach_pending_items(&k.pending_items, &k.id)
-                            .await
-                        {
-                            report.failed.push(RunFailure {
-                                customer_id: k.customer_id.clone(),
-                                period_start: k.period_start,
-                                error: format!("pending items: {e}"),
-                            });
-                        }
+                    if let Err(e) = self
+                        .store
+                        .changes()
+                        .attach_pending_items(&k.pending_items, &k.id)
+                        .await
+                    {
+                        report.failed.push(RunFailure {
+                            customer_id: k.customer_id.clone(),
+                            period_start: k.period_start,
+                            error: format!("pending items: {e}"),
+                        });
                     }
-                    report.already_invoiced += 1;
-                    done += 1;
                 }
-                None => fresh.push(d),
+                if k.period_end >= d.period.end {
+                    break;
+                }
+                match existing.get(&(d.customer.id.clone(), k.period_end)) {
+                    Some(next) => k = next,
+                    None => break,
+                }
+            }
+            // Billed up to a cancellation that was undone by a reactivation
+            // inside the period: the rest of the period is closed now, from
+            // there.
+            let billed_to = k.period_end;
+            let reactivated = history.get(&d.customer.id).is_some_and(|h| {
+                h.iter().any(|c| {
+                    c.kind == "reactivate"
+                        && c.effective_at >= billed_to
+                        && c.effective_at < d.period.end
+                })
+            });
+            if billed_to < d.period.end && reactivated {
+                fresh.push(Due {
+                    settled: Some(billed_to),
+                    ..d
+                });
+                continue;
+            }
+            if k.status != InvoiceStatus::Draft {
+                report.already_invoiced += 1;
+                done += 1;
             }
         }
         if !to_resume.is_empty() {
@@ -550,22 +675,7 @@ impl Billing {
         }
         progress(RunProgress { done, total });
 
-        // ---- plan history and pending items -------------------------------------------
-        let history_end = now
-            .checked_add(SignedDuration::from_micros(1))
-            .unwrap_or(now);
-        let mut history: HashMap<String, Vec<PlanChangeRecord>> = HashMap::new();
-        for c in self
-            .store
-            .changes()
-            .plan_changes_between(earliest, history_end)
-            .await?
-        {
-            history.entry(c.customer_id.clone()).or_default().push(c);
-        }
-        for h in history.values_mut() {
-            h.sort_by(|a, b| (a.effective_at, &a.id).cmp(&(b.effective_at, &b.id)));
-        }
+        // ---- pending items -------------------------------------------------------------
         let mut claimed: HashSet<String> = HashSet::new();
         let discounts = discounts_by_customer(self.store.billing().all_discounts().await?);
         report.timings.load_ms = ms(started);
@@ -778,10 +888,16 @@ impl Billing {
             .filter(|d| d.applies_to(&due.cycle, due.index, &due.period))
             .map(CustomerDiscount::discount)
             .collect();
-        let spans = match spans_of(plans, changes, &due.sub, due.period) {
+        let mut spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
             Err(e) => return Err((due, e)),
         };
+        if let Some(settled) = due.settled {
+            split_spans_at(&mut spans, settled);
+            // One span per plan on each side of `settled` (a cancellation
+            // and a reactivation cut the period without changing the plan).
+            merge_same_plan(&mut spans, settled);
+        }
         let mut advance = None;
         let last = spans.last().map(|s| s.plan.clone());
         if let Some(plan) = last.filter(|p| p.billing == BaseBilling::InAdvance) {
@@ -848,11 +964,13 @@ impl Billing {
                     from: s.from,
                     to: s.to,
                     usage,
+                    canceled: s.canceled,
                 })
                 .collect(),
             advance: p.advance.as_ref().map(|(plan, period)| (&**plan, *period)),
             pending: pending_lines(&p.pending)?,
             discounts: p.discounts.clone(),
+            settled_until: d.settled,
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),
@@ -918,6 +1036,7 @@ impl Billing {
             cycle: Arc::new(cycle),
             index,
             period,
+            settled: None,
         };
         let history = HashMap::from([(customer_id.to_string(), changes)]);
         let discounts = discounts_by_customer(self.store.billing().discounts(customer_id).await?);
@@ -943,10 +1062,12 @@ impl Billing {
 
     // ---- invoices at a subscription's start and end -------------------------------------
 
-    /// Writes an off-cycle invoice of `lines` over `period` now (the
+    /// Writes an off-cycle invoice `id` of `lines` over `period` now (the
     /// customer's tax rule, issuer and bill-to as on cycle invoices), attaches
     /// `pending_items` to it, and issues it when `[billing] auto_issue` is on
-    /// (else it waits as a draft). Returns its id.
+    /// (else it waits as a draft). An invoice `id` that already exists is
+    /// left as it is (a retry after a crash): it is only finished (items
+    /// attached, issued). Returns the id.
     pub(crate) async fn invoice_lines_now(
         &self,
         customer: &CustomerRecord,
@@ -954,30 +1075,31 @@ impl Billing {
         lines: Vec<InvoiceLine>,
         memo: String,
         pending_items: Vec<String>,
+        id: String,
     ) -> Result<String> {
         let now = self.engine.now();
-        let mut invoice = Invoice::off_cycle(
-            mint("inv"),
-            customer.id.clone(),
-            currency_of(customer)?,
-            period,
-            lines,
-            tax_rule(self, customer)?,
-            now,
-        );
-        invoice.issuer = self.config.issuer.clone();
-        invoice.bill_to = bill_to(customer);
-        invoice.memo = Some(memo);
-        let stored = self
-            .store
-            .billing()
-            .insert_invoice(&NewInvoice {
-                invoice,
-                kind: InvoiceKind::OffCycle,
-                pending_items: pending_items.clone(),
-            })
-            .await?;
-        let id = stored.invoice.id;
+        if self.store.billing().get_invoice(&id).await?.is_none() {
+            let mut invoice = Invoice::off_cycle(
+                id.clone(),
+                customer.id.clone(),
+                currency_of(customer)?,
+                period,
+                lines,
+                tax_rule(self, customer)?,
+                now,
+            );
+            invoice.issuer = self.config.issuer.clone();
+            invoice.bill_to = bill_to(customer);
+            invoice.memo = Some(memo);
+            self.store
+                .billing()
+                .insert_invoice(&NewInvoice {
+                    invoice,
+                    kind: InvoiceKind::OffCycle,
+                    pending_items: pending_items.clone(),
+                })
+                .await?;
+        }
         if !pending_items.is_empty() {
             self.store
                 .changes()
@@ -990,16 +1112,19 @@ impl Billing {
         Ok(id)
     }
 
-    /// The invoice of a new subscription's first period, for a plan whose
-    /// base is billed in advance (core `first_period_base`): the base from the
-    /// subscription's start to its first period's end, prorated against the
-    /// whole nominal period, on an off-cycle invoice issued now (a draft
-    /// without `auto_issue`). Nothing for a trialing or canceled
-    /// subscription, a plan billed in arrears or free, or a backdated
-    /// subscription whose first period has already ended. Later periods'
-    /// bases are collected by the close of the period before each
-    /// (`InvoiceInput::advance`), so no base is billed twice.
-    pub async fn invoice_first_period(&self, sub: &SubscriptionRecord) -> Result<Option<String>> {
+    /// What a subscription that starts (or restarts) at `at` owes now for the
+    /// rest of the period containing `at`, on a plan whose base is billed in
+    /// advance (core `first_period_base`: from `at` to the period's end,
+    /// prorated against the whole nominal period): the customer, the period
+    /// `[at, end)` and the line. `None` for a trialing or canceled
+    /// subscription, a plan billed in arrears or free, or a period that has
+    /// already ended.
+    pub(crate) async fn base_owed_from(
+        &self,
+        sub: &SubscriptionRecord,
+        at: Timestamp,
+        even_if_ended: bool,
+    ) -> Result<Option<BaseOwed>> {
         if matches!(
             sub.status,
             SubscriptionStatus::Trialing | SubscriptionStatus::Canceled
@@ -1011,25 +1136,80 @@ impl Billing {
         let plan = plan_of(&plans, &sub.plan_key, sub.plan_version)?;
         let cycle = cycle_of(&plan, sub, &customer);
         let bad = |e: tollgate_core::period::PeriodError| BillingError::Invalid(e.to_string());
-        let first = cycle.period_index(0).map_err(bad)?;
-        if first.end <= self.engine.now() {
+        let index = cycle.index_containing(at).map_err(bad)?;
+        let period = cycle.period_index(index).map_err(bad)?;
+        if period.end <= self.engine.now() && !even_if_ended {
             return Ok(None);
         }
-        let nominal = cycle.nominal_period(0).map_err(bad)?;
-        let Some(line) = first_period_base(&plan, &nominal, first.start)? else {
+        let nominal = cycle.nominal_period(index).map_err(bad)?;
+        let Some(line) = first_period_base(&plan, &nominal, at)? else {
             return Ok(None);
         };
-        let memo = format!(
-            "First period of the {} subscription, billed in advance",
-            plan.name
-        );
-        Ok(Some(
-            self.invoice_lines_now(&customer, first, vec![line], memo, Vec::new())
-                .await?,
-        ))
+        let whole = period;
+        let period = Period::new(at, period.end).map_err(bad)?;
+        Ok(Some(BaseOwed {
+            customer,
+            whole,
+            period,
+            line,
+            plan_name: plan.name.clone(),
+        }))
     }
 
-    async fn customer_record(&self, id: &str) -> Result<CustomerRecord> {
+    /// The first period of a new subscription, `[start, first period end)`
+    /// (see [`Billing::base_owed_from`]): later periods' bases are collected
+    /// by the close of the period before each (`InvoiceInput::advance`), so
+    /// no base is billed twice.
+    pub(crate) async fn first_period_owed(
+        &self,
+        sub: &SubscriptionRecord,
+        even_if_ended: bool,
+    ) -> Result<Option<BaseOwed>> {
+        let customer = self.customer_record(&sub.customer_id).await?;
+        let plans = self.all_plans().await?;
+        let plan = plan_of(&plans, &sub.plan_key, sub.plan_version)?;
+        let cycle = cycle_of(&plan, sub, &customer);
+        let first = cycle
+            .period_index(0)
+            .map_err(|e| BillingError::Invalid(e.to_string()))?;
+        self.base_owed_from(sub, first.start, even_if_ended).await
+    }
+
+    /// Writes the invoice `id` of a base owed in advance (from
+    /// [`Billing::base_owed_from`] or [`Billing::first_period_owed`]) with
+    /// `memo`. Returns its id.
+    pub(crate) async fn invoice_base_owed(
+        &self,
+        owed: BaseOwed,
+        memo: String,
+        id: String,
+    ) -> Result<String> {
+        self.invoice_lines_now(
+            &owed.customer,
+            owed.period,
+            vec![owed.line],
+            memo,
+            Vec::new(),
+            id,
+        )
+        .await
+    }
+
+    /// The invoice of a new subscription's first period, for a plan whose
+    /// base is billed in advance ([`Billing::first_period_owed`]), on an
+    /// off-cycle invoice issued now (a draft without `auto_issue`). Nothing
+    /// for a trialing or canceled subscription, a plan billed in arrears or
+    /// free, or a backdated subscription whose first period has already
+    /// ended.
+    pub async fn invoice_first_period(&self, sub: &SubscriptionRecord) -> Result<Option<String>> {
+        let Some(owed) = self.first_period_owed(sub, false).await? else {
+            return Ok(None);
+        };
+        let memo = owed.first_period_memo();
+        Ok(Some(self.invoice_base_owed(owed, memo, mint("inv")).await?))
+    }
+
+    pub(crate) async fn customer_record(&self, id: &str) -> Result<CustomerRecord> {
         self.store
             .get_customer(id)
             .await?
@@ -1039,20 +1219,60 @@ impl Billing {
             })
     }
 
-    /// The final invoice of a subscription canceled now, at `at`: the current
-    /// period closed at the cancellation, `[period start, at)`, as a cycle
-    /// invoice of that period (so the run never closes the period again):
-    /// usage to `at`, in-arrears bases prorated to `at` against the whole
-    /// nominal period, and every pending item created up to `at` (among them
-    /// the cancellation's credit for the unused in-advance base). `sub` is
-    /// the subscription as canceled. At the very start of a period there is
-    /// no usage to close: the pending items, if any, go on an off-cycle
-    /// invoice. Returns the invoice id (`None`: nothing to bill).
+    /// Where the billing of the period `whole` already stops for `customer`
+    /// at `at`: the end of the last final invoice of that period (a
+    /// cancellation now, since reactivated), else the period's start. Final
+    /// invoices are cycle invoices chained end to start inside the period.
+    async fn settled_until(
+        &self,
+        customer: &str,
+        whole: Period,
+        at: Timestamp,
+    ) -> Result<Timestamp> {
+        let finals = self
+            .list_invoices(&InvoiceFilter {
+                customer_id: Some(customer.to_string()),
+                kind: Some(InvoiceKind::Cycle),
+                period_from: Some(whole.start),
+                period_to: Some(at),
+                ..InvoiceFilter::default()
+            })
+            .await?;
+        Ok(finals
+            .iter()
+            .map(|i| i.period_end)
+            .filter(|end| *end <= at)
+            .max()
+            .unwrap_or(whole.start)
+            .max(whole.start))
+    }
+
+    /// The final invoice `id` of a subscription canceled now, at `at`: the
+    /// current period closed at the cancellation as a cycle invoice of that
+    /// period (so the run never closes the period again), over what was not
+    /// billed yet: `[period start, at)`, or, when an earlier cancellation of
+    /// the same period (since reactivated) already has its final invoice,
+    /// `[that invoice's end, at)`. It carries the usage of that span (priced
+    /// at its place in the period's cumulative count: included units used
+    /// before are not given again), in-arrears bases prorated against the
+    /// whole nominal period, and every pending item created up to `at`
+    /// (among them the cancellation's credit for the unused in-advance base).
+    /// `sub` is the subscription as canceled. When nothing of the period is
+    /// left to close (a cancellation at the very start of a period, or at
+    /// the instant the previous final invoice ends) the pending items, if
+    /// any, go on an off-cycle invoice. Idempotent: an invoice `id` that
+    /// exists is returned as it is (a retry after a crash), as is the
+    /// period's cycle invoice that already starts where this one would.
+    /// Returns the invoice id (`None`: nothing to bill).
     pub async fn final_invoice(
         &self,
         sub: &SubscriptionRecord,
         at: Timestamp,
+        id: String,
     ) -> Result<Option<String>> {
+        if self.store.billing().get_invoice(&id).await?.is_some() {
+            return Ok(Some(id));
+        }
         let now = self.engine.now();
         let customer = self.customer_record(&sub.customer_id).await?;
         let plans = self.all_plans().await?;
@@ -1070,7 +1290,8 @@ impl Billing {
             .into_iter()
             .filter(|i| i.created_at <= at)
             .collect();
-        if at <= whole.start {
+        let settled = self.settled_until(&customer.id, whole, at).await?;
+        if at <= settled {
             if pending.is_empty() {
                 return Ok(None);
             }
@@ -1079,7 +1300,7 @@ impl Billing {
             let memo = format!("Final invoice: subscription canceled at {at}");
             let period = Period::new(at, whole.end).map_err(bad)?;
             return Ok(Some(
-                self.invoice_lines_now(&customer, period, lines, memo, ids)
+                self.invoice_lines_now(&customer, period, lines, memo, ids, id)
                     .await?,
             ));
         }
@@ -1092,6 +1313,7 @@ impl Billing {
             cycle: Arc::new(cycle),
             index,
             period,
+            settled: (settled > whole.start).then_some(settled),
         };
         let history = HashMap::from([(sub.customer_id.clone(), changes)]);
         let discounts =
@@ -1113,7 +1335,6 @@ impl Billing {
             })
             .collect();
         let usage = self.store.billing().usage_totals(&windows).await?;
-        let id = mint("inv");
         let mut input = self.input(&p, usage, id.clone(), now)?;
         input.nominal_period = Some(nominal);
         let mut invoice = compute_invoice(&input)?;
@@ -1124,14 +1345,38 @@ impl Billing {
             pending_items: p.pending.iter().map(|i| i.id.clone()).collect(),
         }];
         let mut report = RunReport::default();
-        self.flush_batch(&mut batch, now, &mut report).await?;
+        let billing = self.store.billing();
+        let stored = if self.config.auto_issue {
+            billing
+                .insert_issued_invoices(&batch, &self.config.invoice_prefix, now, self.due_at(now))
+                .await?
+        } else {
+            billing.insert_invoices(&batch).await?
+        };
+        batch.clear();
+        let written = stored.first().map(|s| s.invoice.id.clone()).unwrap_or(id);
+        // Attach the items (and issue a draft) whether this call wrote the
+        // invoice or found it.
+        let (_, failed) = self.finish(stored.clone(), now).await?;
+        report.failed.extend(failed);
+        for s in stored
+            .iter()
+            .filter(|s| s.invoice.status != InvoiceStatus::Draft)
+        {
+            if !s.pending_items.is_empty() {
+                self.store
+                    .changes()
+                    .attach_pending_items(&s.pending_items, &s.invoice.id)
+                    .await?;
+            }
+        }
         if let Some(f) = report.failed.first() {
             return Err(InvoiceError::Invalid {
                 field: "pending_items",
                 message: f.error.clone(),
             });
         }
-        Ok(Some(id))
+        Ok(Some(written))
     }
 
     // ---- invoice operations (the API's) -------------------------------------------------

@@ -1,6 +1,8 @@
 //! The billing worker: closes periods on time by the engine's (injected)
 //! clock. Each tick applies the scheduled plan changes that are due
-//! (`Billing::apply_due_changes`), then runs the invoice run
+//! (`Billing::apply_due_changes`), then writes the invoices of plan changes
+//! that a crash cut off (`Billing::recover_settlements`), then runs the
+//! invoice run
 //! ([`Billing::run_invoices`]) for every ended period without an invoice,
 //! then writes the events that are due by time ([`Billing::notify_due`]).
 //! A tick is idempotent, so ticking often is harmless; tests call
@@ -22,6 +24,10 @@ pub struct TickReport {
     pub changes_applied: usize,
     /// Scheduled changes that failed (retried on the next tick).
     pub changes_failed: usize,
+    /// Invoices of plan changes a crash had cut off, written now
+    /// ([`Billing::recover_settlements`]).
+    #[serde(default)]
+    pub settlements_recovered: usize,
     pub invoices: RunReport,
     /// New time-driven events written (`invoice.overdue`, `trial.ending`,
     /// `invoice.upcoming_above`, `usage.daily_summary`: [`Billing::notify_due`]).
@@ -43,6 +49,13 @@ impl Billing {
             Err(e) => {
                 tracing::warn!(error = %e, "scheduled plan changes failed; retried next tick")
             }
+        }
+        // Invoices of plan changes cut off by a crash, before the run (a
+        // final invoice is its period's cycle invoice).
+        match self.recover_settlements().await {
+            Ok(written) => report.settlements_recovered = written.len(),
+            Err(e) => tracing::warn!(error = %e,
+                "recovering missing plan-change invoices failed; retried next tick"),
         }
         report.invoices = self.run_invoices(&RunOptions::default(), &|_| {}).await?;
         match self.notify_due(now).await {

@@ -284,3 +284,460 @@ async fn canceling_now_credits_the_unused_base_and_bills_usage_on_a_final_invoic
     assert_eq!(n.len(), 2);
     assert_eq!(n[1].totals.total, dec!(2.00));
 }
+
+#[tokio::test]
+async fn canceling_now_again_after_a_reactivation_settles_only_what_the_first_final_invoice_did_not()
+ {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc`: $30/month in advance (November: $1 a day), calls at 0.01
+        // with 100 included. 30.00 invoiced at subscription.
+        subscribed(&env, "r", "inc").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("r", "calls", dec!(150)).await;
+        env.engine.flush().await.unwrap();
+
+        // Canceled on the 10th: final invoice #1 over [11-01, 11-10): 150
+        // calls, 100 included, 0.50; credit −21.00 (21 days unused).
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        let first = env
+            .billing
+            .cancel_subscription("r", &cancel_now(true), "test")
+            .await
+            .unwrap();
+        let first_id = first.invoice_id.clone().unwrap();
+        let fin1 = env.billing.invoice(&first_id).await.unwrap().invoice;
+        assert_eq!(fin1.totals.total, dec!(-20.50), "{backend}");
+
+        // Reactivated on the 16th: the rest of November is billed again, in
+        // advance, as a restarted subscription: 30 × 15/30 = 15.00.
+        env.clock.set(ts("2026-11-16T00:00:00Z"));
+        env.billing
+            .set_subscription_status("r", tollgate_store::SubscriptionStatus::Active, "test")
+            .await
+            .unwrap();
+        let all = invoices_of(&env, "r").await;
+        assert_eq!(all.len(), 3, "{backend}: {all:?}");
+        let react = &all[2];
+        assert_eq!(react.totals.total, dec!(15.00), "{backend}");
+        assert_eq!(
+            (react.period_start, react.period_end),
+            (ts("2026-11-16T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
+        );
+        let history = env.billing.plan_change_history("r").await.unwrap();
+        assert_eq!(history[2].kind, "reactivate");
+        assert_eq!(history[2].details["invoice_id"], react.id.as_str());
+
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("r", "calls", dec!(200)).await;
+        env.engine.flush().await.unwrap();
+
+        // Canceled again on the 22nd: a second final invoice over what the
+        // first did not settle, [11-10, 11-22): the 200 calls, all billable
+        // (the 100 included were used by the first 150), 2.00; the second
+        // credit, 9 days unused, −9.00. Total −7.00.
+        env.clock.set(ts("2026-11-22T00:00:00Z"));
+        let second = env
+            .billing
+            .cancel_subscription("r", &cancel_now(true), "test")
+            .await
+            .unwrap();
+        let second_id = second.invoice_id.clone().unwrap();
+        assert_ne!(second_id, first_id, "{backend}");
+        let stored = env.billing.invoice(&second_id).await.unwrap();
+        assert_eq!(stored.kind, InvoiceKind::Cycle);
+        let fin2 = &stored.invoice;
+        assert_eq!(
+            (fin2.period_start, fin2.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-11-22T00:00:00Z"))
+        );
+        let lines: Vec<_> = fin2.lines.iter().map(|l| (l.kind, l.amount)).collect();
+        assert_eq!(
+            lines,
+            [
+                (InvoiceLineKind::Usage, dec!(2.00)),
+                (InvoiceLineKind::Proration, dec!(-9.00)),
+            ],
+            "{backend}"
+        );
+        assert_eq!(fin2.lines[0].billable_quantity, dec!(200));
+        assert_eq!(
+            fin2.lines[1].description,
+            "Unused time on Included plan from 2026-11-22 to 2026-12-01 (canceled)"
+        );
+        assert_eq!(fin2.totals.total, dec!(-7.00), "{backend}");
+        assert_eq!(fin2.status, InvoiceStatus::Open);
+        let change = second.change.unwrap();
+        assert_eq!(change.details["invoice_id"], second_id.as_str());
+        // Nothing is left pending.
+        assert!(
+            env.store
+                .changes()
+                .pending_items("r")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+
+        // The close on December 1st finds November settled.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let all = invoices_of(&env, "r").await;
+        assert_eq!(all.len(), 4, "{backend}: {all:?}");
+        // November's base, net: 9 days to the 10th, nothing while canceled,
+        // 6 days from the 16th to the 22nd, 15.00 in all (30 − 21 + 15 − 9);
+        // 350 calls less 100 included: 2.50.
+        let net_base: Decimal = all
+            .iter()
+            .flat_map(|i| &i.lines)
+            .filter(|l| matches!(l.kind, InvoiceLineKind::Base | InvoiceLineKind::Proration))
+            .map(|l| l.amount)
+            .sum();
+        assert_eq!(net_base, dec!(15.00), "{backend}");
+        let usage: Decimal = all
+            .iter()
+            .flat_map(|i| &i.lines)
+            .filter(|l| l.kind == InvoiceLineKind::Usage)
+            .map(|l| l.amount)
+            .sum();
+        assert_eq!(usage, dec!(2.50), "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reactivation_after_a_cancellation_without_proration_owes_nothing_more() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    // 20.00 for November at subscription; canceled on the 10th without
+    // proration (November stays paid), reactivated on the 16th: nothing to
+    // bill now; the close on December 1st bills December's base as usual.
+    subscribed(&env, "n", "adv").await;
+    env.clock.set(ts("2026-11-10T00:00:00Z"));
+    env.billing
+        .cancel_subscription("n", &cancel_now(false), "test")
+        .await
+        .unwrap();
+    env.clock.set(ts("2026-11-16T00:00:00Z"));
+    env.billing
+        .set_subscription_status("n", tollgate_store::SubscriptionStatus::Active, "test")
+        .await
+        .unwrap();
+    assert_eq!(invoices_of(&env, "n").await.len(), 1);
+    let history = env.billing.plan_change_history("n").await.unwrap();
+    assert_eq!(history[2].details["invoice_id"], serde_json::Value::Null);
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    env.billing.run_once().await.unwrap();
+    let all = invoices_of(&env, "n").await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].totals.total, dec!(20.00));
+    assert_eq!(base_billed_for(&all, "2026-11-20T00:00:00Z"), [dec!(20.00)]);
+}
+
+/// Makes the customer's invoices fail to compute (a tax rate that is not a
+/// number), or fixes them again: the plan change itself still happens.
+async fn set_tax_rate(env: &Env, id: &str, rate: &str) {
+    env.engine
+        .update_customer(
+            id,
+            tollgate_engine::CustomerUpdate {
+                metadata: Some(serde_json::json!({ "tax_rate": rate })),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_invoice_cut_off_from_its_plan_change_is_written_by_the_next_tick_once() {
+    for env in common::envs_at("2026-11-10T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // A subscription whose first-period invoice fails after the engine
+        // switched the customer and the history recorded it (as a crash
+        // between the two would leave it).
+        new_customer(&env, "s").await;
+        set_tax_rate(&env, "s", "oops").await;
+        let err = env
+            .billing
+            .subscribe("s", "inc", SubscribeOptions::default(), "test", None)
+            .await;
+        assert!(err.is_err(), "{backend}");
+        assert!(env.engine.subscription("s").unwrap().is_some());
+        let history = env.billing.plan_change_history("s").await.unwrap();
+        let named = history[0].details["invoice_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(invoices_of(&env, "s").await.is_empty(), "{backend}");
+
+        // `f`: subscribed on the 10th (30 × 21/30 = 21.00), 150 calls, then
+        // canceled now on the 20th, its final invoice cut off the same way:
+        // the engine canceled it, the credit is pending, no final invoice.
+        subscribed(&env, "f", "inc").await;
+        env.consume("f", "calls", dec!(150)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        set_tax_rate(&env, "f", "oops").await;
+        let err = env
+            .billing
+            .cancel_subscription("f", &cancel_now(true), "test")
+            .await;
+        assert!(err.is_err(), "{backend}");
+        assert_eq!(invoices_of(&env, "f").await.len(), 1, "{backend}");
+        assert_eq!(
+            env.store.changes().pending_items("f").await.unwrap().len(),
+            1
+        );
+
+        // The next tick writes both, once, under the ids the history names.
+        set_tax_rate(&env, "s", "0").await;
+        set_tax_rate(&env, "f", "0").await;
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 2, "{backend}: {tick:?}");
+        let s = invoices_of(&env, "s").await;
+        assert_eq!(s.len(), 1, "{backend}");
+        assert_eq!(s[0].id, named);
+        assert_eq!(s[0].totals.total, dec!(21.00));
+        assert_eq!(
+            (s[0].period_start, s[0].period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
+        );
+        assert_eq!(s[0].status, InvoiceStatus::Open);
+        let f = invoices_of(&env, "f").await;
+        assert_eq!(f.len(), 2, "{backend}");
+        let fin = &f[1];
+        let cancel = env
+            .billing
+            .plan_change_history("f")
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(cancel.details["invoice_id"], fin.id.as_str());
+        // [11-10, 11-20): 150 calls, 100 included: 0.50; 11 days unused:
+        // −11.00.
+        let lines: Vec<_> = fin.lines.iter().map(|l| (l.kind, l.amount)).collect();
+        assert_eq!(
+            lines,
+            [
+                (InvoiceLineKind::Usage, dec!(0.50)),
+                (InvoiceLineKind::Proration, dec!(-11.00)),
+            ],
+            "{backend}"
+        );
+        assert_eq!(
+            (fin.period_start, fin.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-11-20T00:00:00Z"))
+        );
+        assert!(
+            env.store
+                .changes()
+                .pending_items("f")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Again: nothing more.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 0, "{backend}");
+        assert_eq!(invoices_of(&env, "s").await.len(), 1);
+        assert_eq!(invoices_of(&env, "f").await.len(), 2);
+        // And the close of November bills neither first period nor f's
+        // period again: s gets December's base and no November base.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        assert_eq!(invoices_of(&env, "f").await.len(), 2, "{backend}");
+        let s = invoices_of(&env, "s").await;
+        assert_eq!(s.len(), 2, "{backend}");
+        assert_eq!(base_billed_for(&s, "2026-11-20T00:00:00Z"), [dec!(21.00)]);
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_reactivation_the_close_bills_the_rest_of_the_period_and_the_next_base() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` from November 1st (30.00), 150 calls, canceled now on the
+        // 10th (final invoice [11-01, 11-10): 0.50 and −21.00), reactivated
+        // on the 16th (15.00 for [11-16, 12-01)), then 200 calls.
+        subscribed(&env, "r", "inc").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("r", "calls", dec!(150)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        env.billing
+            .cancel_subscription("r", &cancel_now(true), "test")
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-16T00:00:00Z"));
+        env.billing
+            .set_subscription_status("r", tollgate_store::SubscriptionStatus::Active, "test")
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("r", "calls", dec!(200)).await;
+        env.engine.flush().await.unwrap();
+        assert_eq!(invoices_of(&env, "r").await.len(), 3, "{backend}");
+
+        // The close on December 1st bills what the final invoice did not:
+        // [11-10, 12-01), the 200 calls (all billable: the 100 included went
+        // to the first 150), 2.00, and December's base, 30.00.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        let r = env.billing.run_once().await.unwrap().invoices;
+        assert_eq!(r.created, 1, "{backend}: {r:?}");
+        let all = invoices_of(&env, "r").await;
+        assert_eq!(all.len(), 4, "{backend}");
+        let rest = &all[3];
+        assert_eq!(
+            (rest.period_start, rest.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
+        );
+        let lines: Vec<_> = rest.lines.iter().map(|l| (l.kind, l.amount)).collect();
+        assert_eq!(
+            lines,
+            [
+                (InvoiceLineKind::Base, dec!(30.00)),
+                (InvoiceLineKind::Usage, dec!(2.00)),
+            ],
+            "{backend}"
+        );
+        assert_eq!(rest.lines[1].billable_quantity, dec!(200));
+        assert_eq!(rest.lines[0].period_start, ts("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            env.billing.invoice(&rest.id).await.unwrap().kind,
+            InvoiceKind::Cycle
+        );
+        // Once: a rerun writes nothing.
+        let again = env.billing.run_once().await.unwrap().invoices;
+        assert_eq!(again.created, 0, "{backend}: {again:?}");
+        assert_eq!(invoices_of(&env, "r").await.len(), 4);
+        // Over November: base 30 − 21 + 15 = 24.00 (every day but the six
+        // canceled ones), usage 350 − 100 included = 2.50; December's base
+        // once.
+        let nov_base: Decimal = all
+            .iter()
+            .flat_map(|i| &i.lines)
+            .filter(|l| matches!(l.kind, InvoiceLineKind::Base | InvoiceLineKind::Proration))
+            .filter(|l| l.period_start < ts("2026-12-01T00:00:00Z"))
+            .map(|l| l.amount)
+            .sum();
+        assert_eq!(nov_base, dec!(24.00), "{backend}");
+        assert_eq!(base_billed_for(&all, "2026-12-10T00:00:00Z"), [dec!(30.00)]);
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn in_arrears_no_base_is_owed_for_the_days_a_subscription_was_canceled() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    // Pro, $49/month in arrears, from November 1st; canceled now on the
+    // 10th: final invoice with the base to then, 49 × 9/30 = 14.70.
+    subscribed(&env, "p", "pro").await;
+    env.clock.set(ts("2026-11-10T00:00:00Z"));
+    let first = env
+        .billing
+        .cancel_subscription("p", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    let fin1 = env
+        .billing
+        .invoice(&first.invoice_id.unwrap())
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(fin1.totals.total, dec!(14.70));
+    // Reactivated on the 16th (in arrears: nothing owed now), 100 calls at
+    // 0.001, canceled again on the 22nd: the second final invoice bills the
+    // base of the six days served, 49 × 6/30 = 9.80, not of the six days
+    // canceled, and 0.10 of usage.
+    env.clock.set(ts("2026-11-16T00:00:00Z"));
+    env.billing
+        .set_subscription_status("p", tollgate_store::SubscriptionStatus::Active, "test")
+        .await
+        .unwrap();
+    assert_eq!(invoices_of(&env, "p").await.len(), 1);
+    env.consume("p", "calls", dec!(100)).await;
+    env.engine.flush().await.unwrap();
+    env.clock.set(ts("2026-11-22T00:00:00Z"));
+    let second = env
+        .billing
+        .cancel_subscription("p", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    let fin2 = env
+        .billing
+        .invoice(&second.invoice_id.unwrap())
+        .await
+        .unwrap()
+        .invoice;
+    assert_eq!(
+        (fin2.period_start, fin2.period_end),
+        (ts("2026-11-10T00:00:00Z"), ts("2026-11-22T00:00:00Z"))
+    );
+    // (Pro's other charges: 0.00 lines.)
+    let lines: Vec<_> = fin2
+        .lines
+        .iter()
+        .filter(|l| !l.amount.is_zero())
+        .map(|l| (l.kind, l.period_start, l.amount))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                InvoiceLineKind::Base,
+                ts("2026-11-16T00:00:00Z"),
+                dec!(9.80)
+            ),
+            (
+                InvoiceLineKind::Usage,
+                ts("2026-11-16T00:00:00Z"),
+                dec!(0.10)
+            ),
+        ]
+    );
+    assert_eq!(fin2.totals.total, dec!(9.90));
+}
+
+#[tokio::test]
+async fn a_reactivation_in_a_later_period_does_not_reopen_the_canceled_one() {
+    let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
+    // `inc` from November 1st (30.00), canceled now on the 10th (final
+    // invoice and −21.00), left canceled through the close of November.
+    subscribed(&env, "q", "inc").await;
+    env.clock.set(ts("2026-11-10T00:00:00Z"));
+    env.billing
+        .cancel_subscription("q", &cancel_now(true), "test")
+        .await
+        .unwrap();
+    env.clock.set(ts("2026-12-01T00:00:00Z"));
+    let r = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!(r.created, 0, "{r:?}");
+    // Reactivated on December 5th: the rest of December, 30 × 27/31 =
+    // 26.129… → 26.13.
+    env.clock.set(ts("2026-12-05T00:00:00Z"));
+    env.billing
+        .set_subscription_status("q", tollgate_store::SubscriptionStatus::Active, "test")
+        .await
+        .unwrap();
+    let all = invoices_of(&env, "q").await;
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2].totals.total, dec!(26.13));
+    // The close on January 1st bills January's base once, and November
+    // (closed by its final invoice, no reactivation in it) stays closed.
+    env.clock.set(ts("2027-01-01T00:00:00Z"));
+    let r = env.billing.run_once().await.unwrap().invoices;
+    assert_eq!(r.created, 1, "{r:?}");
+    let all = invoices_of(&env, "q").await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        (all[3].period_start, all[3].period_end),
+        (ts("2026-12-01T00:00:00Z"), ts("2027-01-01T00:00:00Z"))
+    );
+    assert_eq!(all[3].totals.total, dec!(30.00));
+    assert_eq!(base_billed_for(&all, "2026-12-20T00:00:00Z"), [dec!(26.13)]);
+    assert_eq!(base_billed_for(&all, "2027-01-20T00:00:00Z"), [dec!(30.00)]);
+}

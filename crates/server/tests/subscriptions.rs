@@ -843,6 +843,89 @@ async fn first_period_is_invoiced_at_subscription_and_cancel_now_settles_the_res
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_now_twice_around_a_reactivation_bills_each_part_of_the_period_once() {
+    for backend in backends("sub_cancel_twice") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CALENDAR).await;
+        let cancel_now = json!({"at_period_end": false});
+        // $30 in advance from November 10, 2025: 21.00; 250 calls; canceled
+        // now on the 20th: final #1 [11-10, 11-20): 2.50 and −11.00.
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+        let r = srv
+            .post(
+                "/v1/customers",
+                &srv.admin_key,
+                json!({"id": "acme", "plan": "team", "status": "active"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{name}: {r}");
+        assert_eq!(consume(&srv, "acme", 250).await.status, 200, "{name}");
+        srv.clock.set(ts("2025-11-20T00:00:00Z"));
+        let cancel = "/v1/customers/acme/subscription/cancel";
+        let r = srv.post(cancel, &srv.admin_key, cancel_now.clone()).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let first_id = r.body["invoice_id"].as_str().unwrap().to_string();
+
+        // Reactivated on the 22nd: the rest of November again, 30 × 9/30 = 9.00.
+        srv.clock.set(ts("2025-11-22T00:00:00Z"));
+        let r = srv
+            .patch(
+                "/v1/customers/acme/subscription",
+                &srv.admin_key,
+                json!({"status": "active"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let all = invoices_of(&srv, "acme").await;
+        assert_eq!(all.len(), 3, "{name}: {all:?}");
+        assert_eq!(all[2]["totals"]["total"], "9.00", "{name}");
+        assert_eq!(all[2]["period_start"], "2025-11-22T00:00:00Z");
+
+        // 100 calls, canceled again on the 25th: final #2 [11-20, 11-25):
+        // 1.00 and 6 unused days, −6.00: total −5.00, a new invoice.
+        assert_eq!(consume(&srv, "acme", 100).await.status, 200, "{name}");
+        srv.clock.set(ts("2025-11-25T00:00:00Z"));
+        let r = srv.post(cancel, &srv.admin_key, cancel_now).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let second_id = r.body["invoice_id"].as_str().unwrap().to_string();
+        assert_ne!(second_id, first_id, "{name}");
+        let r = srv
+            .get(&format!("/v1/invoices/{second_id}"), &srv.admin_key)
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let inv = &r.body["invoice"];
+        assert_eq!(amounts(&inv["lines"]), ["1.00", "-6.00"], "{name}: {inv}");
+        assert_eq!(inv["totals"]["total"], "-5.00", "{name}");
+        assert_eq!(inv["period_start"], "2025-11-20T00:00:00Z");
+        assert_eq!(inv["period_end"], "2025-11-25T00:00:00Z");
+        let pending = srv.state.store.changes().pending_items("acme").await;
+        assert!(
+            pending.unwrap().is_empty(),
+            "{name}: no credit left pending"
+        );
+
+        // The close on December 1st adds nothing: November's base, net
+        // 21 − 11 + 9 − 6 = 13.00 (10 + 3 days), usage 3.50.
+        srv.clock.set(ts("2025-12-01T00:00:00Z"));
+        srv.state.billing.run_once().await.unwrap();
+        let all = invoices_of(&srv, "acme").await;
+        assert_eq!(all.len(), 4, "{name}");
+        let total: rust_decimal::Decimal = all
+            .iter()
+            .map(|i| {
+                i["totals"]["total"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(total.to_string(), "16.50", "{name}");
+        srv.stop().await;
+    }
+}
+
 /// A plan change sent with an `Idempotency-Key` header.
 async fn change_keyed(srv: &TestServer, id: &str, key: &str, body: Value) -> Reply {
     let r = srv

@@ -19,7 +19,9 @@ use tollgate_core::billing::{
     Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, InvoiceTotals, Party, TaxMode, TaxRule,
 };
 use tollgate_core::money::Currency;
-use tollgate_store::billing::{InvoiceFilter, InvoiceKind, NewInvoice, PaymentRecord, UsageWindow};
+use tollgate_store::billing::{
+    InvoiceFilter, InvoiceKind, NewInvoice, PaymentRecord, RefundRecord, UsageWindow,
+};
 use tollgate_store::{CustomerRecord, NewUsageRecord, Store, StoreError, UsageSource, WriteOp};
 
 on_every_backend!(
@@ -36,6 +38,7 @@ on_every_backend!(
     usage_totals_sum_each_window_in_one_pass,
     discounts_are_stored_listed_and_removed_per_customer,
     idempotent_responses_are_kept_once_per_scope_and_key,
+    refunds_never_exceed_what_was_paid_and_a_key_refunds_once,
 );
 
 // ---- fixtures ------------------------------------------------------------------------
@@ -951,4 +954,128 @@ async fn idempotent_responses_are_kept_once_per_scope_and_key(store: Arc<dyn Sto
             .unwrap(),
         None
     );
+}
+
+fn refund(
+    id: &str,
+    payment: &PaymentRecord,
+    amount: Decimal,
+    key: &str,
+    note: &str,
+) -> RefundRecord {
+    RefundRecord {
+        id: id.to_string(),
+        invoice_id: payment.invoice_id.clone(),
+        payment_id: payment.id.clone(),
+        payment_reference: payment.reference.clone(),
+        provider: payment.provider.clone(),
+        reference: format!("re_{id}"),
+        amount,
+        currency: "USD".into(),
+        idempotency_key: key.to_string(),
+        credit_note_id: Some(note.to_string()),
+        reason: None,
+        created_at: ts("2026-12-10T00:00:00Z"),
+    }
+}
+
+/// What `POST /v1/invoices/{id}/refund` writes, for one refund: the credit
+/// note crediting it, then the refund (`false`: the key had already
+/// refunded, and the first refund stands).
+async fn refund_with_note(
+    store: &Arc<dyn Store>,
+    inv: &Invoice,
+    r: &RefundRecord,
+) -> Result<bool, StoreError> {
+    let b = store.billing();
+    let note_id = r.credit_note_id.clone().unwrap();
+    b.insert_credit_note(&note(&note_id, inv, r.amount), "CN")
+        .await?;
+    b.insert_refund(r).await
+}
+
+async fn refunds_never_exceed_what_was_paid_and_a_key_refunds_once(store: Arc<dyn Store>) {
+    customers(&store, &["a", "b"]).await;
+    let b = store.billing();
+    // 120.00 paid in two payments: 50.00 (chq-1) and 70.00 (chq-2).
+    let inv = issued(&store, "inv_1", "a").await;
+    let p1 = payment("pay_1", "inv_1", "chq-1", dec!(50.00));
+    let p2 = payment("pay_2", "inv_1", "chq-2", dec!(70.00));
+    b.record_payment(&p1).await.unwrap();
+    let paid = b.record_payment(&p2).await.unwrap().invoice;
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+
+    // 30.00 of chq-1 refunded with key k-1, credited by CN-000001.
+    let first = refund("ref_1", &p1, dec!(30.00), "k-1", "cn_1");
+    assert!(refund_with_note(&store, &inv, &first).await.unwrap());
+    // The same key again (a retried request, with fresh ids): nothing is
+    // written, and the invoice's one refund is the first, with its note.
+    let replay = refund("ref_1b", &p1, dec!(30.00), "k-1", "cn_1b");
+    assert!(!b.insert_refund(&replay).await.unwrap());
+    let replay_other_amount = refund("ref_1c", &p1, dec!(5.00), "k-1", "cn_1c");
+    assert!(!b.insert_refund(&replay_other_amount).await.unwrap());
+    let listed = b.refunds("inv_1").await.unwrap();
+    assert_eq!(listed, vec![first.clone()]);
+    assert_eq!(listed[0].credit_note_id.as_deref(), Some("cn_1"));
+    let notes = b.credit_notes("inv_1").await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].number.as_deref(), Some("CN-000001"));
+
+    // chq-1 has 20.00 left to refund: 20.01 is refused, nothing written.
+    let over = refund("ref_2", &p1, dec!(20.01), "k-2", "cn_x");
+    let err = b.insert_refund(&over).await.unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    assert_eq!(b.refunds("inv_1").await.unwrap().len(), 1);
+    // Nor a refund of nothing, of a payment of another invoice, or of an
+    // invoice that does not exist.
+    let zero = refund("ref_0", &p1, dec!(0.00), "k-0", "cn_x");
+    assert!(matches!(
+        b.insert_refund(&zero).await.unwrap_err(),
+        StoreError::Refused(_)
+    ));
+    let mut stranger = refund("ref_s", &p1, dec!(1.00), "k-s", "cn_x");
+    stranger.payment_id = "pay_9".into();
+    assert!(matches!(
+        b.insert_refund(&stranger).await.unwrap_err(),
+        StoreError::Refused(_)
+    ));
+    let mut nowhere = refund("ref_n", &p1, dec!(1.00), "k-n", "cn_x");
+    nowhere.invoice_id = "nope".into();
+    assert!(matches!(
+        b.insert_refund(&nowhere).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+
+    // The rest of chq-1 (20.00) and all of chq-2 (70.00): everything paid is
+    // refunded and credited, 120.00; not a cent more, by refund or by note.
+    let rest = refund("ref_2", &p1, dec!(20.00), "k-2", "cn_2");
+    assert!(refund_with_note(&store, &inv, &rest).await.unwrap());
+    let all_of_p2 = refund("ref_3", &p2, dec!(70.00), "k-3", "cn_3");
+    assert!(refund_with_note(&store, &inv, &all_of_p2).await.unwrap());
+    let more = refund("ref_4", &p2, dec!(0.01), "k-4", "cn_4");
+    assert!(matches!(
+        b.insert_refund(&more).await.unwrap_err(),
+        StoreError::Refused(_)
+    ));
+    let err = b
+        .insert_credit_note(&note("cn_4", &inv, dec!(0.01)), "CN")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    let refunds = b.refunds("inv_1").await.unwrap();
+    let ids: Vec<&str> = refunds.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["ref_1", "ref_2", "ref_3"]);
+    let refunded: Decimal = refunds.iter().map(|r| r.amount).sum();
+    assert_eq!(refunded, dec!(120.00));
+    let after = b.get_invoice("inv_1").await.unwrap().unwrap().invoice;
+    assert_eq!(after.totals.amount_credited, dec!(120.00));
+    assert_eq!(after.totals.amount_paid, dec!(120.00));
+
+    // Keys are per invoice: k-1 refunds on another invoice.
+    let inv2 = issued(&store, "inv_2", "b").await;
+    let q = payment("pay_5", "inv_2", "chq-5", dec!(120.00));
+    b.record_payment(&q).await.unwrap();
+    let other = refund("ref_5", &q, dec!(10.00), "k-1", "cn_5");
+    assert!(refund_with_note(&store, &inv2, &other).await.unwrap());
+    assert_eq!(b.refunds("inv_2").await.unwrap(), vec![other]);
 }

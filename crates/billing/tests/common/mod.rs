@@ -18,7 +18,8 @@ use tollgate_store::postgres::PgStore;
 use tollgate_store::sqlite::SqliteStore;
 
 /// Five metered features; `pro` ($49/month in arrears, calendar) prices each
-/// per unit; `adv` ($20/month in advance) prices `calls` only.
+/// per unit; `adv` ($20/month in advance) prices `calls` only; `inc`
+/// ($30/month in advance) prices `calls` with 100 included.
 pub const CATALOG: &str = r#"
 [catalog]
 name = "Billing test"
@@ -103,6 +104,22 @@ calls = "unlimited"
 [[plans.adv.charges]]
 metric = "calls"
 name = "Calls"
+price = { model = "per_unit", unit_price = "0.01" }
+
+[plans.inc]
+name = "Included"
+tier = 2
+base_price = "30.00"
+anchoring = "calendar"
+billing = "in_advance"
+
+[plans.inc.entitlements]
+calls = "unlimited"
+
+[[plans.inc.charges]]
+metric = "calls"
+name = "Calls"
+included = 100
 price = { model = "per_unit", unit_price = "0.01" }
 "#;
 

@@ -56,6 +56,10 @@ pub struct Segment<'a> {
     pub from: Timestamp,
     pub to: Timestamp,
     pub usage: Vec<UsageTotal>,
+    /// The subscription was canceled (and settled by a final invoice)
+    /// during this span, until a reactivation: no in-arrears base and no
+    /// minimum are owed for it.
+    pub canceled: bool,
 }
 
 /// A discount applied to the invoice's subtotal.
@@ -97,6 +101,13 @@ pub struct InvoiceInput<'a> {
     /// Lines carried over to this invoice (prorations "on the next invoice").
     pub pending: Vec<InvoiceLine>,
     pub discounts: Vec<Discount>,
+    /// The period up to this instant was already billed on an earlier
+    /// invoice (a cancellation's final invoice, the cancellation since
+    /// undone): the segments ending at or before it count toward the
+    /// period's cumulative usage (included units, tiers) but are not billed
+    /// again; the invoice covers `[settled_until, period end)`. It must be a
+    /// segment boundary inside the period. `None`: nothing was billed yet.
+    pub settled_until: Option<Timestamp>,
     pub tax: TaxRule,
     pub issuer: Party,
     pub bill_to: Party,
@@ -260,6 +271,13 @@ fn check_input(input: &InvoiceInput<'_>) -> Result<(), BillingError> {
     if let Some((plan, _)) = &input.advance {
         check_currency(input.currency, plan)?;
     }
+    if let Some(settled) = input.settled_until
+        && (settled >= period.end || !input.segments.iter().any(|s| s.to == settled))
+    {
+        return Err(BillingError::Segments(format!(
+            "settled_until {settled} is not a segment boundary inside the period"
+        )));
+    }
     if input.tax.rate < Decimal::ZERO || input.tax.rate > Decimal::ONE {
         return Err(BillingError::Invalid(format!(
             "tax rate must be a fraction between 0 and 1 (0.2 = 20 %), got {}",
@@ -352,7 +370,7 @@ pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError
     let base_period = input.nominal_period.unwrap_or(input.period);
     let mut lines = Vec::new();
     for seg in &input.segments {
-        if seg.plan.billing == BaseBilling::InArrears {
+        if seg.plan.billing == BaseBilling::InArrears && !is_settled(input, seg) && !seg.canceled {
             lines.push(base_line(
                 seg.plan,
                 &base_period,
@@ -372,13 +390,19 @@ pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError
         line.tax_amount = Decimal::ZERO;
         lines.push(line);
     }
-    let discounts = discount_lines(&input.discounts, &lines, currency, &input.period)?;
+    // What this invoice covers: the period, less what was already billed.
+    let covered = match input.settled_until {
+        Some(settled) => Period::new(settled, input.period.end)
+            .map_err(|e| BillingError::Invalid(e.to_string()))?,
+        None => input.period,
+    };
+    let discounts = discount_lines(&input.discounts, &lines, currency, &covered)?;
     lines.extend(discounts);
     let mut invoice = Invoice::off_cycle(
         input.invoice_id.clone(),
         input.customer_id.clone(),
         currency,
-        input.period,
+        covered,
         lines,
         input.tax.clone(),
         input.created_at,
@@ -775,6 +799,11 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// Whether a segment lies in the part of the period already billed.
+fn is_settled(input: &InvoiceInput<'_>, seg: &Segment<'_>) -> bool {
+    input.settled_until.is_some_and(|t| seg.to <= t)
+}
+
 /// Usage, emergency and minimum lines of every segment.
 fn usage_lines(
     input: &InvoiceInput<'_>,
@@ -785,6 +814,15 @@ fn usage_lines(
     let mut lines = Vec::new();
     let mut minimums: BTreeMap<String, MinimumAcc> = BTreeMap::new();
     for (i, seg) in input.segments.iter().enumerate() {
+        // Billed on an earlier invoice: its usage only moves the positions of
+        // the segments after it.
+        if is_settled(input, seg) {
+            continue;
+        }
+        // Canceled: nothing to bill unless usage was recorded anyway.
+        if seg.canceled && seg.usage.is_empty() {
+            continue;
+        }
         for charge in &seg.plan.charges {
             if let Some((field, message)) = charge.validate().into_iter().next() {
                 return Err(BillingError::Pricing {
@@ -798,7 +836,7 @@ fn usage_lines(
                 charged += line.amount;
                 lines.push(line);
             }
-            if let Some(minimum) = charge.minimum {
+            if let Some(minimum) = charge.minimum.filter(|_| !seg.canceled) {
                 let acc = minimums.entry(charge.metric.clone()).or_default();
                 acc.required += share_of(minimum, ctx.base_period, seg.from, seg.to)?;
                 acc.charged += charged;

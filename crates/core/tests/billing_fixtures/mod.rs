@@ -160,6 +160,7 @@ pub fn segment<'a>(
         from,
         to,
         usage,
+        canceled: false,
     }
 }
 
@@ -179,6 +180,7 @@ pub fn input<'a>(
         advance: None,
         pending: Vec::new(),
         discounts: Vec::new(),
+        settled_until: None,
         tax: TaxRule::none(),
         issuer: Party::default(),
         bill_to: Party::default(),

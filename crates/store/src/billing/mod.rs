@@ -114,6 +114,9 @@ pub struct InvoiceKey {
     pub id: String,
     pub customer_id: String,
     pub period_start: Timestamp,
+    /// Short of the billing period's end for a cancellation's final invoice
+    /// (the next part of the period, if any, is keyed by this instant).
+    pub period_end: Timestamp,
     pub status: InvoiceStatus,
     /// The pending items the invoice carries.
     pub pending_items: Vec<String>,
@@ -286,7 +289,10 @@ pub trait BillingStore: Send + Sync {
     async fn delete_discount(&self, customer_id: &str, id: &str) -> Result<bool>;
 
     /// Records a refund; `false` (nothing written) when the invoice already
-    /// has a refund with its idempotency key.
+    /// has a refund with its idempotency key (the first one stands, with its
+    /// credit note). `Refused` when the payment is not the invoice's, the
+    /// amount is not positive, or the payment's refunds would exceed what it
+    /// paid; `NotFound` if the invoice does not exist.
     async fn insert_refund(&self, refund: &RefundRecord) -> Result<bool>;
     /// An invoice's refunds, oldest first.
     async fn refunds(&self, invoice_id: &str) -> Result<Vec<RefundRecord>>;
@@ -527,6 +533,7 @@ struct RawInvoiceKey {
     id: String,
     customer_id: String,
     period_start: i64,
+    period_end: i64,
     status: String,
     pending_items: String,
 }
@@ -538,6 +545,7 @@ impl TryFrom<RawInvoiceKey> for InvoiceKey {
             status: InvoiceStatus::parse(&r.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("invoices.status: {:?}", r.status)))?,
             period_start: codec::timestamp("invoices.period_start", r.period_start)?,
+            period_end: codec::timestamp("invoices.period_end", r.period_end)?,
             pending_items: codec::json("invoices.pending_items", &r.pending_items)?,
             id: r.id,
             customer_id: r.customer_id,
@@ -983,8 +991,8 @@ macro_rules! billing_store_impl {
                 to: jiff::Timestamp,
             ) -> $crate::Result<Vec<$crate::billing::InvoiceKey>> {
                 let rows: Vec<$crate::billing::RawInvoiceKey> = sqlx::query_as(
-                    "SELECT id, customer_id, period_start, status, pending_items FROM invoices \
-                     WHERE kind = 'cycle' AND period_start >= $1 AND period_start < $2 \
+                    "SELECT id, customer_id, period_start, period_end, status, pending_items \
+                     FROM invoices WHERE kind = 'cycle' AND period_start >= $1 AND period_start < $2 \
                      ORDER BY customer_id, period_start",
                 )
                 .bind($crate::codec::micros(from))
@@ -1209,29 +1217,67 @@ macro_rules! billing_store_impl {
                 &self,
                 refund: &$crate::billing::RefundRecord,
             ) -> $crate::Result<bool> {
-                let done = sqlx::query(
+                let mut tx = self.begin_write().await?;
+                // The invoice's row lock serializes refunds of one invoice.
+                self.locked_invoice(&mut tx, &refund.invoice_id).await?;
+                let replay: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM refunds WHERE invoice_id = $1 AND idempotency_key = $2",
+                )
+                .bind(&refund.invoice_id)
+                .bind(&refund.idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if replay.is_some() {
+                    return Ok(false);
+                }
+                let paid: Option<String> = sqlx::query_scalar(
+                    "SELECT amount FROM payments WHERE id = $1 AND invoice_id = $2",
+                )
+                .bind(&refund.payment_id)
+                .bind(&refund.invoice_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(paid) = paid else {
+                    return Err($crate::StoreError::Refused(format!(
+                        "{} is not a payment of invoice {}",
+                        refund.payment_id, refund.invoice_id
+                    )));
+                };
+                let paid = $crate::codec::decimal("payments.amount", &paid)?;
+                let earlier: Vec<String> =
+                    sqlx::query_scalar("SELECT document FROM refunds WHERE invoice_id = $1")
+                        .bind(&refund.invoice_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let earlier: Vec<$crate::billing::RefundRecord> =
+                    $crate::billing::documents("refunds.document", earlier)?;
+                let refunded: rust_decimal::Decimal = earlier
+                    .iter()
+                    .filter(|r| r.payment_id == refund.payment_id)
+                    .map(|r| r.amount)
+                    .sum();
+                if refund.amount <= rust_decimal::Decimal::ZERO || refunded + refund.amount > paid {
+                    return Err($crate::StoreError::Refused(format!(
+                        "a refund of {} of payment {} would bring its refunds to {} of the {paid} paid",
+                        refund.amount,
+                        refund.payment_id,
+                        refunded + refund.amount
+                    )));
+                }
+                sqlx::query(
                     "INSERT INTO refunds (id, invoice_id, idempotency_key, created_at, document) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id, idempotency_key) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&refund.id)
                 .bind(&refund.invoice_id)
                 .bind(&refund.idempotency_key)
                 .bind($crate::codec::micros(refund.created_at))
                 .bind($crate::codec::to_json("refunds.document", refund)?)
-                .execute(self.write_pool())
+                .execute(&mut *tx)
                 .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(db)
-                        if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
-                    {
-                        $crate::StoreError::NotFound {
-                            what: "invoice",
-                            id: refund.invoice_id.clone(),
-                        }
-                    }
-                    other => $crate::codec::insert_error(other, "refund", &refund.id, ""),
-                })?;
-                Ok(done.rows_affected() == 1)
+                .map_err(|e| $crate::codec::insert_error(e, "refund", &refund.id, ""))?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn refunds(
