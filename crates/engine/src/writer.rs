@@ -100,6 +100,15 @@ pub struct WriterConfig {
     /// would only hold every caller of the batch back (measured over HTTP at
     /// 64 connections: 2 ms gave 15.4k consumes/s, 0 gave 20.2k, bench/README.md).
     pub max_wait: Duration,
+    /// Most writes per batch when the store syncs in a thread of its own
+    /// ([`Store::syncs_in_background`], SQLite with `synchronous = FULL`;
+    /// default 32). A batch is written while the one before it waits for its
+    /// fsync, so splitting the queued writes into several batches keeps
+    /// writing and syncing busy side by side, and a commit of fewer pages
+    /// syncs faster (measured over HTTP at 64 connections: 27k consumes/s
+    /// with whatever is queued in one batch, 65k with batches of at most 32;
+    /// bench/README.md).
+    pub pipeline_batch: usize,
     /// A batch also closes when no write arrived for this long (default
     /// 200 µs): when every caller is already waiting in the batch, waiting out
     /// `max_wait` would only add latency.
@@ -112,6 +121,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             max_batch: 2_000,
+            pipeline_batch: 32,
             max_wait: Duration::ZERO,
             idle_gap: Duration::from_micros(200),
             snapshot_interval: Duration::from_secs(30),
@@ -330,6 +340,11 @@ impl Writer {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
         let mut batch: Vec<(Ops, Ack)> = Vec::new();
+        let max_batch = if self.store.syncs_in_background() {
+            self.config.max_batch.min(self.config.pipeline_batch).max(1)
+        } else {
+            self.config.max_batch
+        };
         loop {
             let first = tokio::select! {
                 biased;
@@ -353,7 +368,7 @@ impl Writer {
             }
             if matches!(after, After::Nothing) {
                 let deadline = tokio::time::Instant::now() + self.config.max_wait;
-                while count < self.config.max_batch {
+                while count < max_batch {
                     let msg = match self.rx.try_recv() {
                         Ok(m) => Some(m),
                         Err(mpsc::error::TryRecvError::Disconnected) => None,

@@ -27,6 +27,7 @@
 //!
 //! [engine]
 //! group_commit_max_batch = 2000
+//! group_commit_pipeline_batch = 32   # SQLite (synchronous=full): batch cap, see docs/engine.md
 //! group_commit_max_wait_ms = 0      # 0 = commit whatever is queued at once
 //! snapshot_interval_secs = 30
 //! idempotency_window_hours = 24
@@ -65,6 +66,7 @@ const ENV_KEYS: &[&str] = &[
     "rate_limit.per_second",
     "rate_limit.burst",
     "engine.group_commit_max_batch",
+    "engine.group_commit_pipeline_batch",
     "engine.group_commit_max_wait_ms",
     "engine.snapshot_interval_secs",
     "engine.idempotency_window_hours",
@@ -112,6 +114,10 @@ impl Default for RateLimitConfig {
 pub struct EngineSettings {
     /// Most writes per group commit.
     pub group_commit_max_batch: usize,
+    /// Most writes per group commit when the store syncs in a thread of its
+    /// own (SQLite with `synchronous = FULL`), so that several batches are in
+    /// flight.
+    pub group_commit_pipeline_batch: usize,
     /// Longest a write waits for companions before its batch commits.
     pub group_commit_max_wait_ms: u64,
     /// How often the counter snapshot is saved.
@@ -125,6 +131,7 @@ impl Default for EngineSettings {
         let d = EngineConfig::default();
         EngineSettings {
             group_commit_max_batch: d.writer.max_batch,
+            group_commit_pipeline_batch: d.writer.pipeline_batch,
             group_commit_max_wait_ms: u64::try_from(d.writer.max_wait.as_millis()).unwrap_or(0),
             snapshot_interval_secs: d.writer.snapshot_interval.as_secs(),
             idempotency_window_hours: 24,
@@ -324,6 +331,9 @@ impl Config {
         if self.engine.group_commit_max_batch == 0 {
             problems.push("engine.group_commit_max_batch: must be at least 1".into());
         }
+        if self.engine.group_commit_pipeline_batch == 0 {
+            problems.push("engine.group_commit_pipeline_batch: must be at least 1".into());
+        }
         if self.engine.group_commit_max_wait_ms > 10_000 {
             problems.push(format!(
                 "engine.group_commit_max_wait_ms: {} ms is too long (at most 10000)",
@@ -388,6 +398,7 @@ impl Config {
         EngineConfig {
             writer: WriterConfig {
                 max_batch: e.group_commit_max_batch.max(1),
+                pipeline_batch: e.group_commit_pipeline_batch.max(1),
                 max_wait: Duration::from_millis(e.group_commit_max_wait_ms),
                 snapshot_interval: Duration::from_secs(e.snapshot_interval_secs.max(1)),
                 ..WriterConfig::default()

@@ -122,7 +122,9 @@ impl Durable {
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, DurableSlot> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Completes the promise (the store side): runs the callback if one is
@@ -548,6 +550,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             seqs: self.append_batch(ops).await?,
             durable: None,
         })
+    }
+
+    /// Whether [`Store::append_batch_written`] returns before the batch is
+    /// durable (the fsync runs in a thread of its own): the group-commit
+    /// writer then keeps its batches small so that several are in flight.
+    fn syncs_in_background(&self) -> bool {
+        false
     }
 
     /// Waits until every batch written so far is durable.

@@ -848,6 +848,10 @@ impl Store for SqliteStore {
         Ok(written.seqs)
     }
 
+    fn syncs_in_background(&self) -> bool {
+        self.durability == Durability::Full
+    }
+
     async fn wait_durable(&self) -> Result<()> {
         match self.ledger.get() {
             Some(ledger) => ledger.barrier().await,
