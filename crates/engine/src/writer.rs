@@ -4,9 +4,13 @@
 //! unbounded channel (always while still holding the customer's lock, so the
 //! channel order is the decision order); the task takes every message queued
 //! (up to `max_batch` writes, or waiting up to `max_wait` for more: by default
-//! it does not wait), commits them with a single [`Store::append_batch`] (one transaction, one
-//! fsync), then acknowledges every caller through its oneshot. A caller answers
-//! its own caller only after that acknowledgement.
+//! it does not wait), commits them with a single [`Store::append_batch_written`]
+//! (one transaction), then acknowledges every caller through its oneshot once
+//! the batch is durable: at once when the store synced in the commit
+//! (PostgreSQL), else from the store's fsync thread ([`on_durable`](tollgate_store::Durable::on_durable),
+//! SQLite), in which case the writer has already gone on to the next batch
+//! (batches are then capped at `pipeline_batch` writes so that several are in
+//! flight). A caller answers its own caller only after that acknowledgement.
 //!
 //! The task also keeps the aggregate of COMMITTED usage per (customer, feature,
 //! window), fed only after a successful commit, and periodically saves it with

@@ -181,17 +181,24 @@ fn run(mut conn: Connection, syncer: Option<Syncer>, jobs: mpsc::Receiver<Job>) 
                 }
             },
             Job::Close(reply) => {
-                if let Some(s) = &syncer {
-                    // What was committed is synced before the connection goes.
-                    let _ = s.wait().blocking_wait();
-                }
-                drop(conn);
-                drop(syncer);
+                finish(conn, syncer);
                 let _ = reply.send(());
                 return;
             }
         }
     }
+    // Every handle is gone.
+    finish(conn, syncer);
+}
+
+/// Syncs what was committed, then closes the connection and stops the
+/// fsync thread.
+fn finish(conn: Connection, syncer: Option<Syncer>) {
+    if let Some(s) = &syncer {
+        let _ = s.wait().blocking_wait();
+    }
+    drop(conn);
+    drop(syncer);
 }
 
 /// One transaction: the rows, then the zone map of each block they fall in.
@@ -328,7 +335,13 @@ fn sync_loop(wal: &Path, shared: &(Mutex<SyncState>, Condvar)) {
             }
             std::mem::take(&mut st.waiting)
         };
-        if let Err(e) = sync_wal(wal, &mut file) {
+        // No WAL: the last connection to close checkpointed it into the
+        // database file (syncing that file) and deleted it.
+        let synced = match sync_wal(wal, &mut file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        if let Err(e) = synced {
             tracing::error!(
                 wal = %wal.display(),
                 error = %e,
@@ -348,7 +361,8 @@ fn sync_loop(wal: &Path, shared: &(Mutex<SyncState>, Condvar)) {
 
 /// `fdatasync` of the WAL, reopening it if the file at `wal` is not the one
 /// held (the WAL is deleted when its last connection closes and recreated by
-/// the next one).
+/// the next one). The held file is checked against the path on every sync
+/// (two `stat`s, a microsecond).
 fn sync_wal(wal: &Path, file: &mut Option<File>) -> std::io::Result<()> {
     let current = std::fs::metadata(wal)?;
     let same = match file {

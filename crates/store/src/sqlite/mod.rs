@@ -2,15 +2,17 @@
 //!
 //! # Durability and concurrency
 //!
-//! - The database runs in WAL mode with `synchronous = FULL`: every committed
-//!   transaction is fsynced to the WAL before the commit returns, so every write
-//!   the store acknowledges survives a crash or power loss. Hot-path writes come
-//!   through [`Store::append_batch`], one transaction per group commit, so the
-//!   fsync is paid once per batch, not once per usage record (with `NORMAL`, a
-//!   power loss could drop the last acknowledged batches; that is not accepted).
-//! - All writes go through ONE connection (a pool of exactly one), so writes are
-//!   serialized in this process and a write transaction never waits on another
-//!   writer of ours. Each write transaction starts with `BEGIN IMMEDIATE`.
+//! - The database runs in WAL mode and, by default ([`Durability::Full`]),
+//!   every write the store acknowledges is fsynced to the WAL first, so it
+//!   survives a crash or power loss: sqlx transactions with `synchronous =
+//!   FULL`, ledger batches through the fsync thread (see below). Hot-path
+//!   writes come through [`Store::append_batch_written`], one transaction per
+//!   group commit, so the fsync is paid once per batch (or less), not once per
+//!   usage record.
+//! - Writes go through ONE sqlx connection (a pool of exactly one) and the
+//!   ledger thread's connection; each write transaction starts with `BEGIN
+//!   IMMEDIATE`, so SQLite serializes the two (the ledger thread is fed by the
+//!   engine's single writer, the sqlx connection by everything else).
 //! - Reads use a separate small pool: WAL lets readers run concurrently with the
 //!   writer and with each other, and a read sees every transaction committed
 //!   before it started.
@@ -19,12 +21,17 @@
 //!
 //! # The ledger
 //!
-//! Usage rows are appended with multi-row `INSERT OR FAIL` statements (no
-//! statement journal: a failed batch rolls its whole transaction back). The
-//! common group commit (usage rows only, one block) is a single
-//! multi-statement query, `BEGIN IMMEDIATE; INSERT …; zone map; COMMIT`: one
-//! round trip to the connection's worker thread. Sequence numbers are assigned
-//! explicitly by the single writer: the last seq it wrote `+ 1, + 2, …` in
+//! A batch of usage rows only (the common group commit) is written by the
+//! ledger thread ([`ledger`]): its own connection, one prepared single-row
+//! `INSERT OR FAIL` per row and the zone map of each block, in one
+//! transaction; with [`Durability::Full`] it commits with `synchronous =
+//! NORMAL` and a second thread `fdatasync`s the WAL before the batch is
+//! acknowledged, so the next batch is written while this one syncs. Other
+//! batches (reservations, outbox events, the last seq unknown) go through the
+//! sqlx writer connection statement by statement, with multi-row `INSERT OR
+//! FAIL` statements (no statement journal: a failed batch rolls its whole
+//! transaction back). Sequence numbers are assigned explicitly by the single
+//! writer: the last seq it wrote `+ 1, + 2, …` in
 //! batch order (read as `max(seq)` in the transaction when not known, e.g. at
 //! start or after a failure), so the seq of each record is known by
 //! construction, and another writer would make the batch fail on the primary
