@@ -105,8 +105,7 @@ pub struct WriterConfig {
     /// 64 connections: 2 ms gave 15.4k consumes/s, 0 gave 20.2k, bench/README.md).
     pub max_wait: Duration,
     /// Most writes per batch when the store syncs in a thread of its own
-    /// ([`Store::syncs_in_background`], SQLite with `synchronous = FULL`;
-    /// default 32). A batch is written while the one before it waits for its
+    /// ([`Store::syncs_in_background`]: SQLite; default 32). A batch is written while the one before it waits for its
     /// fsync, so splitting the queued writes into several batches keeps
     /// writing and syncing busy side by side, and a commit of fewer pages
     /// syncs faster (measured over HTTP at 64 connections: 27k consumes/s

@@ -27,7 +27,7 @@
 //!
 //! [engine]
 //! group_commit_max_batch = 2000
-//! group_commit_pipeline_batch = 32   # SQLite (synchronous=full): batch cap, see docs/engine.md
+//! group_commit_pipeline_batch = 32   # SQLite: batch cap, see docs/engine.md
 //! group_commit_max_wait_ms = 0      # 0 = commit whatever is queued at once
 //! snapshot_interval_secs = 30
 //! idempotency_window_hours = 24
@@ -115,8 +115,7 @@ pub struct EngineSettings {
     /// Most writes per group commit.
     pub group_commit_max_batch: usize,
     /// Most writes per group commit when the store syncs in a thread of its
-    /// own (SQLite with `synchronous = FULL`), so that several batches are in
-    /// flight.
+    /// own (SQLite), so that several batches are in flight.
     pub group_commit_pipeline_batch: usize,
     /// Longest a write waits for companions before its batch commits.
     pub group_commit_max_wait_ms: u64,

@@ -107,16 +107,33 @@ async fn batches_written_back_to_back_are_visible_at_once_and_durable_through_th
 }
 
 #[tokio::test]
-async fn a_process_durability_store_answers_written_batches_as_durable() {
+async fn a_process_durability_store_hands_batches_over_the_same_way_without_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, Durability::Process).await;
-    assert!(!store.syncs_in_background());
+    assert!(store.syncs_in_background());
+    // The first batch reads max(seq) through the sqlx connection; the next
+    // ones go to the ledger thread.
+    assert_eq!(
+        store.append_batch(&consumes("cus_b", 1, 0)).await.unwrap(),
+        vec![1]
+    );
     let written = store
-        .append_batch_written(&consumes("cus_b", 5, 0))
+        .append_batch_written(&consumes("cus_b", 5, 1))
         .await
         .unwrap();
-    assert!(written.durable.is_none());
-    assert_eq!(written.seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(written.seqs, vec![2, 3, 4, 5, 6]);
+    written
+        .durable
+        .expect("handed to the sync thread")
+        .wait()
+        .await
+        .unwrap();
+    let used = store
+        .sum_usage("cus_b", "api_calls", at(0), at(100))
+        .await
+        .unwrap();
+    // 1 + (1 + 2 + 3 + 4 + 5)
+    assert_eq!(used.get("plan"), Some(&Decimal::from(16)));
     store.close().await;
 }
 

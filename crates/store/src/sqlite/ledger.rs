@@ -79,8 +79,10 @@ impl LedgerWriter {
     pub(crate) fn start(path: &Path, durability: Durability) -> Result<LedgerWriter> {
         let conn = open(path, durability)?;
         let syncer = match durability {
-            Durability::Full => Some(Syncer::start(wal_path(path))?),
-            Durability::Process => None,
+            Durability::Full => Syncer::start(Some(wal_path(path)))?,
+            // The same hand-over without the fsync: the next batch is written
+            // while this one's callers are answered.
+            Durability::Process => Syncer::start(None)?,
         };
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -161,7 +163,7 @@ fn open(path: &Path, durability: Durability) -> Result<Connection> {
     Ok(conn)
 }
 
-fn run(mut conn: Connection, syncer: Option<Syncer>, jobs: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, syncer: Syncer, jobs: mpsc::Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Append {
@@ -170,16 +172,10 @@ fn run(mut conn: Connection, syncer: Option<Syncer>, jobs: mpsc::Receiver<Job>) 
                 rows,
                 reply,
             } => {
-                let written = write(&mut conn, bits, first, &rows)
-                    .map(|()| syncer.as_ref().map(Syncer::wait));
+                let written = write(&mut conn, bits, first, &rows).map(|()| Some(syncer.wait()));
                 let _ = reply.send(written);
             }
-            Job::Barrier(reply) => match &syncer {
-                Some(s) => s.forward(reply),
-                None => {
-                    let _ = reply.send(Ok(()));
-                }
-            },
+            Job::Barrier(reply) => syncer.forward(reply),
             Job::Close(reply) => {
                 finish(conn, syncer);
                 let _ = reply.send(());
@@ -193,10 +189,8 @@ fn run(mut conn: Connection, syncer: Option<Syncer>, jobs: mpsc::Receiver<Job>) 
 
 /// Syncs what was committed, then closes the connection and stops the
 /// fsync thread.
-fn finish(conn: Connection, syncer: Option<Syncer>) {
-    if let Some(s) = &syncer {
-        let _ = s.wait().blocking_wait();
-    }
+fn finish(conn: Connection, syncer: Syncer) {
+    let _ = syncer.wait().blocking_wait();
     drop(conn);
     drop(syncer);
 }
@@ -276,12 +270,14 @@ struct SyncState {
 }
 
 impl Syncer {
-    fn start(wal: PathBuf) -> Result<Syncer> {
+    /// `wal`: the file to `fdatasync`, or `None` to complete every waiter
+    /// without one ([`Durability::Process`]).
+    fn start(wal: Option<PathBuf>) -> Result<Syncer> {
         let shared: Arc<(Mutex<SyncState>, Condvar)> = Arc::default();
         let theirs = shared.clone();
         std::thread::Builder::new()
             .name("tollgate-fsync".into())
-            .spawn(move || sync_loop(&wal, &theirs))
+            .spawn(move || sync_loop(wal.as_deref(), &theirs))
             .map_err(|e| StoreError::Ledger(format!("starting the fsync thread: {e}")))?;
         Ok(Syncer { shared })
     }
@@ -316,7 +312,7 @@ impl Drop for Syncer {
     }
 }
 
-fn sync_loop(wal: &Path, shared: &(Mutex<SyncState>, Condvar)) {
+fn sync_loop(wal: Option<&Path>, shared: &(Mutex<SyncState>, Condvar)) {
     let mut file: Option<File> = None;
     loop {
         let waiting = {
@@ -335,23 +331,25 @@ fn sync_loop(wal: &Path, shared: &(Mutex<SyncState>, Condvar)) {
             }
             std::mem::take(&mut st.waiting)
         };
-        // No WAL: the last connection to close checkpointed it into the
-        // database file (syncing that file) and deleted it.
-        let synced = match sync_wal(wal, &mut file) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        };
-        if let Err(e) = synced {
-            tracing::error!(
-                wal = %wal.display(),
-                error = %e,
-                "fdatasync of the ledger's WAL failed: aborting, the restart recovers from what is on disk"
-            );
-            eprintln!(
-                "tollgate: fdatasync of {} failed ({e}); aborting so that the restart recovers from disk",
-                wal.display()
-            );
-            std::process::abort();
+        if let Some(wal) = wal {
+            // No WAL: the last connection to close checkpointed it into the
+            // database file (syncing that file) and deleted it.
+            let synced = match sync_wal(wal, &mut file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
+            if let Err(e) = synced {
+                tracing::error!(
+                    wal = %wal.display(),
+                    error = %e,
+                    "fdatasync of the ledger's WAL failed: aborting, the restart recovers from what is on disk"
+                );
+                eprintln!(
+                    "tollgate: fdatasync of {} failed ({e}); aborting so that the restart recovers from disk",
+                    wal.display()
+                );
+                std::process::abort();
+            }
         }
         for w in waiting {
             w.complete(Ok(()));

@@ -24,9 +24,10 @@
 //! A batch of usage rows only (the common group commit) is written by the
 //! ledger thread ([`ledger`]): its own connection, one prepared single-row
 //! `INSERT OR FAIL` per row and the zone map of each block, in one
-//! transaction; with [`Durability::Full`] it commits with `synchronous =
-//! NORMAL` and a second thread `fdatasync`s the WAL before the batch is
-//! acknowledged, so the next batch is written while this one syncs. Other
+//! transaction, committed with `synchronous = NORMAL`; a second thread
+//! `fdatasync`s the WAL (with [`Durability::Full`]) before the batch is
+//! acknowledged, so the next batch is written while this one syncs (with
+//! [`Durability::Process`] the second thread only hands the batch back). Other
 //! batches (reservations, outbox events, the last seq unknown) go through the
 //! sqlx writer connection statement by statement, with multi-row `INSERT OR
 //! FAIL` statements (no statement journal: a failed batch rolls its whole
@@ -856,7 +857,7 @@ impl Store for SqliteStore {
     }
 
     fn syncs_in_background(&self) -> bool {
-        self.durability == Durability::Full
+        true
     }
 
     async fn wait_durable(&self) -> Result<()> {
