@@ -12,7 +12,7 @@ use common::{Env, env_at, ts};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate_billing::BillingConfig;
-use tollgate_billing::changes::{CancelRequest, TrialRequest};
+use tollgate_billing::changes::{CancelRequest, SubscriptionOutcome, TrialRequest};
 use tollgate_core::billing::{Invoice, InvoiceLineKind, InvoiceStatus};
 use tollgate_engine::{NewCustomer, SubscribeOptions};
 use tollgate_store::billing::{InvoiceFilter, InvoiceKind};
@@ -58,12 +58,20 @@ fn base_billed_for(invoices: &[Invoice], at: &str) -> Vec<Decimal> {
         .collect()
 }
 
-fn cancel_now(prorate: bool) -> CancelRequest {
+fn cancel_request(prorate: bool) -> CancelRequest {
     CancelRequest {
         at_period_end: false,
         prorate,
         reason: None,
     }
+}
+
+/// Cancels `id`'s subscription now, with or without proration.
+async fn cancel_now(env: &Env, id: &str, prorate: bool) -> SubscriptionOutcome {
+    env.billing
+        .cancel_subscription(id, &cancel_request(prorate), "test")
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -202,11 +210,7 @@ async fn canceling_now_credits_the_unused_base_and_bills_usage_on_a_final_invoic
 
     // Canceled at the start of November 10: 21 of 30 days unused.
     env.clock.set(ts("2026-11-10T00:00:00Z"));
-    let out = env
-        .billing
-        .cancel_subscription("c", &cancel_now(true), "test")
-        .await
-        .unwrap();
+    let out = cancel_now(&env, "c", true).await;
     let final_id = out.invoice_id.clone().unwrap();
     let stored = env.billing.invoice(&final_id).await.unwrap();
     let fin = &stored.invoice;
@@ -244,11 +248,7 @@ async fn canceling_now_credits_the_unused_base_and_bills_usage_on_a_final_invoic
 
     // In arrears: Pro's base to the cancellation, 49 × 9/30 = 14.70, and
     // 100 calls × 0.001 = 0.10; no credit (nothing was billed ahead).
-    let out = env
-        .billing
-        .cancel_subscription("p", &cancel_now(true), "test")
-        .await
-        .unwrap();
+    let out = cancel_now(&env, "p", true).await;
     let fin = env
         .billing
         .invoice(&out.invoice_id.unwrap())
@@ -265,11 +265,7 @@ async fn canceling_now_credits_the_unused_base_and_bills_usage_on_a_final_invoic
     );
 
     // `prorate: false`: no credit, no final invoice now.
-    let out = env
-        .billing
-        .cancel_subscription("n", &cancel_now(false), "test")
-        .await
-        .unwrap();
+    let out = cancel_now(&env, "n", false).await;
     assert_eq!(out.invoice_id, None);
     assert_eq!(invoices_of(&env, "n").await.len(), 1);
 
@@ -300,11 +296,7 @@ async fn canceling_now_again_after_a_reactivation_settles_only_what_the_first_fi
         // Canceled on the 10th: final invoice #1 over [11-01, 11-10): 150
         // calls, 100 included, 0.50; credit −21.00 (21 days unused).
         env.clock.set(ts("2026-11-10T00:00:00Z"));
-        let first = env
-            .billing
-            .cancel_subscription("r", &cancel_now(true), "test")
-            .await
-            .unwrap();
+        let first = cancel_now(&env, "r", true).await;
         let first_id = first.invoice_id.clone().unwrap();
         let fin1 = env.billing.invoice(&first_id).await.unwrap().invoice;
         assert_eq!(fin1.totals.total, dec!(-20.50), "{backend}");
@@ -337,11 +329,7 @@ async fn canceling_now_again_after_a_reactivation_settles_only_what_the_first_fi
         // (the 100 included were used by the first 150), 2.00; the second
         // credit, 9 days unused, −9.00. Total −7.00.
         env.clock.set(ts("2026-11-22T00:00:00Z"));
-        let second = env
-            .billing
-            .cancel_subscription("r", &cancel_now(true), "test")
-            .await
-            .unwrap();
+        let second = cancel_now(&env, "r", true).await;
         let second_id = second.invoice_id.clone().unwrap();
         assert_ne!(second_id, first_id, "{backend}");
         let stored = env.billing.invoice(&second_id).await.unwrap();
@@ -414,10 +402,7 @@ async fn a_reactivation_after_a_cancellation_without_proration_owes_nothing_more
     // bill now; the close on December 1st bills December's base as usual.
     subscribed(&env, "n", "adv").await;
     env.clock.set(ts("2026-11-10T00:00:00Z"));
-    env.billing
-        .cancel_subscription("n", &cancel_now(false), "test")
-        .await
-        .unwrap();
+    cancel_now(&env, "n", false).await;
     env.clock.set(ts("2026-11-16T00:00:00Z"));
     env.billing
         .set_subscription_status("n", tollgate_store::SubscriptionStatus::Active, "test")
@@ -481,7 +466,7 @@ async fn an_invoice_cut_off_from_its_plan_change_is_written_by_the_next_tick_onc
         set_tax_rate(&env, "f", "oops").await;
         let err = env
             .billing
-            .cancel_subscription("f", &cancel_now(true), "test")
+            .cancel_subscription("f", &cancel_request(true), "test")
             .await;
         assert!(err.is_err(), "{backend}");
         assert_eq!(invoices_of(&env, "f").await.len(), 1, "{backend}");
@@ -568,10 +553,7 @@ async fn after_a_reactivation_the_close_bills_the_rest_of_the_period_and_the_nex
         env.consume("r", "calls", dec!(150)).await;
         env.engine.flush().await.unwrap();
         env.clock.set(ts("2026-11-10T00:00:00Z"));
-        env.billing
-            .cancel_subscription("r", &cancel_now(true), "test")
-            .await
-            .unwrap();
+        cancel_now(&env, "r", true).await;
         env.clock.set(ts("2026-11-16T00:00:00Z"));
         env.billing
             .set_subscription_status("r", tollgate_store::SubscriptionStatus::Active, "test")
@@ -637,11 +619,7 @@ async fn in_arrears_no_base_is_owed_for_the_days_a_subscription_was_canceled() {
     // 10th: final invoice with the base to then, 49 × 9/30 = 14.70.
     subscribed(&env, "p", "pro").await;
     env.clock.set(ts("2026-11-10T00:00:00Z"));
-    let first = env
-        .billing
-        .cancel_subscription("p", &cancel_now(true), "test")
-        .await
-        .unwrap();
+    let first = cancel_now(&env, "p", true).await;
     let fin1 = env
         .billing
         .invoice(&first.invoice_id.unwrap())
@@ -662,11 +640,7 @@ async fn in_arrears_no_base_is_owed_for_the_days_a_subscription_was_canceled() {
     env.consume("p", "calls", dec!(100)).await;
     env.engine.flush().await.unwrap();
     env.clock.set(ts("2026-11-22T00:00:00Z"));
-    let second = env
-        .billing
-        .cancel_subscription("p", &cancel_now(true), "test")
-        .await
-        .unwrap();
+    let second = cancel_now(&env, "p", true).await;
     let fin2 = env
         .billing
         .invoice(&second.invoice_id.unwrap())
@@ -709,10 +683,7 @@ async fn a_reactivation_in_a_later_period_does_not_reopen_the_canceled_one() {
     // invoice and −21.00), left canceled through the close of November.
     subscribed(&env, "q", "inc").await;
     env.clock.set(ts("2026-11-10T00:00:00Z"));
-    env.billing
-        .cancel_subscription("q", &cancel_now(true), "test")
-        .await
-        .unwrap();
+    cancel_now(&env, "q", true).await;
     env.clock.set(ts("2026-12-01T00:00:00Z"));
     let r = env.billing.run_once().await.unwrap().invoices;
     assert_eq!(r.created, 0, "{r:?}");

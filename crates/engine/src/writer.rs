@@ -299,32 +299,13 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// Answers the callers of a batch once it is durable (or its fsync failed).
-fn acknowledge(
-    stats: &WriterStats,
-    outbox: bool,
-    acks: Vec<(Ack, Vec<i64>)>,
-    r: Result<(), StoreError>,
-) {
-    match r {
-        Ok(()) => {
-            if outbox {
-                stats.outbox_written.notify_one();
-            }
-            for (ack, seqs) in acks {
-                let _ = ack.send(Ok(seqs));
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "a written batch could not be made durable");
-            stats
-                .failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let e = Arc::new(e);
-            for (ack, _) in acks {
-                let _ = ack.send(Err(e.clone()));
-            }
-        }
+/// Answers the callers of a batch once it is durable.
+fn acknowledge(stats: &WriterStats, outbox: bool, acks: Vec<(Ack, Vec<i64>)>) {
+    if outbox {
+        stats.outbox_written.notify_one();
+    }
+    for (ack, seqs) in acks {
+        let _ = ack.send(Ok(seqs));
     }
 }
 
@@ -508,13 +489,13 @@ impl Writer {
                     })
                     .collect();
                 match written.durable {
-                    None => self.acknowledge(outbox, acks, Ok(())),
+                    None => acknowledge(&self.stats, outbox, acks),
                     // The store syncs in a thread of its own: the next batch is
                     // written while this one waits for its fsync, and its
                     // callers are answered only once it is durable.
                     Some(durable) => {
                         let stats = self.stats.clone();
-                        durable.on_durable(move |r| acknowledge(&stats, outbox, acks, r));
+                        durable.on_durable(move || acknowledge(&stats, outbox, acks));
                     }
                 }
             }
@@ -526,10 +507,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    fn acknowledge(&self, outbox: bool, acks: Vec<(Ack, Vec<i64>)>, r: Result<(), StoreError>) {
-        acknowledge(&self.stats, outbox, acks, r);
     }
 
     async fn snapshot(&mut self) -> Result<usize, Arc<StoreError>> {

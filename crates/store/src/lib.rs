@@ -89,24 +89,22 @@ pub struct Written {
     pub durable: Option<Durable>,
 }
 
-/// Resolves once a written batch is durable (or its fsync failed): a promise
-/// completed by the store's fsync thread, which runs the callback given to
-/// [`Durable::on_durable`] itself (no task in between).
+/// Resolves once a written batch is durable: a promise completed by the
+/// store's fsync thread, which runs the callback given to
+/// [`Durable::on_durable`] itself (no task in between). There is no failed
+/// outcome: a failed fsync aborts the process (see `sqlite::ledger`).
 pub struct Durable(std::sync::Arc<std::sync::Mutex<DurableSlot>>);
-
-/// What runs once a batch is durable.
-pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
 
 #[derive(Default)]
 struct DurableSlot {
-    outcome: Option<Result<(), String>>,
-    then: Option<DurableCallback>,
+    done: bool,
+    then: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Durable")
-            .field("outcome", &self.slot().outcome)
+            .field("done", &self.slot().done)
             .finish_non_exhaustive()
     }
 }
@@ -128,57 +126,48 @@ impl Durable {
     }
 
     /// Completes the promise (the store side): runs the callback if one is
-    /// registered, else keeps the outcome for it.
-    pub(crate) fn complete(&self, outcome: Result<(), String>) {
+    /// registered, else marks it done for the callback to come.
+    pub(crate) fn complete(&self) {
         let then = {
             let mut slot = self.slot();
-            match slot.then.take() {
-                Some(f) => Some((f, outcome)),
-                None => {
-                    slot.outcome = Some(outcome);
-                    None
-                }
-            }
+            slot.done = true;
+            slot.then.take()
         };
-        if let Some((f, outcome)) = then {
-            f(outcome.map_err(StoreError::Ledger));
+        if let Some(f) = then {
+            f();
         }
     }
 
     /// Runs `f` once the batch is durable: at once if it already is, else on
-    /// the thread that completes it (keep `f` short: answer waiters).
-    pub fn on_durable(self, f: impl FnOnce(Result<()>) + Send + 'static) {
-        let now = {
+    /// the thread that completes it (keep `f` short: answer waiters). If the
+    /// store stops before, `f` is dropped without running.
+    pub fn on_durable(self, f: impl FnOnce() + Send + 'static) {
+        {
             let mut slot = self.slot();
-            match slot.outcome.take() {
-                Some(outcome) => Some(outcome),
-                None => {
-                    slot.then = Some(Box::new(f));
-                    return;
-                }
+            if !slot.done {
+                slot.then = Some(Box::new(f));
+                return;
             }
-        };
-        if let Some(outcome) = now {
-            f(outcome.map_err(StoreError::Ledger));
         }
+        f();
     }
 
     /// Waits for the fsync that covers the batch.
     pub async fn wait(self) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.on_durable(move |r| {
-            let _ = tx.send(r);
+        self.on_durable(move || {
+            let _ = tx.send(());
         });
-        rx.await.map_err(|_| Durable::stopped())?
+        rx.await.map_err(|_| Durable::stopped())
     }
 
     /// [`Durable::wait`] from a thread outside the runtime.
     pub(crate) fn blocking_wait(self) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.on_durable(move |r| {
-            let _ = tx.send(r);
+        self.on_durable(move || {
+            let _ = tx.send(());
         });
-        rx.recv().map_err(|_| Durable::stopped())?
+        rx.recv().map_err(|_| Durable::stopped())
     }
 
     fn stopped() -> StoreError {

@@ -49,16 +49,12 @@ const INSERT_ONE: &str = "INSERT OR FAIL INTO usage (seq, block, customer_id, fe
      recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
-/// What the ledger thread answers for an append: durable already (`None`) or
-/// once the syncer says so.
-type Written = Result<Option<Durable>>;
-
 enum Job {
     Append {
         bits: u32,
         first: i64,
         rows: Vec<UsageColumns>,
-        reply: oneshot::Sender<Written>,
+        reply: oneshot::Sender<Result<Durable>>,
     },
     /// Answered once every batch committed before it is durable.
     Barrier(oneshot::Sender<Result<()>>),
@@ -77,7 +73,7 @@ impl LedgerWriter {
     /// Starts the threads for the database at `path` (already migrated: the
     /// connection is opened here, the statements on first use).
     pub(crate) fn start(path: &Path, durability: Durability) -> Result<LedgerWriter> {
-        let conn = open(path, durability)?;
+        let conn = open(path)?;
         let syncer = match durability {
             Durability::Full => Syncer::start(Some(wal_path(path)))?,
             // The same hand-over without the fsync: the next batch is written
@@ -101,7 +97,7 @@ impl LedgerWriter {
         bits: u32,
         first: i64,
         rows: Vec<UsageColumns>,
-    ) -> Result<Option<Durable>> {
+    ) -> Result<Durable> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Append {
             bits,
@@ -142,7 +138,7 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn open(path: &Path, durability: Durability) -> Result<Connection> {
+fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -154,9 +150,8 @@ fn open(path: &Path, durability: Durability) -> Result<Connection> {
             "the database is in journal mode {mode:?}, not WAL"
         )));
     }
-    // NORMAL in both cases: with `Full` the syncer makes each batch durable
-    // (see the module documentation).
-    let _ = durability;
+    // NORMAL whatever the store's durability: with `Full` the fsync thread
+    // makes each batch durable (see the module documentation).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -16_384)?;
     conn.set_prepared_statement_cache_capacity(8);
@@ -172,7 +167,7 @@ fn run(mut conn: Connection, syncer: Syncer, jobs: mpsc::Receiver<Job>) {
                 rows,
                 reply,
             } => {
-                let written = write(&mut conn, bits, first, &rows).map(|()| Some(syncer.wait()));
+                let written = write(&mut conn, bits, first, &rows).map(|()| syncer.wait());
                 let _ = reply.send(written);
             }
             Job::Barrier(reply) => syncer.forward(reply),
@@ -299,8 +294,8 @@ impl Syncer {
 
     /// Answers `reply` after the next fsync.
     fn forward(&self, reply: oneshot::Sender<Result<()>>) {
-        self.wait().on_durable(move |r| {
-            let _ = reply.send(r);
+        self.wait().on_durable(move || {
+            let _ = reply.send(Ok(()));
         });
     }
 }
@@ -352,7 +347,7 @@ fn sync_loop(wal: Option<&Path>, shared: &(Mutex<SyncState>, Condvar)) {
             }
         }
         for w in waiting {
-            w.complete(Ok(()));
+            w.complete();
         }
     }
 }

@@ -344,8 +344,8 @@ async fn insert_usage(
     Ok(())
 }
 
-/// Batches up to this many usage rows are written by one INSERT of exactly
-/// their size (one round trip to the connection's thread per group commit).
+/// In the sqlx path (batches with outbox events or reservations), up to this
+/// many usage rows are written by one INSERT of exactly their size.
 const USAGE_EXACT: usize = 64;
 
 /// Statement sizes for `n` usage rows: full chunks of 2,048, 512, 128 or 64
@@ -368,33 +368,26 @@ fn usage_chunk_sizes(n: usize) -> Vec<usize> {
     out
 }
 
-/// Statement texts that depend only on a row count, each built once (building
-/// them on every commit cost more than the rows' own encoding).
-type SqlBySize = LazyLock<Mutex<HashMap<usize, Arc<str>>>>;
-
-fn sql_for_size(
-    cache: &'static SqlBySize,
-    rows: usize,
-    build: impl FnOnce() -> String,
-) -> Arc<str> {
-    let mut cache = cache
+/// The text of the INSERT of `rows` usage rows, built once per size
+/// (building it on every commit cost more than the rows' own encoding).
+fn insert_usage_sql(rows: usize) -> Arc<str> {
+    static CACHE: LazyLock<Mutex<HashMap<usize, Arc<str>>>> = LazyLock::new(Default::default);
+    let mut cache = CACHE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache.entry(rows).or_insert_with(|| build().into()).clone()
-}
-
-/// The text of the INSERT of `rows` usage rows.
-fn insert_usage_sql(rows: usize) -> Arc<str> {
-    static CACHE: SqlBySize = LazyLock::new(Default::default);
-    sql_for_size(&CACHE, rows, || {
-        let row = format!("({})", vec!["?"; USAGE_PARAMS].join(", "));
-        format!(
-            "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
-             recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
-             VALUES {}",
-            vec![row; rows].join(", ")
-        )
-    })
+    cache
+        .entry(rows)
+        .or_insert_with(|| {
+            let row = format!("({})", vec!["?"; USAGE_PARAMS].join(", "));
+            format!(
+                "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
+                 recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
+                 VALUES {}",
+                vec![row; rows].join(", ")
+            )
+            .into()
+        })
+        .clone()
 }
 
 /// A batch the ledger thread takes: usage rows only.
@@ -433,7 +426,7 @@ impl SqliteStore {
             Some(last) if fast_batch(&prepared) => {
                 let rows: Vec<UsageColumns> = prepared.into_iter().flatten().collect();
                 let n = rows.len() as i64;
-                let durable = self.ledger().await?.append(bits, last + 1, rows).await?;
+                let durable = Some(self.ledger().await?.append(bits, last + 1, rows).await?);
                 Ok((last + n, (last + 1..=last + n).collect(), durable))
             }
             last => {
