@@ -159,3 +159,39 @@ async fn close_releases_the_ledger_and_the_next_open_reads_and_continues_it() {
     assert!(more[0] > *seqs.last().unwrap());
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_large_batch_is_written_in_multi_row_chunks_with_every_row_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, Durability::Full).await;
+    // The first batch learns the last seq; the next one takes the ledger
+    // thread's path, in statements of 512, 512, 128, 128 and 20 rows.
+    store.append_batch(&consumes("cus_a", 3, 0)).await.unwrap();
+    let mut ops = consumes("cus_b", 650, 100);
+    ops.extend(consumes("cus_c", 650, 1_000));
+    let written = store.append_batch_written(&ops).await.unwrap();
+    assert!(written.durable.is_some(), "the ledger thread wrote it");
+    assert_eq!(written.seqs, (4..=1_303).collect::<Vec<i64>>());
+    store.wait_durable().await.unwrap();
+
+    let rows = store
+        .usage(&UsageQuery {
+            after_seq: Some(3),
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ops.len());
+    for (row, op) in rows.iter().zip(&ops) {
+        let WriteOp::AppendUsage(want) = op else {
+            unreachable!()
+        };
+        assert_eq!(&row.record, want, "row {}", row.seq);
+    }
+    let used = store
+        .sum_usage("cus_c", "api_calls", at(0), at(10_000))
+        .await
+        .unwrap();
+    assert_eq!(used.get("plan"), Some(&total(&ops[650..])));
+    store.close().await;
+}

@@ -4,10 +4,11 @@
 //!
 //! # Why a thread of its own
 //!
-//! The rows are inserted with one prepared single-row statement executed per
-//! row (rusqlite binds a parameter in a few instructions; a 13-parameter row
-//! through sqlx's argument buffers and its connection worker cost more than
-//! SQLite's own work on the row). The thread blocks on its job queue, so a
+//! The rows are inserted with prepared multi-row statements, one per chunk of
+//! the sqlx path's sizes (rusqlite binds a parameter in a few instructions; a
+//! 13-parameter row through sqlx's argument buffers and its connection worker
+//! cost more than SQLite's own work on the row, and one statement per row
+//! cost a statement start and halt per row). The thread blocks on its job queue, so a
 //! commit is one hand-over from the writer task, not one per statement.
 //!
 //! # Why a second thread for the fsync (`Durability::Full`)
@@ -40,14 +41,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
-use super::{Durability, ZONE_UPSERT, Zone};
+use super::{Durability, ZONE_UPSERT, Zone, insert_usage_sql, usage_chunk_sizes};
 use crate::codec::UsageColumns;
 use crate::{Durable, Result, StoreError};
-
-/// The single-row usage INSERT the ledger thread prepares once.
-const INSERT_ONE: &str = "INSERT OR FAIL INTO usage (seq, block, customer_id, feature, quantity, ts, \
-     recorded_at, source, properties, billable, idempotency_key, allocation, answer) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 enum Job {
     Append {
@@ -154,7 +150,8 @@ fn open(path: &Path) -> Result<Connection> {
     // makes each batch durable (see the module documentation).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -16_384)?;
-    conn.set_prepared_statement_cache_capacity(8);
+    // Every INSERT shape (`usage_chunk_sizes`), BEGIN, COMMIT, the zone map.
+    conn.set_prepared_statement_cache_capacity(80);
     Ok(conn)
 }
 
@@ -215,28 +212,44 @@ fn write_rows(
     rows: &[UsageColumns],
 ) -> rusqlite::Result<()> {
     let mut zones: Vec<(i64, Zone)> = Vec::with_capacity(1);
-    let mut insert = conn.prepare_cached(INSERT_ONE)?;
     for (seq, r) in (first..).zip(rows) {
         let block = seq >> bits;
         match zones.last_mut() {
             Some((b, z)) if *b == block => z.widen(Zone::of(r)),
             _ => zones.push((block, Zone::of(r))),
         }
-        insert.execute(params![
-            seq,
-            block,
-            r.customer_id,
-            r.feature,
-            r.quantity,
-            r.ts,
-            r.recorded_at,
-            r.source,
-            r.properties,
-            r.billable,
-            r.idempotency_key,
-            r.allocation,
-            r.answer,
-        ])?;
+    }
+    // Multi-row statements of the sqlx path's sizes: one statement per chunk
+    // instead of one per row (each statement's start and halt cost about as
+    // much as binding a row).
+    let mut seq = first;
+    let mut rest = rows;
+    for size in usage_chunk_sizes(rows.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut insert = conn.prepare_cached(&insert_usage_sql(size))?;
+        let mut i = 0;
+        let mut bind = |v: &dyn rusqlite::ToSql| {
+            i += 1;
+            insert.raw_bind_parameter(i, v)
+        };
+        for r in chunk {
+            bind(&seq)?;
+            bind(&(seq >> bits))?;
+            bind(&r.customer_id)?;
+            bind(&r.feature)?;
+            bind(&r.quantity)?;
+            bind(&r.ts)?;
+            bind(&r.recorded_at)?;
+            bind(&r.source)?;
+            bind(&r.properties)?;
+            bind(&r.billable)?;
+            bind(&r.idempotency_key)?;
+            bind(&r.allocation)?;
+            bind(&r.answer)?;
+            seq += 1;
+        }
+        insert.raw_execute()?;
     }
     let mut upsert = conn.prepare_cached(ZONE_UPSERT)?;
     for (block, z) in zones {
