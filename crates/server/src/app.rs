@@ -187,7 +187,7 @@ pub async fn start(
         tollgate_billing::providers::Providers::new(settings.billing.stripe.as_ref())
             .map_err(StartError::Payments)?,
     );
-    let state = AppState {
+    let state = AppState::new(crate::state::Shared {
         engine,
         store,
         billing,
@@ -198,7 +198,7 @@ pub async fn start(
             settings.rate_limit.per_second,
             settings.rate_limit.burst,
         )),
-    };
+    });
     let router = router(state.clone(), settings.body_limit);
     Ok(App {
         router,
@@ -260,13 +260,30 @@ async fn edge(
     req: Request,
     next: Next,
 ) -> Response {
-    let track = crate::metrics::Track::start(&req);
+    edge_with(body_limit, &notifier, None, req, |req| next.run(req)).await
+}
+
+/// The edge around `run` (the router's remaining stack, or the fast way's
+/// handler, [`crate::dispatch`]). `route` names the route for the metrics when
+/// the router did not match it (its `MatchedPath`).
+pub(crate) async fn edge_with<F, Fut>(
+    body_limit: usize,
+    notifier: &tollgate_notify::Notifier,
+    route: Option<&'static str>,
+    req: Request,
+    run: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let track = crate::metrics::Track::start(&req, route);
     let write = !matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     ) && !engine_only(req.uri().path());
     let response = match limit_body(body_limit, req) {
-        Ok(req) => next.run(req).await,
+        Ok(req) => run(req).await,
         Err(too_large) => too_large.into_response(),
     };
     if write && response.status().is_success() {
@@ -402,7 +419,8 @@ pub async fn run(
         .config()
         .enabled
         .then(|| tokio::spawn(app.state.notifier.clone().run(notify_stopped)));
-    let served = axum::serve(listener, app.router)
+    let dispatch = crate::dispatch::Dispatch::new(app.router, app.state.clone(), app.body_limit);
+    let served = axum::serve(listener, dispatch)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();

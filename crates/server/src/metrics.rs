@@ -170,21 +170,40 @@ pub fn active_keys(count: usize) {
 pub struct Track {
     start: Instant,
     method: Method,
-    route: Option<MatchedPath>,
+    route: Route,
+}
+
+/// The route a request is counted under.
+#[derive(Debug)]
+enum Route {
+    Matched(MatchedPath),
+    Named(&'static str),
+    Unmatched,
 }
 
 impl Track {
-    pub fn start(req: &Request) -> Track {
+    /// `route`: the route's name when the router did not match the request
+    /// (the fast way of `POST /v1/check`, [`crate::dispatch`]).
+    pub fn start(req: &Request, route: Option<&'static str>) -> Track {
+        let route = match (route, req.extensions().get::<MatchedPath>()) {
+            (Some(name), _) => Route::Named(name),
+            (None, Some(matched)) => Route::Matched(matched.clone()),
+            (None, None) => Route::Unmatched,
+        };
         Track {
             start: Instant::now(),
             method: req.method().clone(),
-            route: req.extensions().get::<MatchedPath>().cloned(),
+            route,
         }
     }
 
     pub fn finish(self, status: StatusCode) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let route = match &self.route {
+            Route::Matched(m) => m.as_str(),
+            Route::Named(name) => name,
+            Route::Unmatched => "unmatched",
+        };
         let (count, latency) = request_handles(&self.method, route, status);
         count.increment(1);
         latency.record(elapsed);
