@@ -881,12 +881,30 @@ impl Billing {
         discounts: &Discounts,
     ) -> std::result::Result<Prepared, (Due, InvoiceError)> {
         let changes = history.get(&due.customer.id).map_or(&[][..], Vec::as_slice);
-        let discounts = discounts
+        let covering: Vec<&CustomerDiscount> = discounts
             .get(&due.customer.id)
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .filter(|d| d.applies_to(&due.cycle, due.index, &due.period))
-            .map(CustomerDiscount::discount)
+            .collect();
+        // A later part of a period billed in parts: a fixed amount comes off
+        // at most once per period (what the earlier parts took is not taken
+        // again).
+        let earlier = match due.settled {
+            Some(settled) if !covering.is_empty() => {
+                match self
+                    .earlier_parts(&due.customer.id, due.period.start, settled)
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(e) => return Err((due, e)),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let discounts = covering
+            .into_iter()
+            .filter_map(|d| d.discount_after(&earlier))
             .collect();
         let mut spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
@@ -1217,6 +1235,28 @@ impl Billing {
                 what: "customer",
                 id: id.to_string(),
             })
+    }
+
+    /// The cycle invoices of `customer` that bill `[start, settled)`: the
+    /// earlier parts of a period billed in parts (final invoices of
+    /// cancellations since undone).
+    async fn earlier_parts(
+        &self,
+        customer: &str,
+        start: Timestamp,
+        settled: Timestamp,
+    ) -> Result<Vec<Invoice>> {
+        let mut parts = self
+            .list_invoices(&InvoiceFilter {
+                customer_id: Some(customer.to_string()),
+                kind: Some(InvoiceKind::Cycle),
+                period_from: Some(start),
+                period_to: Some(settled),
+                ..InvoiceFilter::default()
+            })
+            .await?;
+        parts.retain(|i| i.period_end <= settled);
+        Ok(parts)
     }
 
     /// Where the billing of the period `whole` already stops for `customer`

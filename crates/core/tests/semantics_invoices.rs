@@ -542,10 +542,12 @@ fn semantics_invoice_discounts_and_tax() {
     let percent = Discount::Percent {
         percent: dec!(10),
         description: "Launch 10 %".into(),
+        id: None,
     };
     let fifty = Discount::Amount {
         amount: dec!(50),
         description: "Goodwill".into(),
+        id: None,
     };
     // 10 % of 40.00 = −4.00; then 50.00 capped at the 36.00 left.
     let inv = discounted(vec![percent, fifty], vat(dec!(0.2), TaxMode::PerLine));
@@ -559,6 +561,7 @@ fn semantics_invoice_discounts_and_tax() {
     let five = Discount::Amount {
         amount: dec!(5),
         description: "Goodwill".into(),
+        id: None,
     };
     let inv = discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal));
     assert_eq!(inv.totals.discount.to_string(), "-5.00");
@@ -692,6 +695,7 @@ fn semantics_invoice_errors() {
     too_much.discounts = vec![Discount::Percent {
         percent: dec!(150),
         description: "?".into(),
+        id: None,
     }];
     assert!(matches!(
         compute_invoice(&too_much),
@@ -779,6 +783,7 @@ fn semantics_credit_note_fully_reverses_an_invoice() {
     let five = Discount::Amount {
         amount: dec!(5),
         description: "Goodwill".into(),
+        id: None,
     };
     let inv = issued(discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal)));
     let cn = credit(&inv, Decimal::ZERO, CreditRequest::Full).unwrap();

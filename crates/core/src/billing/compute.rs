@@ -70,12 +70,18 @@ pub enum Discount {
     Percent {
         percent: Decimal,
         description: String,
+        /// The customer discount it comes from, copied to the line
+        /// (`InvoiceLine::discount_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// A fixed amount in the invoice currency (positive number), capped at the
     /// subtotal.
     Amount {
         amount: Decimal,
         description: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
 }
 
@@ -889,28 +895,34 @@ fn discount_lines(
     let mut left = subtotal;
     let mut out = Vec::new();
     for (i, discount) in discounts.iter().enumerate() {
-        let (description, unrounded) = match discount {
+        let (description, unrounded, id) = match discount {
             Discount::Percent {
                 percent,
                 description,
+                id,
             } => {
                 if *percent < Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
                     return Err(BillingError::Invalid(format!(
                         "discounts[{i}].percent must be between 0 and 100 (got {percent})"
                     )));
                 }
-                (description, -(subtotal * *percent / Decimal::ONE_HUNDRED))
+                (
+                    description,
+                    -(subtotal * *percent / Decimal::ONE_HUNDRED),
+                    id,
+                )
             }
             Discount::Amount {
                 amount,
                 description,
+                id,
             } => {
                 if *amount < Decimal::ZERO {
                     return Err(BillingError::Invalid(format!(
                         "discounts[{i}].amount must not be negative (got {amount})"
                     )));
                 }
-                (description, -*amount)
+                (description, -*amount, id)
             }
         };
         if left <= Decimal::ZERO {
@@ -924,6 +936,7 @@ fn discount_lines(
             unrounded,
             currency,
         );
+        line.discount_id = id.clone();
         if -line.amount > left {
             line.amount = round_line(-left, currency);
             line.unrounded = line.amount;
