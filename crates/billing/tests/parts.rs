@@ -201,3 +201,124 @@ async fn percent_and_repeating_discounts_count_a_period_billed_in_parts_as_one_p
         env.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn the_upcoming_invoice_projects_only_what_the_earlier_parts_did_not_bill() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // Pro: $49/month in arrears, calls at 0.001. 1,000 calls on 11-05;
+        // canceled now on 11-10: the final invoice bills [11-01, 11-10),
+        // 49 × 9/30 = 14.70 and 1.00.
+        subscribed(&env, "u", "pro").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("u", "calls", dec!(1000)).await;
+        env.engine.flush().await.unwrap();
+        let fin = invoice(&env, &cancel_now(&env, "u", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(fin.totals.total, dec!(15.70), "{backend}");
+        // Canceled, on 11-12: nothing more to bill (no base while canceled,
+        // no usage extrapolated), not the whole period again.
+        env.clock.set(ts("2026-11-12T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("u").await.unwrap();
+        assert_eq!(up.period_start, ts("2026-11-10T00:00:00Z"), "{backend}");
+        assert_eq!(up.totals.total, dec!(0.00), "{backend}: {up:?}");
+        // Reactivated on 11-16, 500 calls on 11-18.
+        reactivate(&env, "u", "2026-11-16T00:00:00Z").await;
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("u", "calls", dec!(500)).await;
+        env.engine.flush().await.unwrap();
+
+        // On 11-21 (20 of 30 days): the next invoice covers [11-10, 12-01).
+        // Base: the 15 days from the reactivation, 24.50 (none for the days
+        // canceled); usage: the 1,500 calls so far at their pace give 750
+        // more, on the current plan: 500 + 750 = 1,250 × 0.001 = 1.25. Total
+        // 25.75 (the old projection billed the whole period again: 14.70 +
+        // 24.50 + 2.25 = 41.45).
+        env.clock.set(ts("2026-11-21T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("u").await.unwrap();
+        assert_eq!(
+            (up.period_start, up.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-12-01T00:00:00Z")),
+            "{backend}"
+        );
+        assert!(
+            up.lines
+                .iter()
+                .all(|l| l.period_start >= ts("2026-11-10T00:00:00Z")),
+            "{backend}: {up:?}"
+        );
+        let base: Decimal = up
+            .lines
+            .iter()
+            .filter(|l| l.kind == InvoiceLineKind::Base)
+            .map(|l| l.amount)
+            .sum();
+        assert_eq!(base, dec!(24.50), "{backend}");
+        assert_eq!(up.totals.total, dec!(25.75), "{backend}");
+
+        // Usage keeps its pace (750 more calls): the close bills what was
+        // projected.
+        env.clock.set(ts("2026-11-25T00:00:00Z"));
+        env.consume("u", "calls", dec!(750)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "u", "2026-11-10T00:00:00Z").await;
+        assert_eq!(rest.totals.total, dec!(25.75), "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_volume_tier_reached_after_a_final_invoice_reprices_its_units_on_the_rest_of_the_period()
+{
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `vol`: no base, calls by volume (to 1,000 at 0.01, to 10,000 at
+        // 0.005, then 0.002). 4,000 calls, canceled now on 11-10: the final
+        // invoice bills them in tier 1, 4,000 × 0.005 = 20.00.
+        subscribed(&env, "v", "vol").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("v", "calls", dec!(4000)).await;
+        env.engine.flush().await.unwrap();
+        let fin = invoice(&env, &cancel_now(&env, "v", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(fin.totals.total, dec!(20.00), "{backend}");
+        // Reactivated on 11-16, 8,000 more calls: November's 12,000 reach
+        // tier 2. The close bills the 8,000 at 0.002, 16.00, and reprices
+        // the 4,000 billed earlier at 0.002: 8.00 − 20.00 = −12.00. November
+        // in all: 24.00 = 12,000 × 0.002, as without the cancellation.
+        reactivate(&env, "v", "2026-11-16T00:00:00Z").await;
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("v", "calls", dec!(8000)).await;
+        env.engine.flush().await.unwrap();
+
+        // The upcoming invoice on 11-20 shows it already (the projection
+        // stays in tier 2).
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("v").await.unwrap();
+        assert!(
+            up.lines.iter().any(|l| l.amount == dec!(-12.00)),
+            "{backend}: {up:?}"
+        );
+
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "v", "2026-11-10T00:00:00Z").await;
+        // (The 0.00 base line of a plan without a base.)
+        let lines: Vec<_> = rest
+            .lines
+            .iter()
+            .filter(|l| l.kind != InvoiceLineKind::Base)
+            .map(|l| (l.kind, l.amount))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (InvoiceLineKind::Usage, dec!(16.00)),
+                (InvoiceLineKind::Usage, dec!(-12.00)),
+            ],
+            "{backend}"
+        );
+        assert_eq!(fin.totals.total + rest.totals.total, dec!(24.00));
+        env.cleanup().await;
+    }
+}
