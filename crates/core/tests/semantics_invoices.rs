@@ -1159,3 +1159,62 @@ fn semantics_customer_discount_periods_and_validation() {
     past.ends_at = Some(ts("2026-03-01T00:00:00Z"));
     assert_eq!(fields(&past), ["ends_at"]);
 }
+
+#[test]
+fn semantics_customer_discount_over_the_parts_of_a_period() {
+    use tollgate_core::billing::discount::{CustomerDiscount, DiscountDuration, DiscountValue};
+    let discount = |id: &str, value: DiscountValue| CustomerDiscount {
+        id: id.into(),
+        customer_id: "acme".into(),
+        description: CustomerDiscount::default_description(&value),
+        value,
+        duration: DiscountDuration::Once,
+        ends_at: None,
+        created_at: ts("2026-04-01T00:00:00Z"),
+    };
+    let twenty = discount(
+        "dsc_20",
+        DiscountValue::Amount {
+            amount: dec!(20),
+            currency: Currency::USD,
+        },
+    );
+    // Another discount with the same description: its lines are its own.
+    let other = discount(
+        "dsc_other",
+        DiscountValue::Amount {
+            amount: dec!(20),
+            currency: Currency::USD,
+        },
+    );
+    let ten = discount("dsc_10", DiscountValue::Percent { percent: dec!(10) });
+    // An earlier part: 14.70 billed, 10 % (−1.47), then 13.23 of the 20.00.
+    let c = catalog(&Spec::default());
+    let mut part = whole(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z"),
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(8350))])],
+    );
+    part.discounts = vec![ten.discount(), twenty.discount()];
+    let part = compute_invoice(&part).unwrap();
+    assert_eq!(part.totals.subtotal, dec!(14.70));
+    assert_eq!(part.totals.discount, dec!(-14.70));
+    let left = |d: &CustomerDiscount, earlier: &[Invoice]| match d.discount_after(earlier) {
+        Some(Discount::Amount { amount, .. }) => Some(amount),
+        Some(Discount::Percent { percent, .. }) => Some(percent),
+        None => None,
+    };
+    // What is left of the fixed amount: 20.00 − 13.23 = 6.77; the percent
+    // as it is; the other discount untouched.
+    assert_eq!(left(&twenty, std::slice::from_ref(&part)), Some(dec!(6.77)));
+    assert_eq!(left(&ten, std::slice::from_ref(&part)), Some(dec!(10)));
+    assert_eq!(left(&other, std::slice::from_ref(&part)), Some(dec!(20)));
+    // Used up over two parts: nothing left, no discount.
+    let mut second = part.clone();
+    second.id = "inv_2".into();
+    assert_eq!(left(&twenty, &[part.clone(), second.clone()]), None);
+    // A void part gave nothing.
+    second.status = InvoiceStatus::Void;
+    assert_eq!(left(&twenty, &[part, second]), Some(dec!(6.77)));
+}
