@@ -305,3 +305,54 @@ async fn a_scheduled_cancellation_cut_off_before_the_engine_is_applied_once() {
         env.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn the_next_change_of_the_customer_completes_a_cut_off_one_first() {
+    for env in common::envs_at("2026-11-10T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` from 11-10 (21.00), canceled now on 11-20 and cut off after
+        // the history entry; reactivated on 11-25 before any tick.
+        new_customer(&env, "h").await;
+        env.billing
+            .subscribe("h", "inc", SubscribeOptions::default(), "test", None)
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        env.billing.crash_after_next_history_entry();
+        assert!(
+            env.billing
+                .cancel_subscription("h", &cancel_now(), "test")
+                .await
+                .is_err()
+        );
+        assert_eq!(status(&env, "h"), Some(SubscriptionStatus::Active));
+        env.clock.set(ts("2026-11-25T00:00:00Z"));
+        // The reactivation first completes the cancellation (the engine
+        // cancels, the final invoice is written: 11 days unused, −11.00),
+        // then reactivates: the rest of November, 6.00.
+        let after = env
+            .billing
+            .set_subscription_status("h", SubscriptionStatus::Active, "test")
+            .await
+            .unwrap();
+        assert_eq!(after.status, SubscriptionStatus::Active, "{backend}");
+        let kinds: Vec<_> = env
+            .billing
+            .plan_change_history("h")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(kinds, ["subscribe", "cancel", "reactivate"], "{backend}");
+        let all = invoices_of(&env, "h").await;
+        let totals: Vec<_> = all.iter().map(|i| i.totals.total).collect();
+        assert_eq!(totals, [dec!(21.00), dec!(-11.00), dec!(6.00)], "{backend}");
+        // A tick has nothing left to do.
+        assert_eq!(
+            env.billing.run_once().await.unwrap().settlements_recovered,
+            0
+        );
+        env.cleanup().await;
+    }
+}
