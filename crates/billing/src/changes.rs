@@ -1451,9 +1451,13 @@ impl Billing {
                 Ok(Some(written))
             }
             "trial_convert" => {
-                let Some(s) =
-                    sub.filter(|s| !recovering || s.status == SubscriptionStatus::Trialing)
-                else {
+                // Before it: still trialing, on the trial's anchor (an
+                // operator's later `trialing` keeps the conversion's).
+                let Some(s) = sub.filter(|s| {
+                    !recovering
+                        || (s.status == SubscriptionStatus::Trialing
+                            && Some(s.anchor) != stamp("anchor"))
+                }) else {
                     return Ok(None);
                 };
                 let written = self
