@@ -51,9 +51,15 @@ pub const SETTLE_FIRST_PERIOD: &str = "first_period";
 pub const SETTLE_FINAL: &str = "final";
 pub const SETTLE_REACTIVATION: &str = "reactivation";
 
-/// How far back the worker looks for history entries whose invoice is
-/// missing ([`Billing::recover_settlements`]).
-const RECOVERY_LOOKBACK_DAYS: i64 = 35;
+/// How far back the worker's tick looks for history entries to complete
+/// ([`Billing::recover_settlements`]): each entry in the window costs a
+/// look-up on every tick, and a cut-off change is repaired by the next tick
+/// (a minute later) or, whenever it happened, by its customer's next
+/// subscription change (which reads the customer's whole history first).
+/// 35 days covers the longest month with days to spare: a final invoice must
+/// be written before the run closes its period, and a worker down longer
+/// than that has more than this to catch up (`docs/plan-changes.md`).
+pub const RECOVERY_LOOKBACK_DAYS: i64 = 35;
 
 const PENDING: &str = "pending";
 const APPLIED: &str = "applied";
@@ -301,6 +307,20 @@ struct Current {
     gauges: BTreeMap<String, Decimal>,
 }
 
+/// A cancellation now ([`Billing::cancel_now`]).
+struct Cancellation<'a> {
+    /// `cancel` or `trial_expire`.
+    kind: &'a str,
+    effective_at: Timestamp,
+    actor: &'a str,
+    reason: Option<String>,
+    /// Credit the unused in-advance base of this plan and bill the period
+    /// to now on a final invoice.
+    settle: Option<&'a Plan>,
+    /// The scheduled change it applies.
+    scheduled: Option<&'a str>,
+}
+
 fn kind_of(direction: ChangeDirection) -> &'static str {
     match direction {
         ChangeDirection::Upgrade => "upgrade",
@@ -509,6 +529,7 @@ impl Billing {
         req: &ChangeRequest,
         actor: &str,
     ) -> Result<ChangeOutcome> {
+        self.recover_settlements_of(Some(customer)).await?;
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(
@@ -663,7 +684,7 @@ impl Billing {
         let mut items = Vec::with_capacity(preview.proration_lines.len());
         for line in &preview.proration_lines {
             items.push(
-                self.store_pending_item(customer, change_id, line, &record.currency, now)
+                self.store_pending_item(customer, change_id, line, &record.currency, now, None)
                     .await?,
             );
         }
@@ -698,6 +719,7 @@ impl Billing {
         line: &InvoiceLine,
         currency: &str,
         now: Timestamp,
+        id: Option<String>,
     ) -> Result<PendingItemRecord> {
         let mut value = serde_json::to_value(line)
             .map_err(|e| BillingError::Invalid(format!("proration line: {e}")))?;
@@ -705,7 +727,7 @@ impl Billing {
             obj.insert("plan_change_id".to_string(), json!(change_id));
         }
         let item = PendingItemRecord {
-            id: mint("pii"),
+            id: id.unwrap_or_else(|| mint("pii")),
             customer_id: customer.to_string(),
             line: value,
             amount: line.amount,
@@ -834,8 +856,11 @@ impl Billing {
         actor: &str,
         reason: Option<String>,
     ) -> Result<SubscriptionRecord> {
+        self.recover_settlements_of(Some(customer)).await?;
         let before = self.engine.subscription(customer)?;
-        let sub = self.engine.subscribe(customer, plan, opts).await?;
+        // What the engine will write, every default resolved: the history
+        // entry is written first, from it (see `recover_settlements`).
+        let planned = self.engine.planned_subscription(customer, plan, &opts)?;
         // A new subscription (none before, or a canceled one) owes its first
         // period's in-advance base now; a plan set over a live subscription
         // is not a start.
@@ -843,15 +868,26 @@ impl Billing {
             .as_ref()
             .is_none_or(|b| b.status == SubscriptionStatus::Canceled);
         let owed = if starts {
-            self.first_period_owed(&sub, false).await?
+            self.first_period_owed(&planned, false).await?
         } else {
             None
         };
-        // The history entry names the invoice before it is written: a crash
-        // in between is repaired by the worker (`recover_settlements`).
         let invoice_id = owed.as_ref().map(|_| mint("inv"));
-        self.record_subscribe(before.as_ref(), &sub, actor, reason, invoice_id.clone())
+        let change = self
+            .record_subscribe(
+                before.as_ref(),
+                &planned,
+                starts,
+                actor,
+                reason,
+                invoice_id.clone(),
+            )
             .await?;
+        self.crash_point()?;
+        let sub = self
+            .complete_change(&change, false)
+            .await?
+            .unwrap_or(planned);
         if let (Some(owed), Some(id)) = (owed, invoice_id) {
             let memo = owed.first_period_memo();
             self.invoice_base_owed(owed, memo, id).await?;
@@ -859,10 +895,15 @@ impl Billing {
         Ok(sub)
     }
 
+    /// Writes the history entry of a subscription about to be written
+    /// (`sub`, from [`tollgate_engine::Engine::planned_subscription`]), after
+    /// replacing any pending scheduled change and scheduling a trial's
+    /// expiry.
     async fn record_subscribe(
         &self,
         before: Option<&SubscriptionRecord>,
         sub: &SubscriptionRecord,
+        starts: bool,
         actor: &str,
         reason: Option<String>,
         invoice_id: Option<String>,
@@ -904,6 +945,7 @@ impl Billing {
                 "status": sub.status,
                 "anchor": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
+                "starts": starts,
                 "settlement": invoice_id.as_ref().map(|_| SETTLE_FIRST_PERIOD),
                 "invoice_id": invoice_id,
             }),
@@ -989,6 +1031,7 @@ impl Billing {
         actor: &str,
     ) -> Result<SubscriptionOutcome> {
         let _changes = CHANGES.lock().await;
+        self.recover_settlements_of(Some(customer)).await?;
         let sub = self.subscription_of(customer)?;
         if sub.status != SubscriptionStatus::Trialing {
             return Err(ChangeError::Conflict(format!(
@@ -997,28 +1040,19 @@ impl Billing {
             )));
         }
         let now = self.engine.now();
-        let subscription = self
-            .engine
-            .subscribe(
-                customer,
-                &sub.plan_key,
-                SubscribeOptions {
-                    status: Some(SubscriptionStatus::Active),
-                    anchor: Some(now),
-                    trial_ends_at: None,
-                    version: Some(sub.plan_version),
-                },
-            )
-            .await?;
-        let id = mint("pch");
-        self.supersede_scheduled(customer, &id, now, true).await?;
         // The first paid period starts now: its in-advance base is owed now.
-        // The history entry names the invoice before it is written (see
-        // `recover_settlements`).
-        let owed = self.first_period_owed(&subscription, false).await?;
+        // The history entry is written first (see `recover_settlements`).
+        let planned = SubscriptionRecord {
+            status: SubscriptionStatus::Active,
+            anchor: now,
+            trial_ends_at: None,
+            updated_at: now,
+            ..sub.clone()
+        };
+        let owed = self.first_period_owed(&planned, false).await?;
         let invoice_id = owed.as_ref().map(|_| mint("inv"));
         let change = PlanChangeRecord {
-            id,
+            id: mint("pch"),
             customer_id: customer.to_string(),
             kind: "trial_convert".to_string(),
             from_plan: Some(sub.plan_key.clone()),
@@ -1032,12 +1066,18 @@ impl Billing {
             details: json!({
                 "trial_started_at": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
+                "status": SubscriptionStatus::Active,
                 "anchor": now,
                 "settlement": invoice_id.as_ref().map(|_| SETTLE_FIRST_PERIOD),
                 "invoice_id": invoice_id,
             }),
         };
         self.store.changes().insert_plan_change(&change).await?;
+        self.crash_point()?;
+        let subscription = self
+            .complete_change(&change, false)
+            .await?
+            .unwrap_or(planned);
         if let (Some(owed), Some(id)) = (owed, &invoice_id) {
             let memo = owed.first_period_memo();
             self.invoice_base_owed(owed, memo, id.clone()).await?;
@@ -1067,41 +1107,61 @@ impl Billing {
         let canceled = SubscriptionStatus::Canceled;
         if status == canceled && before.status != canceled {
             let now = self.engine.now();
-            self.cancel_now(&before, "cancel", now, actor, None, None)
-                .await?;
+            let how = Cancellation {
+                kind: "cancel",
+                effective_at: now,
+                actor,
+                reason: None,
+                settle: None,
+                scheduled: None,
+            };
+            self.cancel_now(&before, how).await?;
             return self.subscription_of(customer);
         }
+        if before.status != canceled || status == canceled {
+            return Ok(self
+                .engine
+                .set_subscription_status(customer, status)
+                .await?);
+        }
+        // A reactivation: recorded first (see `recover_settlements`), from
+        // the subscription as the engine will write it.
+        let now = self.engine.now();
+        let planned = SubscriptionRecord {
+            status,
+            canceled_at: None,
+            updated_at: now,
+            ..before.clone()
+        };
+        let owed = self.reactivation_owes(&planned, now).await?;
+        let invoice_id = owed.as_ref().map(|_| mint("inv"));
+        let change = PlanChangeRecord {
+            id: mint("pch"),
+            customer_id: customer.to_string(),
+            kind: "reactivate".to_string(),
+            from_plan: Some(before.plan_key.clone()),
+            from_version: Some(before.plan_version),
+            to_plan: before.plan_key.clone(),
+            to_version: before.plan_version,
+            effective_at: now,
+            requested_at: now,
+            actor: actor.to_string(),
+            reason: None,
+            details: json!({
+                "status": status,
+                "settlement": invoice_id.as_ref().map(|_| SETTLE_REACTIVATION),
+                "invoice_id": invoice_id,
+            }),
+        };
+        self.store.changes().insert_plan_change(&change).await?;
+        self.crash_point()?;
         let after = self
-            .engine
-            .set_subscription_status(customer, status)
-            .await?;
-        if before.status == canceled && status != canceled {
-            let now = self.engine.now();
-            let owed = self.reactivation_owes(&after, now).await?;
-            let invoice_id = owed.as_ref().map(|_| mint("inv"));
-            let change = PlanChangeRecord {
-                id: mint("pch"),
-                customer_id: customer.to_string(),
-                kind: "reactivate".to_string(),
-                from_plan: Some(before.plan_key.clone()),
-                from_version: Some(before.plan_version),
-                to_plan: after.plan_key.clone(),
-                to_version: after.plan_version,
-                effective_at: now,
-                requested_at: now,
-                actor: actor.to_string(),
-                reason: None,
-                details: json!({
-                    "status": after.status,
-                    "settlement": invoice_id.as_ref().map(|_| SETTLE_REACTIVATION),
-                    "invoice_id": invoice_id,
-                }),
-            };
-            self.store.changes().insert_plan_change(&change).await?;
-            if let (Some(owed), Some(id)) = (owed, invoice_id) {
-                let memo = owed.reactivation_memo();
-                self.invoice_base_owed(owed, memo, id).await?;
-            }
+            .complete_change(&change, false)
+            .await?
+            .unwrap_or(planned);
+        if let (Some(owed), Some(id)) = (owed, invoice_id) {
+            let memo = owed.reactivation_memo();
+            self.invoice_base_owed(owed, memo, id).await?;
         }
         Ok(after)
     }
@@ -1171,9 +1231,15 @@ impl Billing {
         // Nothing was billed during a trial: nothing to credit or close.
         let settle =
             (req.prorate && cur.sub.status != SubscriptionStatus::Trialing).then_some(&cur.plan);
-        let change = self
-            .cancel_now(&cur.sub, "cancel", now, actor, req.reason.clone(), settle)
-            .await?;
+        let how = Cancellation {
+            kind: "cancel",
+            effective_at: now,
+            actor,
+            reason: req.reason.clone(),
+            settle,
+            scheduled: None,
+        };
+        let change = self.cancel_now(&cur.sub, how).await?;
         let invoice_id = change.details["invoice_id"].as_str().map(str::to_string);
         Ok(SubscriptionOutcome {
             state: ChangeState::Applied,
@@ -1184,32 +1250,37 @@ impl Billing {
         })
     }
 
+    /// Cancels now: the history entry first (the credit it names, the id of
+    /// the final invoice), then the engine, then the credit and the final
+    /// invoice (see `recover_settlements`). `scheduled`: the scheduled
+    /// change this applies.
     async fn cancel_now(
         &self,
         sub: &SubscriptionRecord,
-        kind: &str,
-        effective_at: Timestamp,
-        actor: &str,
-        reason: Option<String>,
-        settle: Option<&Plan>,
+        how: Cancellation<'_>,
     ) -> Result<PlanChangeRecord> {
+        let Cancellation {
+            kind,
+            effective_at,
+            actor,
+            reason,
+            settle,
+            scheduled,
+        } = how;
         let customer = sub.customer_id.as_str();
         let id = mint("pch");
-        let canceled = self.engine.cancel(customer).await?;
         let now = self.engine.now();
-        self.supersede_scheduled(customer, &id, now, true).await?;
         let mut details = json!({ "status_before": sub.status });
-        let mut final_invoice = None;
+        if let Some(s) = scheduled {
+            details["scheduled_change"] = json!(s);
+        }
         if let Some(plan) = settle {
-            let (credit, invoice_id) = self
-                .cancellation_credit(plan, &canceled, &id, effective_at)
-                .await?;
+            let (credit, invoice_id) = self.cancellation_credit(plan, sub, effective_at).await?;
             details["proration_lines"] = json!(credit);
             details["invoice_id"] = json!(invoice_id);
             if invoice_id.is_some() {
                 details["settlement"] = json!(SETTLE_FINAL);
             }
-            final_invoice = invoice_id;
         }
         let change = PlanChangeRecord {
             id,
@@ -1226,13 +1297,16 @@ impl Billing {
             details,
         };
         self.store.changes().insert_plan_change(&change).await?;
-        // Written after the history entry that names it: a crash in between
-        // is repaired by the worker (`recover_settlements`).
-        if let Some(invoice_id) = final_invoice {
+        self.crash_point()?;
+        self.complete_change(&change, false).await?;
+        if let (Some(SETTLE_FINAL), Some(invoice_id)) = (
+            change.details["settlement"].as_str(),
+            change.details["invoice_id"].as_str(),
+        ) {
             let written = self
-                .final_invoice(&canceled, effective_at, invoice_id.clone())
+                .settle_again(&change, SETTLE_FINAL, invoice_id.to_string())
                 .await?;
-            if written.as_deref() != Some(invoice_id.as_str()) {
+            if written.as_deref() != Some(invoice_id) {
                 tracing::warn!(customer, change = %change.id, expected = %invoice_id,
                     written = ?written, "a final invoice was found under another id");
             }
@@ -1240,18 +1314,19 @@ impl Billing {
         Ok(change)
     }
 
-    /// Settles a subscription canceled now, at `at` (Stripe's `prorate` and
-    /// `invoice_now` on an immediate cancellation): a pending item crediting
-    /// the unused part of the in-advance base already billed for the period
-    /// (core `cancellation_credit`, against the whole nominal period). Returns
-    /// the credit lines and the id the final invoice will take
-    /// ([`Billing::final_invoice`]: the period's usage not billed yet, to
-    /// `at`, and every pending item), `None` when there is nothing to bill.
+    /// The credit of a subscription canceled now, at `at` (Stripe's
+    /// `prorate` and `invoice_now` on an immediate cancellation): the unused
+    /// part of the in-advance base already billed for the period (core
+    /// `cancellation_credit`, against the whole nominal period), and the id
+    /// the final invoice will take ([`Billing::final_invoice`]: the period's
+    /// usage not billed yet, to `at`, and every pending item, among them
+    /// this credit), `None` when there is nothing to bill. Nothing is
+    /// written: the credit becomes a pending item once the history entry
+    /// names it ([`credit_items`]).
     async fn cancellation_credit(
         &self,
         plan: &Plan,
         sub: &SubscriptionRecord,
-        change_id: &str,
         at: Timestamp,
     ) -> Result<(Vec<InvoiceLine>, Option<String>)> {
         let customer = sub.customer_id.as_str();
@@ -1268,14 +1343,11 @@ impl Billing {
         let credit: Vec<InvoiceLine> = cancellation_credit(plan, &nominal, at)?
             .into_iter()
             .collect();
-        for line in &credit {
-            self.store_pending_item(customer, change_id, line, &record.currency, at)
-                .await?;
-        }
         // A final invoice is written unless the period starts at `at` and
         // there is nothing pending.
         let period = cycle.period_index(index).map_err(bad)?;
         let owed = at > period.start
+            || !credit.is_empty()
             || self
                 .store
                 .changes()
@@ -1284,6 +1356,163 @@ impl Billing {
                 .iter()
                 .any(|i| i.created_at <= at);
         Ok((credit, owed.then(|| mint("inv"))))
+    }
+
+    /// Writes the cancellation credit a history entry names
+    /// (`details.proration_lines`) as pending items, created at the
+    /// cancellation, under ids derived from the entry's: written once
+    /// however often this runs (an item already there is left as it is).
+    async fn credit_items(&self, c: &PlanChangeRecord) -> Result<()> {
+        let Some(lines) = c.details["proration_lines"].as_array() else {
+            return Ok(());
+        };
+        let Some(record) = self.engine.customer(&c.customer_id) else {
+            return Err(EngineError::UnknownCustomer(c.customer_id.clone()).into());
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let line: InvoiceLine = serde_json::from_value(line.clone()).map_err(|e| {
+                StoreError::Corrupt(format!("plan change {} credit line: {e}", c.id))
+            })?;
+            let id = format!("pii_{}_{i}", c.id);
+            match self
+                .store_pending_item(
+                    &c.customer_id,
+                    &c.id,
+                    &line,
+                    &record.currency,
+                    c.effective_at,
+                    Some(id),
+                )
+                .await
+            {
+                Ok(_) | Err(ChangeError::Store(StoreError::Conflict { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the engine's subscription what history entry `c` says (a
+    /// subscription change recorded before it is made, see
+    /// `recover_settlements`): `subscribe` / `trial_start` (the subscription
+    /// as recorded), `trial_convert`, `cancel` / `trial_expire`,
+    /// `reactivate`; then the records that follow it (a converted trial's
+    /// or a cancellation's scheduled change replaced). `recovering`: only
+    /// when the engine does not show it yet (the state before the change),
+    /// else (the request that just wrote `c`) always. Returns the
+    /// subscription written, `None` when nothing was done (other kinds too).
+    async fn complete_change(
+        &self,
+        c: &PlanChangeRecord,
+        recovering: bool,
+    ) -> Result<Option<SubscriptionRecord>> {
+        let customer = c.customer_id.as_str();
+        let sub = self.engine.subscription(customer)?;
+        let canceled = |s: &SubscriptionRecord| s.status == SubscriptionStatus::Canceled;
+        let stamp = |k: &str| {
+            c.details[k]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+        };
+        let status: Option<SubscriptionStatus> =
+            serde_json::from_value(c.details["status"].clone()).ok();
+        let now = self.engine.now();
+        match c.kind.as_str() {
+            "subscribe" | "trial_start" => {
+                // A start: there was no live subscription before. A plan set
+                // over a live one: the engine still has the plan before (and
+                // not the one recorded, anchor included).
+                let starts = c.details["starts"].as_bool().unwrap_or(false);
+                let before = |s: &SubscriptionRecord| match starts {
+                    true => canceled(s),
+                    false => {
+                        let plan = (s.plan_key.as_str(), s.plan_version);
+                        let recorded = plan == (c.to_plan.as_str(), c.to_version)
+                            && Some(s.anchor) == stamp("anchor");
+                        !recorded && Some(plan) == c.from_plan.as_deref().zip(c.from_version)
+                    }
+                };
+                if recovering && sub.as_ref().is_some_and(|s| !before(s)) {
+                    return Ok(None);
+                }
+                let written = self
+                    .engine
+                    .subscribe(
+                        customer,
+                        &c.to_plan,
+                        SubscribeOptions {
+                            status,
+                            anchor: stamp("anchor"),
+                            trial_ends_at: stamp("trial_ends_at"),
+                            version: Some(c.to_version),
+                        },
+                    )
+                    .await?;
+                Ok(Some(written))
+            }
+            "trial_convert" => {
+                // Before it: still trialing, on the trial's anchor (an
+                // operator's later `trialing` keeps the conversion's).
+                let Some(s) = sub.filter(|s| {
+                    !recovering
+                        || (s.status == SubscriptionStatus::Trialing
+                            && Some(s.anchor) != stamp("anchor"))
+                }) else {
+                    return Ok(None);
+                };
+                let written = self
+                    .engine
+                    .subscribe(
+                        customer,
+                        &s.plan_key,
+                        SubscribeOptions {
+                            status: Some(SubscriptionStatus::Active),
+                            anchor: stamp("anchor"),
+                            trial_ends_at: None,
+                            version: Some(s.plan_version),
+                        },
+                    )
+                    .await?;
+                self.supersede_scheduled(customer, &c.id, now, true).await?;
+                Ok(Some(written))
+            }
+            "cancel" | "trial_expire" => {
+                if recovering && sub.as_ref().is_none_or(canceled) {
+                    return Ok(None);
+                }
+                let written = self.engine.cancel(customer).await?;
+                // The scheduled change this applies is applied; any other
+                // is replaced.
+                match self
+                    .store
+                    .changes()
+                    .pending_scheduled_change(customer)
+                    .await?
+                {
+                    Some(mut s) if c.details["scheduled_change"].as_str() == Some(&s.id) => {
+                        s.state = APPLIED.to_string();
+                        s.updated_at = now;
+                        self.store.changes().put_scheduled_change(&s).await?;
+                    }
+                    _ => {
+                        self.supersede_scheduled(customer, &c.id, now, true).await?;
+                    }
+                }
+                Ok(Some(written))
+            }
+            "reactivate" => {
+                if recovering && !sub.as_ref().is_some_and(canceled) {
+                    return Ok(None);
+                }
+                let status = status.unwrap_or(SubscriptionStatus::Active);
+                Ok(Some(
+                    self.engine
+                        .set_subscription_status(customer, status)
+                        .await?,
+                ))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// What a subscription reactivated at `now` (`after`, no longer
@@ -1323,20 +1552,27 @@ impl Billing {
         Ok((!still_paid).then_some(owed))
     }
 
-    /// Writes the invoices that history entries name but that do not exist
-    /// (a crash between the plan change and its invoice: a first period, a
-    /// final invoice, a reactivation), for entries of the last 35 days. The
-    /// billing worker calls it on each tick before the invoice run. Each
-    /// invoice is written under the id its entry names, so it is written
-    /// once. Returns the ids written.
+    /// Completes subscription changes that a crash cut off, and writes the
+    /// invoices that history entries name but that do not exist. A
+    /// subscription change (subscribe, trial start and conversion,
+    /// cancellation, reactivation) is written in this order: its history
+    /// entry (the intent, naming its invoice and credit), the engine's
+    /// subscription, the credit, the invoice. So a crash leaves the entry;
+    /// this makes the engine what the customer's last entry says when it
+    /// still shows the state before it (`complete_change`), then writes each
+    /// named invoice that is missing (a first period, a final invoice with
+    /// its credit, a reactivation) under the id its entry names, so it is
+    /// written once. The billing worker calls it on each tick before the
+    /// invoice run, for the entries of the last [`RECOVERY_LOOKBACK_DAYS`]
+    /// days; every subscription change calls it for its customer's whole
+    /// history first. Returns the invoice ids written.
     pub async fn recover_settlements(&self) -> Result<Vec<String>> {
         let _changes = CHANGES.lock().await;
         self.recover_settlements_of(None).await
     }
 
     /// [`Billing::recover_settlements`] for one customer (all of its
-    /// history) or for everyone (the last 35 days); the caller holds the
-    /// plan-change lock.
+    /// history) or for everyone; the caller holds the plan-change lock.
     async fn recover_settlements_of(&self, customer: Option<&str>) -> Result<Vec<String>> {
         let now = self.engine.now();
         let entries = match customer {
@@ -1351,8 +1587,34 @@ impl Billing {
                 self.store.changes().plan_changes_between(from, to).await?
             }
         };
+        // Each customer's last entry (ids sort in the order they were
+        // minted): the only one whose engine change can be missing, as every
+        // change first completes the one before.
+        let mut last: BTreeMap<&str, &PlanChangeRecord> = BTreeMap::new();
+        for c in &entries {
+            let slot = last.entry(c.customer_id.as_str()).or_insert(c);
+            if c.id > slot.id {
+                *slot = c;
+            }
+        }
+        for c in last.into_values() {
+            match self.complete_change(c, true).await {
+                Ok(Some(_)) => {
+                    tracing::info!(customer = %c.customer_id, change = %c.id,
+                        "completed a subscription change cut off before the engine's write");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(customer = %c.customer_id, change = %c.id, error = %e,
+                        "a subscription change could not be completed; retried");
+                    if customer.is_some() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
         let mut written = Vec::new();
-        for c in entries {
+        for c in &entries {
             let (Some(kind), Some(id)) = (
                 c.details["settlement"].as_str(),
                 c.details["invoice_id"].as_str(),
@@ -1362,7 +1624,7 @@ impl Billing {
             if self.store.billing().get_invoice(id).await?.is_some() {
                 continue;
             }
-            match self.settle_again(&c, kind, id.to_string()).await {
+            match self.settle_again(c, kind, id.to_string()).await {
                 Ok(Some(id)) => {
                     tracing::info!(customer = %c.customer_id, change = %c.id, invoice = %id,
                         "wrote the missing invoice of a plan change");
@@ -1420,6 +1682,8 @@ impl Billing {
                 Ok(Some(self.invoice_base_owed(owed, memo, id).await?))
             }
             SETTLE_FINAL => {
+                // The credit first: the final invoice carries it.
+                self.credit_items(c).await?;
                 sub.status = SubscriptionStatus::Canceled;
                 sub.canceled_at = Some(c.effective_at);
                 Ok(self.final_invoice(&sub, c.effective_at, id).await?)
@@ -1452,6 +1716,24 @@ impl Billing {
     /// subscription is gone or canceled, or the trial was converted).
     async fn apply_scheduled(&self, s: &ScheduledChangeRecord) -> Result<Option<PlanChangeRecord>> {
         let customer = s.customer_id.as_str();
+        // Its history entry may be written already (a crash before it was
+        // marked applied): completed, never applied twice.
+        self.recover_settlements_of(Some(customer)).await?;
+        let now = self.engine.now();
+        if let Some(change) = self
+            .store
+            .changes()
+            .plan_changes(customer)
+            .await?
+            .into_iter()
+            .find(|c| c.details["scheduled_change"].as_str() == Some(s.id.as_str()))
+        {
+            let mut done = s.clone();
+            done.updated_at = now;
+            done.state = APPLIED.to_string();
+            self.store.changes().put_scheduled_change(&done).await?;
+            return Ok(Some(change));
+        }
         let sub = self.engine.subscription(customer)?;
         let live = sub
             .clone()
@@ -1462,7 +1744,6 @@ impl Billing {
             (ACTION_CHANGE_PLAN | ACTION_CANCEL, Some(_)) => true,
             _ => false,
         };
-        let now = self.engine.now();
         let mut done = s.clone();
         done.updated_at = now;
         let (Some(sub), true) = (live, applies) else {
@@ -1489,8 +1770,15 @@ impl Billing {
                 } else {
                     "trial_expire"
                 };
-                self.cancel_now(&sub, kind, s.effective_at, &s.actor, s.reason.clone(), None)
-                    .await?
+                let how = Cancellation {
+                    kind,
+                    effective_at: s.effective_at,
+                    actor: &s.actor,
+                    reason: s.reason.clone(),
+                    settle: None,
+                    scheduled: Some(&s.id),
+                };
+                self.cancel_now(&sub, how).await?
             }
         };
         done.state = APPLIED.to_string();

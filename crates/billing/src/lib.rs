@@ -89,6 +89,8 @@ pub struct Billing {
     /// endpoint subscribed to it, the worker writes daily summaries
     /// ([`notices`]). Off after [`Billing::new`]; the server sets it.
     pub daily_summary_by_email: bool,
+    /// Fault injection for crash tests ([`Billing::crash_after_next_history_entry`]).
+    crash_after_history: std::sync::atomic::AtomicBool,
 }
 
 impl Billing {
@@ -98,6 +100,31 @@ impl Billing {
             store,
             config,
             daily_summary_by_email: false,
+            crash_after_history: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// For crash tests: the next subscription change (subscribe, trial
+    /// conversion, cancellation, reactivation) fails right after writing its
+    /// history entry, before the engine's change, as a crash there would
+    /// leave it. Recovery then completes it (`docs/plan-changes.md`,
+    /// "Crashes between the writes").
+    #[doc(hidden)]
+    pub fn crash_after_next_history_entry(&self) {
+        self.crash_after_history
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fails once after [`Billing::crash_after_next_history_entry`].
+    pub(crate) fn crash_point(&self) -> Result<(), tollgate_store::StoreError> {
+        if self
+            .crash_after_history
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(tollgate_store::StoreError::Refused(
+                "injected crash after the history entry".to_string(),
+            ));
+        }
+        Ok(())
     }
 }

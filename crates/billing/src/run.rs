@@ -193,6 +193,8 @@ struct Prepared {
     pending: Vec<PendingItemRecord>,
     /// The customer's discounts that cover this period.
     discounts: Vec<Discount>,
+    /// The usage lines of the period's earlier parts (`due.settled`).
+    earlier_usage: Vec<InvoiceLine>,
 }
 
 /// Customer id → its discounts.
@@ -881,12 +883,37 @@ impl Billing {
         discounts: &Discounts,
     ) -> std::result::Result<Prepared, (Due, InvoiceError)> {
         let changes = history.get(&due.customer.id).map_or(&[][..], Vec::as_slice);
-        let discounts = discounts
+        let covering: Vec<&CustomerDiscount> = discounts
             .get(&due.customer.id)
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .filter(|d| d.applies_to(&due.cycle, due.index, &due.period))
-            .map(CustomerDiscount::discount)
+            .collect();
+        // A later part of a period billed in parts: a fixed amount comes off
+        // at most once per period (what the earlier parts took is not taken
+        // again), and volume tiers are those of the whole period.
+        let earlier = match due.settled {
+            Some(settled) => {
+                match self
+                    .earlier_parts(&due.customer.id, due.period.start, settled)
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(e) => return Err((due, e)),
+                }
+            }
+            None => Vec::new(),
+        };
+        let discounts = covering
+            .into_iter()
+            .filter_map(|d| d.discount_after(&earlier))
+            .collect();
+        // Their usage lines, for the volume tier the whole period reaches.
+        let earlier_usage = earlier
+            .into_iter()
+            .filter(|i| i.status != InvoiceStatus::Void)
+            .flat_map(|i| i.lines)
+            .filter(|l| l.kind == tollgate_core::billing::InvoiceLineKind::Usage)
             .collect();
         let mut spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
@@ -929,6 +956,7 @@ impl Billing {
             advance,
             pending: items,
             discounts,
+            earlier_usage,
         })
     }
 
@@ -971,6 +999,7 @@ impl Billing {
             pending: pending_lines(&p.pending)?,
             discounts: p.discounts.clone(),
             settled_until: d.settled,
+            earlier_usage: p.earlier_usage.clone(),
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),
@@ -995,8 +1024,11 @@ impl Billing {
 
     // ---- the upcoming invoice ----------------------------------------------------------
 
-    /// What the customer's current period will cost if usage continues at
-    /// its present pace (see `project_upcoming` in the core).
+    /// What the customer's next invoice for the current period will come to
+    /// if usage continues at its present pace (see `project_upcoming` in the
+    /// core): from the end of the period's earlier parts, when a final
+    /// invoice already billed the period up to a cancellation since undone
+    /// (`InvoiceInput::settled_until`), so nothing billed is projected again.
     pub async fn upcoming_invoice(&self, customer_id: &str) -> Result<Invoice> {
         let plans = self.all_plans().await?;
         self.upcoming_invoice_at(customer_id, self.engine.now(), &plans)
@@ -1030,13 +1062,16 @@ impl Billing {
             .map_err(|e| BillingError::Invalid(e.to_string()))?;
         let mut changes = self.store.changes().plan_changes(customer_id).await?;
         changes.retain(|c| c.effective_at >= period.start);
+        // The next invoice bills only what the earlier parts of the period
+        // (final invoices of cancellations since undone) did not.
+        let settled = self.settled_until(customer_id, period, now).await?;
         let due = Due {
             customer: Arc::new(customer),
             sub: Arc::new(sub),
             cycle: Arc::new(cycle),
             index,
             period,
-            settled: None,
+            settled: (settled > period.start && settled < period.end).then_some(settled),
         };
         let history = HashMap::from([(customer_id.to_string(), changes)]);
         let discounts = discounts_by_customer(self.store.billing().discounts(customer_id).await?);
@@ -1217,6 +1252,28 @@ impl Billing {
                 what: "customer",
                 id: id.to_string(),
             })
+    }
+
+    /// The cycle invoices of `customer` that bill `[start, settled)`: the
+    /// earlier parts of a period billed in parts (final invoices of
+    /// cancellations since undone).
+    async fn earlier_parts(
+        &self,
+        customer: &str,
+        start: Timestamp,
+        settled: Timestamp,
+    ) -> Result<Vec<Invoice>> {
+        let mut parts = self
+            .list_invoices(&InvoiceFilter {
+                customer_id: Some(customer.to_string()),
+                kind: Some(InvoiceKind::Cycle),
+                period_from: Some(start),
+                period_to: Some(settled),
+                ..InvoiceFilter::default()
+            })
+            .await?;
+        parts.retain(|i| i.period_end <= settled);
+        Ok(parts)
     }
 
     /// Where the billing of the period `whole` already stops for `customer`

@@ -312,6 +312,92 @@ fn semantics_invoice_volume_across_a_plan_change() {
     assert_eq!(amounts(&inv), ["24.00"]);
 }
 
+/// A period billed in two parts on Basic (in advance: usage lines only):
+/// `first` calls billed by a final invoice over `[04-01, 04-10)`, then
+/// `second` calls billed by the rest of April (`settled_until` 04-10, the
+/// first part's usage lines given as `earlier_usage`). Returns both invoices.
+fn billed_in_parts(charge: &str, first: Decimal, second: Decimal) -> (Invoice, Invoice) {
+    billed_in_parts_with(charge, first, second, true)
+}
+
+fn billed_in_parts_with(
+    charge: &str,
+    first: Decimal,
+    second: Decimal,
+    earlier: bool,
+) -> (Invoice, Invoice) {
+    let c = catalog(&Spec {
+        basic_charge: charge,
+        ..Spec::default()
+    });
+    let basic = plan(&c, "basic");
+    let at = ts("2026-04-10T00:00:00Z");
+    let p = april();
+    let calls = |q: Decimal| vec![usage("api_calls", &[("plan", q)])];
+    let part1 = compute_invoice(&input(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z"),
+        vec![segment(basic, p.start, at, calls(first))],
+    ))
+    .unwrap();
+    let mut rest = input(
+        Currency::USD,
+        p,
+        vec![
+            segment(basic, p.start, at, calls(first)),
+            segment(basic, at, p.end, calls(second)),
+        ],
+    );
+    rest.settled_until = Some(at);
+    rest.earlier_usage = part1
+        .lines
+        .iter()
+        .filter(|l| earlier && l.kind == InvoiceLineKind::Usage)
+        .cloned()
+        .collect();
+    (part1, compute_invoice(&rest).unwrap())
+}
+
+#[test]
+fn semantics_invoice_volume_tier_reached_in_a_later_part_reprices_the_earlier_units() {
+    // Volume: to 1,000 at 0.01, to 10,000 at 0.005, then 0.002. 4,000 calls
+    // on the final invoice of a cancellation on 04-10: tier 1, 4,000 × 0.005
+    // = 20.00. Reactivated; 8,000 more: the period's 12,000 reach tier 2.
+    // The rest of April bills the 8,000 at 0.002 = 16.00 and reprices the
+    // 4,000 billed earlier at 0.002: 8.00 − 20.00 = −12.00. April in all:
+    // 20.00 + 16.00 − 12.00 = 24.00 = 12,000 × 0.002, as one invoice over the
+    // whole period bills it.
+    let (part1, rest) = billed_in_parts(VOLUME_BASIC, dec!(4000), dec!(8000));
+    assert_eq!(amounts(&part1), ["20.00"]);
+    assert_eq!(amounts(&rest), ["16.00", "-12.00"]);
+    let line = &rest.lines[1];
+    assert_eq!(line.kind, InvoiceLineKind::Usage);
+    assert_eq!(line.charge.as_deref(), Some("api_calls"));
+    assert_eq!(line.billable_quantity, dec!(0));
+    assert!(
+        line.description
+            .contains("4000 units billed earlier in the period for 20.00"),
+        "{}",
+        line.description
+    );
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(24.00));
+    // Without the earlier lines nothing is repriced (what they billed is
+    // unknown): 16.00 only.
+    let (_, blind) = billed_in_parts_with(VOLUME_BASIC, dec!(4000), dec!(8000), false);
+    assert_eq!(amounts(&blind), ["16.00"]);
+    // Staying in the same tier: nothing to reprice (4,000 + 2,000 in tier 1).
+    let (_, same) = billed_in_parts(VOLUME_BASIC, dec!(4000), dec!(2000));
+    assert_eq!(amounts(&same), ["10.00"]);
+    // Graduated needs none: price(after) − price(before) is the same for the
+    // first 4,000 whatever comes after (4.00 + 10.00 + 6.00… = one invoice).
+    let graduated = r#"price = { model = "graduated", tiers = [ { up_to = 1000, unit_price = "0.01" }, { up_to = 10000, unit_price = "0.005" }, { unit_price = "0.002" } ] }"#;
+    let (g1, g2) = billed_in_parts(graduated, dec!(4000), dec!(8000));
+    // 1,000 × 0.01 + 3,000 × 0.005 = 25.00; then 6,000 × 0.005 + 2,000 ×
+    // 0.002 = 34.00; 59.00 = price(12,000).
+    assert_eq!(amounts(&g1), ["25.00"]);
+    assert_eq!(amounts(&g2), ["34.00"]);
+}
+
 #[test]
 fn semantics_invoice_grant_burn_is_not_billed() {
     // All 5,000 calls drawn from a welcome grant: nothing billed, the grant
@@ -542,10 +628,12 @@ fn semantics_invoice_discounts_and_tax() {
     let percent = Discount::Percent {
         percent: dec!(10),
         description: "Launch 10 %".into(),
+        id: None,
     };
     let fifty = Discount::Amount {
         amount: dec!(50),
         description: "Goodwill".into(),
+        id: None,
     };
     // 10 % of 40.00 = −4.00; then 50.00 capped at the 36.00 left.
     let inv = discounted(vec![percent, fifty], vat(dec!(0.2), TaxMode::PerLine));
@@ -559,6 +647,7 @@ fn semantics_invoice_discounts_and_tax() {
     let five = Discount::Amount {
         amount: dec!(5),
         description: "Goodwill".into(),
+        id: None,
     };
     let inv = discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal));
     assert_eq!(inv.totals.discount.to_string(), "-5.00");
@@ -692,6 +781,7 @@ fn semantics_invoice_errors() {
     too_much.discounts = vec![Discount::Percent {
         percent: dec!(150),
         description: "?".into(),
+        id: None,
     }];
     assert!(matches!(
         compute_invoice(&too_much),
@@ -779,6 +869,7 @@ fn semantics_credit_note_fully_reverses_an_invoice() {
     let five = Discount::Amount {
         amount: dec!(5),
         description: "Goodwill".into(),
+        id: None,
     };
     let inv = issued(discounted(vec![five], vat(dec!(0.2), TaxMode::OnTotal)));
     let cn = credit(&inv, Decimal::ZERO, CreditRequest::Full).unwrap();
@@ -1067,4 +1158,63 @@ fn semantics_customer_discount_periods_and_validation() {
     let mut past = discount(ten, DiscountDuration::Forever);
     past.ends_at = Some(ts("2026-03-01T00:00:00Z"));
     assert_eq!(fields(&past), ["ends_at"]);
+}
+
+#[test]
+fn semantics_customer_discount_over_the_parts_of_a_period() {
+    use tollgate_core::billing::discount::{CustomerDiscount, DiscountDuration, DiscountValue};
+    let discount = |id: &str, value: DiscountValue| CustomerDiscount {
+        id: id.into(),
+        customer_id: "acme".into(),
+        description: CustomerDiscount::default_description(&value),
+        value,
+        duration: DiscountDuration::Once,
+        ends_at: None,
+        created_at: ts("2026-04-01T00:00:00Z"),
+    };
+    let twenty = discount(
+        "dsc_20",
+        DiscountValue::Amount {
+            amount: dec!(20),
+            currency: Currency::USD,
+        },
+    );
+    // Another discount with the same description: its lines are its own.
+    let other = discount(
+        "dsc_other",
+        DiscountValue::Amount {
+            amount: dec!(20),
+            currency: Currency::USD,
+        },
+    );
+    let ten = discount("dsc_10", DiscountValue::Percent { percent: dec!(10) });
+    // An earlier part: 14.70 billed, 10 % (−1.47), then 13.23 of the 20.00.
+    let c = catalog(&Spec::default());
+    let mut part = whole(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z"),
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(8350))])],
+    );
+    part.discounts = vec![ten.discount(), twenty.discount()];
+    let part = compute_invoice(&part).unwrap();
+    assert_eq!(part.totals.subtotal, dec!(14.70));
+    assert_eq!(part.totals.discount, dec!(-14.70));
+    let left = |d: &CustomerDiscount, earlier: &[Invoice]| match d.discount_after(earlier) {
+        Some(Discount::Amount { amount, .. }) => Some(amount),
+        Some(Discount::Percent { percent, .. }) => Some(percent),
+        None => None,
+    };
+    // What is left of the fixed amount: 20.00 − 13.23 = 6.77; the percent
+    // as it is; the other discount untouched.
+    assert_eq!(left(&twenty, std::slice::from_ref(&part)), Some(dec!(6.77)));
+    assert_eq!(left(&ten, std::slice::from_ref(&part)), Some(dec!(10)));
+    assert_eq!(left(&other, std::slice::from_ref(&part)), Some(dec!(20)));
+    // Used up over two parts: nothing left, no discount.
+    let mut second = part.clone();
+    second.id = "inv_2".into();
+    assert_eq!(left(&twenty, &[part.clone(), second.clone()]), None);
+    // A void part gave nothing.
+    second.status = InvoiceStatus::Void;
+    assert_eq!(left(&twenty, &[part, second]), Some(dec!(6.77)));
 }

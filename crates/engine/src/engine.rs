@@ -593,6 +593,23 @@ impl Engine {
         opts: SubscribeOptions,
     ) -> Result<SubscriptionRecord, EngineError> {
         let _admin = self.inner.admin.lock().await;
+        let record = self.planned_subscription(customer, plan_key, &opts)?;
+        self.put_subscription(customer, record.clone()).await?;
+        Ok(record)
+    }
+
+    /// The subscription [`Engine::subscribe`] would write now, without
+    /// writing it (the defaults of `opts` resolved: anchor, trial end,
+    /// status, version). Subscribing with every field of `opts` set from it
+    /// writes this record: the billing service records a change before it
+    /// makes it (its history entry is the intent, see
+    /// `docs/plan-changes.md`, "Crashes between the writes").
+    pub fn planned_subscription(
+        &self,
+        customer: &str,
+        plan_key: &str,
+        opts: &SubscribeOptions,
+    ) -> Result<SubscriptionRecord, EngineError> {
         let plan = match opts.version {
             Some(v) => self.inner.plan(plan_key, v),
             None => self.inner.latest.get(plan_key).cloned(),
@@ -652,7 +669,6 @@ impl Engine {
             created_at: current.1.as_ref().map_or(now, |s| s.created_at),
             updated_at: now,
         };
-        self.put_subscription(customer, record.clone()).await?;
         Ok(record)
     }
 

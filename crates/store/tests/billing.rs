@@ -93,6 +93,7 @@ fn draft(id: &str, customer: &str, start: Timestamp, end: Timestamp) -> Invoice 
         amount: dec!(100.00),
         tax_amount: dec!(20.00),
         source: None,
+        discount_id: None,
     };
     Invoice {
         id: id.to_string(),

@@ -19,7 +19,9 @@ use tollgate_store::sqlite::SqliteStore;
 
 /// Five metered features; `pro` ($49/month in arrears, calendar) prices each
 /// per unit; `adv` ($20/month in advance) prices `calls` only; `inc`
-/// ($30/month in advance) prices `calls` with 100 included.
+/// ($30/month in advance) prices `calls` with 100 included; `vol` (no base)
+/// prices `calls` by volume: to 1,000 at 0.01, to 10,000 at 0.005, then
+/// 0.002.
 pub const CATALOG: &str = r#"
 [catalog]
 name = "Billing test"
@@ -121,6 +123,21 @@ metric = "calls"
 name = "Calls"
 included = 100
 price = { model = "per_unit", unit_price = "0.01" }
+
+[plans.vol]
+name = "Volume"
+tier = 3
+base_price = "0.00"
+anchoring = "calendar"
+billing = "in_arrears"
+
+[plans.vol.entitlements]
+calls = "unlimited"
+
+[[plans.vol.charges]]
+metric = "calls"
+name = "Calls"
+price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.01" }, { up_to = 10000, unit_price = "0.005" }, { unit_price = "0.002" } ] }
 "#;
 
 pub fn catalog() -> Catalog {

@@ -38,6 +38,7 @@ fn line(kind: InvoiceLineKind, description: &str, start: Timestamp, end: Timesta
         amount: Decimal::ZERO,
         tax_amount: Decimal::ZERO,
         source: None,
+        discount_id: None,
     }
 }
 

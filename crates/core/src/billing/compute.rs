@@ -70,12 +70,18 @@ pub enum Discount {
     Percent {
         percent: Decimal,
         description: String,
+        /// The customer discount it comes from, copied to the line
+        /// (`InvoiceLine::discount_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// A fixed amount in the invoice currency (positive number), capped at the
     /// subtotal.
     Amount {
         amount: Decimal,
         description: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
 }
 
@@ -108,6 +114,14 @@ pub struct InvoiceInput<'a> {
     /// again; the invoice covers `[settled_until, period end)`. It must be a
     /// segment boundary inside the period. `None`: nothing was billed yet.
     pub settled_until: Option<Timestamp>,
+    /// With `settled_until`: the usage lines of the invoices that billed
+    /// `[period start, settled_until)` (the earlier parts, not void). The
+    /// units a volume-priced charge billed there are repriced at the tier
+    /// the *period's* total reaches, and this invoice carries the difference
+    /// with what those lines billed (one line per plan, charge and dimension
+    /// group), so the parts of a period add up to pricing its usage once.
+    /// Units with no earlier line to compare are left as billed.
+    pub earlier_usage: Vec<InvoiceLine>,
     pub tax: TaxRule,
     pub issuer: Party,
     pub bill_to: Party,
@@ -384,6 +398,7 @@ pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError
         lines.push(base_line(plan, next, next.start, next.end, currency)?);
     }
     lines.extend(usage_lines(input, &base_period)?);
+    lines.extend(volume_repricing(input, &base_period)?);
     for pending in &input.pending {
         let mut line = pending.clone();
         line.amount = round_line(line.amount, currency);
@@ -877,6 +892,119 @@ fn usage_lines(
     Ok(lines)
 }
 
+/// What one plan's volume charge (or one of its dimension groups) billed in
+/// the earlier parts of the period, repriced.
+struct Repriced {
+    display_name: String,
+    feature: String,
+    units: Decimal,
+    amount: Decimal,
+    from: Timestamp,
+    to: Timestamp,
+}
+
+/// The lines that reprice, at the tier the period's total reaches, the units
+/// of volume-priced charges billed by the earlier parts of a period billed in
+/// parts (`InvoiceInput::earlier_usage`): `Σ segment units at the period's
+/// tier − Σ what the earlier usage lines of that plan, charge and group
+/// billed`, one line each, when it is not zero once rounded. Per-unit,
+/// package and graduated prices need none: a segment's price depends only on
+/// the units before it, which later parts do not change.
+fn volume_repricing(
+    input: &InvoiceInput<'_>,
+    base_period: &Period,
+) -> Result<Vec<InvoiceLine>, BillingError> {
+    if input.settled_until.is_none() || input.earlier_usage.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = Ctx { input, base_period };
+    type Key = (String, u32, String, BTreeMap<String, String>);
+    let mut repriced: BTreeMap<Key, Repriced> = BTreeMap::new();
+    for (i, seg) in input.segments.iter().enumerate() {
+        if !is_settled(input, seg) {
+            continue;
+        }
+        for charge in &seg.plan.charges {
+            for group in ctx.groups(i, seg, charge)? {
+                let Some(model @ PriceModel::Volume { .. }) = group.model else {
+                    continue;
+                };
+                if group.pos.quantity.is_zero() {
+                    continue;
+                }
+                let priced = price_position(model, group.included, group.pos).map_err(|e| {
+                    BillingError::Pricing {
+                        charge: charge.key.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                let key = (
+                    seg.plan.key.clone(),
+                    seg.plan.version,
+                    charge.key.clone(),
+                    group.dimensions.clone(),
+                );
+                let acc = repriced.entry(key).or_insert_with(|| Repriced {
+                    display_name: group.description.clone(),
+                    feature: charge.metric.clone(),
+                    units: Decimal::ZERO,
+                    amount: Decimal::ZERO,
+                    from: seg.from,
+                    to: seg.to,
+                });
+                acc.units += priced.billable;
+                acc.amount += priced.amount;
+                acc.to = seg.to;
+            }
+        }
+    }
+    let currency = input.currency;
+    let mut lines = Vec::new();
+    for ((plan_key, plan_version, charge, dimensions), acc) in repriced {
+        let mut earlier = input
+            .earlier_usage
+            .iter()
+            .filter(|l| {
+                l.kind == InvoiceLineKind::Usage
+                    && l.plan_key.as_deref() == Some(plan_key.as_str())
+                    && l.plan_version == Some(plan_version)
+                    && l.charge.as_deref() == Some(charge.as_str())
+                    && l.dimensions == dimensions
+            })
+            .peekable();
+        if earlier.peek().is_none() {
+            continue;
+        }
+        let billed: Decimal = earlier.map(|l| l.amount).sum();
+        let difference = acc.amount - billed;
+        if round_line(difference, currency).is_zero() {
+            continue;
+        }
+        let mut line = InvoiceLine::fee(
+            InvoiceLineKind::Usage,
+            format!(
+                "{}: {} units billed earlier in the period for {}, repriced at the period's volume tier",
+                acc.display_name,
+                acc.units.normalize(),
+                billed
+            ),
+            acc.from,
+            acc.to,
+            difference,
+            currency,
+        );
+        line.charge = Some(charge);
+        line.feature = Some(acc.feature);
+        line.dimensions = dimensions;
+        line.plan_key = Some(plan_key);
+        line.plan_version = Some(plan_version);
+        line.quantity = Decimal::ZERO;
+        line.billable_quantity = Decimal::ZERO;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
 /// Discount lines, applied in order to what is left of the subtotal: a percent
 /// of the subtotal, or a fixed amount; never below zero in total.
 fn discount_lines(
@@ -889,28 +1017,34 @@ fn discount_lines(
     let mut left = subtotal;
     let mut out = Vec::new();
     for (i, discount) in discounts.iter().enumerate() {
-        let (description, unrounded) = match discount {
+        let (description, unrounded, id) = match discount {
             Discount::Percent {
                 percent,
                 description,
+                id,
             } => {
                 if *percent < Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
                     return Err(BillingError::Invalid(format!(
                         "discounts[{i}].percent must be between 0 and 100 (got {percent})"
                     )));
                 }
-                (description, -(subtotal * *percent / Decimal::ONE_HUNDRED))
+                (
+                    description,
+                    -(subtotal * *percent / Decimal::ONE_HUNDRED),
+                    id,
+                )
             }
             Discount::Amount {
                 amount,
                 description,
+                id,
             } => {
                 if *amount < Decimal::ZERO {
                     return Err(BillingError::Invalid(format!(
                         "discounts[{i}].amount must not be negative (got {amount})"
                     )));
                 }
-                (description, -*amount)
+                (description, -*amount, id)
             }
         };
         if left <= Decimal::ZERO {
@@ -924,6 +1058,7 @@ fn discount_lines(
             unrounded,
             currency,
         );
+        line.discount_id = id.clone();
         if -line.amount > left {
             line.amount = round_line(-left, currency);
             line.unrounded = line.amount;
@@ -948,7 +1083,8 @@ pub fn sum_amounts<'l>(lines: impl IntoIterator<Item = &'l InvoiceLine>) -> Deci
 /// second: every ledger quantity (each bucket, each dimension group) is
 /// multiplied by `period seconds / elapsed seconds`, and the extra units are
 /// put in the segment in force at `now` (the plan that will price them).
-/// At the period start nothing has elapsed and nothing is extrapolated. Base
+/// At the period start nothing has elapsed and nothing is extrapolated, nor
+/// while the segment in force at `now` is canceled (nothing is served). Base
 /// lines, minimums, pending lines, discounts and tax are as at the close.
 ///
 /// 1,000 calls in the first 10 days of a 30-day period project to 3,000.
@@ -981,6 +1117,10 @@ pub fn project_upcoming(input: &InvoiceInput<'_>, now: Timestamp) -> Result<Invo
         .iter()
         .position(|s| s.from <= now && now < s.to)
         .unwrap_or(input.segments.len() - 1);
+    // Canceled now: nothing more is served, nothing is extrapolated.
+    if input.segments[current].canceled {
+        return compute_invoice(input);
+    }
     let mut segments = input.segments.clone();
     let seg = &mut segments[current];
     for ((feature, dimensions), buckets) in extra {

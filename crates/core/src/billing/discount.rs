@@ -14,6 +14,7 @@ use crate::money::Currency;
 use crate::period::{BillingCycle, Period};
 
 use super::compute::Discount;
+use super::invoice::{Invoice, InvoiceLineKind, InvoiceStatus};
 
 /// What a discount takes off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,16 +128,57 @@ impl CustomerDiscount {
     /// The discount as the period close applies it.
     pub fn discount(&self) -> Discount {
         let description = self.description.clone();
+        let id = Some(self.id.clone());
         match &self.value {
             DiscountValue::Percent { percent } => Discount::Percent {
                 percent: *percent,
                 description,
+                id,
             },
             DiscountValue::Amount { amount, .. } => Discount::Amount {
                 amount: *amount,
                 description,
+                id,
             },
         }
+    }
+
+    /// The discount as the close of a *later part* of a period billed in
+    /// parts applies it, after `earlier`: the invoices of the same period
+    /// already written (a cancellation's final invoice, the cancellation
+    /// since undone). A fixed amount comes off at most once per period in
+    /// total: what its lines on `earlier` took off (lines naming this
+    /// discount, on invoices not void) is taken from the amount, and nothing
+    /// is applied once it is used up (`None`). A percent applies to each
+    /// part's subtotal as it is (10 % of each part is 10 % of the period).
+    /// The "N periods" count is by period, not by part
+    /// ([`CustomerDiscount::applies_to`]). `docs/billing-semantics.md`,
+    /// "Customer discounts".
+    pub fn discount_after(&self, earlier: &[Invoice]) -> Option<Discount> {
+        let discount = self.discount();
+        let Discount::Amount {
+            amount,
+            description,
+            id,
+        } = discount
+        else {
+            return Some(discount);
+        };
+        let used: Decimal = earlier
+            .iter()
+            .filter(|i| i.status != InvoiceStatus::Void)
+            .flat_map(|i| &i.lines)
+            .filter(|l| {
+                l.kind == InvoiceLineKind::Discount && l.discount_id.as_deref() == Some(&self.id)
+            })
+            .map(|l| -l.amount)
+            .sum();
+        let left = amount - used;
+        (left > Decimal::ZERO).then_some(Discount::Amount {
+            amount: left,
+            description,
+            id,
+        })
     }
 
     /// "10 % off" / "5.00 USD off", the description when none is given.

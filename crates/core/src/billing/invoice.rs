@@ -157,6 +157,11 @@ pub struct InvoiceLine {
     pub tax_amount: Decimal,
     /// The ledger totals behind a usage line.
     pub source: Option<LineSource>,
+    /// The customer discount a discount line applies
+    /// (`CustomerDiscount::id`): what a fixed amount already took off in an
+    /// earlier part of a period billed in parts is not taken again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_id: Option<String>,
 }
 
 /// Totals, each a sum of rounded amounts.
@@ -262,6 +267,7 @@ impl InvoiceLine {
             amount,
             tax_amount: Decimal::ZERO,
             source: None,
+            discount_id: None,
         }
     }
 

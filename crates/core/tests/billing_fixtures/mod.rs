@@ -181,6 +181,7 @@ pub fn input<'a>(
         pending: Vec::new(),
         discounts: Vec::new(),
         settled_until: None,
+        earlier_usage: Vec::new(),
         tax: TaxRule::none(),
         issuer: Party::default(),
         bill_to: Party::default(),

@@ -1,0 +1,324 @@
+//! A period billed in parts (a cancellation now writes a final invoice to the
+//! cancellation, a reactivation leaves the rest to a later invoice), end to
+//! end on SQLite and PostgreSQL: customer discounts come off once per period
+//! in total, and the upcoming invoice projects only what the next invoice
+//! bills.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, ts};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tollgate_billing::BillingConfig;
+use tollgate_billing::changes::CancelRequest;
+use tollgate_billing::discounts::DiscountRequest;
+use tollgate_core::billing::discount::{DiscountDuration, DiscountValue};
+use tollgate_core::billing::{Invoice, InvoiceLineKind};
+use tollgate_core::money::Currency;
+use tollgate_engine::{NewCustomer, SubscribeOptions};
+use tollgate_store::SubscriptionStatus;
+use tollgate_store::billing::InvoiceFilter;
+
+async fn subscribed(env: &Env, id: &str, plan: &str) {
+    env.engine
+        .create_customer(NewCustomer::new(id))
+        .await
+        .unwrap();
+    env.billing
+        .subscribe(id, plan, SubscribeOptions::default(), "test", None)
+        .await
+        .unwrap();
+}
+
+async fn discount(env: &Env, id: &str, value: DiscountValue, duration: DiscountDuration) {
+    env.billing
+        .add_discount(
+            id,
+            DiscountRequest {
+                value,
+                duration,
+                ends_at: None,
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn usd(amount: Decimal) -> DiscountValue {
+    DiscountValue::Amount {
+        amount,
+        currency: Currency::USD,
+    }
+}
+
+/// Cancels now with proration (a final invoice), returns its id.
+async fn cancel_now(env: &Env, id: &str, at: &str) -> String {
+    env.clock.set(ts(at));
+    env.billing
+        .cancel_subscription(
+            id,
+            &CancelRequest {
+                at_period_end: false,
+                prorate: true,
+                reason: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+        .invoice_id
+        .unwrap()
+}
+
+async fn reactivate(env: &Env, id: &str, at: &str) {
+    env.clock.set(ts(at));
+    env.billing
+        .set_subscription_status(id, SubscriptionStatus::Active, "test")
+        .await
+        .unwrap();
+}
+
+async fn invoice(env: &Env, id: &str) -> Invoice {
+    env.billing.invoice(id).await.unwrap().invoice
+}
+
+/// The customer's cycle invoice starting at `start`.
+async fn cycle_from(env: &Env, customer: &str, start: &str) -> Invoice {
+    let all = env
+        .billing
+        .list_invoices(&InvoiceFilter {
+            customer_id: Some(customer.into()),
+            kind: Some(tollgate_store::billing::InvoiceKind::Cycle),
+            ..InvoiceFilter::default()
+        })
+        .await
+        .unwrap();
+    all.into_iter()
+        .find(|i| i.period_start == ts(start))
+        .unwrap_or_else(|| panic!("no cycle invoice of {customer} from {start}"))
+}
+
+fn discount_lines(inv: &Invoice) -> Vec<Decimal> {
+    inv.lines
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::Discount)
+        .map(|l| l.amount)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fixed_amount_discount_comes_off_once_per_period_billed_in_parts() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // Pro: $49/month in arrears (November: 49/30 a day). 20.00 off,
+        // forever.
+        subscribed(&env, "a", "pro").await;
+        discount(&env, "a", usd(dec!(20)), DiscountDuration::Forever).await;
+
+        // Canceled on the 10th: final invoice [11-01, 11-10), base 49 × 9/30
+        // = 14.70, all of it off (the discount is capped at the subtotal).
+        let fin1 = invoice(&env, &cancel_now(&env, "a", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(fin1.totals.subtotal, dec!(14.70), "{backend}");
+        assert_eq!(discount_lines(&fin1), [dec!(-14.70)], "{backend}");
+        assert_eq!(fin1.totals.total, dec!(0.00), "{backend}");
+
+        // Reactivated on the 16th, canceled again on the 22nd: the second
+        // final invoice [11-10, 11-22) bills the six days served, 49 × 6/30
+        // = 9.80, and gets only what is left of the 20.00: 5.30 (the old
+        // code took 20.00 off again, capped at 9.80).
+        reactivate(&env, "a", "2026-11-16T00:00:00Z").await;
+        let fin2 = invoice(&env, &cancel_now(&env, "a", "2026-11-22T00:00:00Z").await).await;
+        assert_eq!(fin2.totals.subtotal, dec!(9.80), "{backend}");
+        assert_eq!(discount_lines(&fin2), [dec!(-5.30)], "{backend}");
+        assert_eq!(fin2.totals.total, dec!(4.50), "{backend}");
+
+        // Reactivated on the 25th: the close on December 1st bills the rest,
+        // [11-22, 12-01), six days served, 9.80, with nothing left of the
+        // discount: no discount line.
+        reactivate(&env, "a", "2026-11-25T00:00:00Z").await;
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "a", "2026-11-22T00:00:00Z").await;
+        assert_eq!(rest.period_end, ts("2026-12-01T00:00:00Z"), "{backend}");
+        assert_eq!(rest.totals.subtotal, dec!(9.80), "{backend}");
+        assert!(discount_lines(&rest).is_empty(), "{backend}: {rest:?}");
+        // November in all: 34.30 billed, 20.00 off, once.
+        let off: Decimal = [&fin1, &fin2, &rest]
+            .iter()
+            .flat_map(|i| discount_lines(i))
+            .sum();
+        assert_eq!(off, dec!(-20.00), "{backend}");
+
+        // December is a new period: the 20.00 comes off its close again.
+        env.clock.set(ts("2027-01-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let dec = cycle_from(&env, "a", "2026-12-01T00:00:00Z").await;
+        assert_eq!(discount_lines(&dec), [dec!(-20.00)], "{backend}");
+        assert_eq!(dec.totals.total, dec!(29.00), "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn percent_and_repeating_discounts_count_a_period_billed_in_parts_as_one_period() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // 10 % for one period (November), on Pro ($49/month in arrears).
+        subscribed(&env, "p", "pro").await;
+        discount(
+            &env,
+            "p",
+            DiscountValue::Percent { percent: dec!(10) },
+            DiscountDuration::Repeating { periods: 1 },
+        )
+        .await;
+        // Final invoice [11-01, 11-10): 14.70, 10 % off: −1.47.
+        let fin = invoice(&env, &cancel_now(&env, "p", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(discount_lines(&fin), [dec!(-1.47)], "{backend}");
+        // Reactivated on the 16th; the rest of November [11-10, 12-01),
+        // fifteen days served, 24.50, is still November: 10 % off, −2.45 (a
+        // part does not use up a period of the discount).
+        reactivate(&env, "p", "2026-11-16T00:00:00Z").await;
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "p", "2026-11-10T00:00:00Z").await;
+        assert_eq!(rest.totals.subtotal, dec!(24.50), "{backend}");
+        assert_eq!(discount_lines(&rest), [dec!(-2.45)], "{backend}");
+        // 10 % of November's 39.20, in two parts: 3.92.
+        assert_eq!(
+            discount_lines(&fin)[0] + discount_lines(&rest)[0],
+            dec!(-3.92)
+        );
+        // December is the discount's second period: none.
+        env.clock.set(ts("2027-01-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let dec = cycle_from(&env, "p", "2026-12-01T00:00:00Z").await;
+        assert!(discount_lines(&dec).is_empty(), "{backend}: {dec:?}");
+        assert_eq!(dec.totals.total, dec!(49.00), "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn the_upcoming_invoice_projects_only_what_the_earlier_parts_did_not_bill() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // Pro: $49/month in arrears, calls at 0.001. 1,000 calls on 11-05;
+        // canceled now on 11-10: the final invoice bills [11-01, 11-10),
+        // 49 × 9/30 = 14.70 and 1.00.
+        subscribed(&env, "u", "pro").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("u", "calls", dec!(1000)).await;
+        env.engine.flush().await.unwrap();
+        let fin = invoice(&env, &cancel_now(&env, "u", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(fin.totals.total, dec!(15.70), "{backend}");
+        // Canceled, on 11-12: nothing more to bill (no base while canceled,
+        // no usage extrapolated), not the whole period again.
+        env.clock.set(ts("2026-11-12T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("u").await.unwrap();
+        assert_eq!(up.period_start, ts("2026-11-10T00:00:00Z"), "{backend}");
+        assert_eq!(up.totals.total, dec!(0.00), "{backend}: {up:?}");
+        // Reactivated on 11-16, 500 calls on 11-18.
+        reactivate(&env, "u", "2026-11-16T00:00:00Z").await;
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("u", "calls", dec!(500)).await;
+        env.engine.flush().await.unwrap();
+
+        // On 11-21 (20 of 30 days): the next invoice covers [11-10, 12-01).
+        // Base: the 15 days from the reactivation, 24.50 (none for the days
+        // canceled); usage: the 1,500 calls so far at their pace give 750
+        // more, on the current plan: 500 + 750 = 1,250 × 0.001 = 1.25. Total
+        // 25.75 (the old projection billed the whole period again: 14.70 +
+        // 24.50 + 2.25 = 41.45).
+        env.clock.set(ts("2026-11-21T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("u").await.unwrap();
+        assert_eq!(
+            (up.period_start, up.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-12-01T00:00:00Z")),
+            "{backend}"
+        );
+        assert!(
+            up.lines
+                .iter()
+                .all(|l| l.period_start >= ts("2026-11-10T00:00:00Z")),
+            "{backend}: {up:?}"
+        );
+        let base: Decimal = up
+            .lines
+            .iter()
+            .filter(|l| l.kind == InvoiceLineKind::Base)
+            .map(|l| l.amount)
+            .sum();
+        assert_eq!(base, dec!(24.50), "{backend}");
+        assert_eq!(up.totals.total, dec!(25.75), "{backend}");
+
+        // Usage keeps its pace (750 more calls): the close bills what was
+        // projected.
+        env.clock.set(ts("2026-11-25T00:00:00Z"));
+        env.consume("u", "calls", dec!(750)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "u", "2026-11-10T00:00:00Z").await;
+        assert_eq!(rest.totals.total, dec!(25.75), "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_volume_tier_reached_after_a_final_invoice_reprices_its_units_on_the_rest_of_the_period()
+{
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `vol`: no base, calls by volume (to 1,000 at 0.01, to 10,000 at
+        // 0.005, then 0.002). 4,000 calls, canceled now on 11-10: the final
+        // invoice bills them in tier 1, 4,000 × 0.005 = 20.00.
+        subscribed(&env, "v", "vol").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("v", "calls", dec!(4000)).await;
+        env.engine.flush().await.unwrap();
+        let fin = invoice(&env, &cancel_now(&env, "v", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(fin.totals.total, dec!(20.00), "{backend}");
+        // Reactivated on 11-16, 8,000 more calls: November's 12,000 reach
+        // tier 2. The close bills the 8,000 at 0.002, 16.00, and reprices
+        // the 4,000 billed earlier at 0.002: 8.00 − 20.00 = −12.00. November
+        // in all: 24.00 = 12,000 × 0.002, as without the cancellation.
+        reactivate(&env, "v", "2026-11-16T00:00:00Z").await;
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("v", "calls", dec!(8000)).await;
+        env.engine.flush().await.unwrap();
+
+        // The upcoming invoice on 11-20 shows it already (the projection
+        // stays in tier 2).
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("v").await.unwrap();
+        assert!(
+            up.lines.iter().any(|l| l.amount == dec!(-12.00)),
+            "{backend}: {up:?}"
+        );
+
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "v", "2026-11-10T00:00:00Z").await;
+        // (The 0.00 base line of a plan without a base.)
+        let lines: Vec<_> = rest
+            .lines
+            .iter()
+            .filter(|l| l.kind != InvoiceLineKind::Base)
+            .map(|l| (l.kind, l.amount))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (InvoiceLineKind::Usage, dec!(16.00)),
+                (InvoiceLineKind::Usage, dec!(-12.00)),
+            ],
+            "{backend}"
+        );
+        assert_eq!(fin.totals.total + rest.totals.total, dec!(24.00));
+        env.cleanup().await;
+    }
+}
