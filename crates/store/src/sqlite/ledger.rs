@@ -41,7 +41,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
-use super::{Durability, ZONE_UPSERT, Zone, insert_usage_sql, usage_chunk_sizes};
+use super::{
+    Durability, SEAL_MARK, ZONE_UPSERT, Zone, insert_usage_sql, seal_sql, usage_chunk_sizes,
+};
 use crate::codec::UsageColumns;
 use crate::{Durable, Result, StoreError};
 
@@ -156,6 +158,9 @@ fn open(path: &Path) -> Result<Connection> {
 }
 
 fn run(mut conn: Connection, syncer: Syncer, jobs: mpsc::Receiver<Job>) {
+    // The block of the last row committed: every block before it is sealed
+    // (`None` until the first commit, which seals whatever was left open).
+    let mut open_block: Option<i64> = None;
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Append {
@@ -164,7 +169,8 @@ fn run(mut conn: Connection, syncer: Syncer, jobs: mpsc::Receiver<Job>) {
                 rows,
                 reply,
             } => {
-                let written = write(&mut conn, bits, first, &rows).map(|()| syncer.wait());
+                let written =
+                    write(&mut conn, bits, first, &rows, &mut open_block).map(|()| syncer.wait());
                 let _ = reply.send(written);
             }
             Job::Barrier(reply) => syncer.forward(reply),
@@ -187,8 +193,16 @@ fn finish(conn: Connection, syncer: Syncer) {
     drop(syncer);
 }
 
-/// One transaction: the rows, then the zone map of each block they fall in.
-fn write(conn: &mut Connection, bits: u32, first: i64, rows: &[UsageColumns]) -> Result<()> {
+/// One transaction: the rows, then the zone map of each block they fall in,
+/// then, when the rows reach a block after `open_block`, the seal of the
+/// blocks before it (`open_block` moves on once the transaction committed).
+fn write(
+    conn: &mut Connection,
+    bits: u32,
+    first: i64,
+    rows: &[UsageColumns],
+    open_block: &mut Option<i64>,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -197,12 +211,31 @@ fn write(conn: &mut Connection, bits: u32, first: i64, rows: &[UsageColumns]) ->
         conn.execute_batch("ROLLBACK")?;
     }
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let last_block = (first + rows.len() as i64 - 1) >> bits;
+    let seal = open_block.is_none_or(|open| last_block > open);
     let result = write_rows(conn, bits, first, rows)
+        .and_then(|()| {
+            if seal {
+                seal_blocks(conn, bits, last_block)
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
     if result.is_err() && !conn.is_autocommit() {
         conn.execute_batch("ROLLBACK")?;
     }
-    Ok(result?)
+    result?;
+    *open_block = Some(last_block);
+    Ok(())
+}
+
+/// Seals every block before `last_block` (migration 0009).
+fn seal_blocks(conn: &Connection, bits: u32, last_block: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(&seal_sql(bits))?
+        .execute([last_block])?;
+    conn.prepare_cached(SEAL_MARK)?.execute([last_block])?;
+    Ok(())
 }
 
 fn write_rows(

@@ -403,6 +403,23 @@ const ZONE_UPSERT: &str = "INSERT INTO usage_blocks (block, min_ts, max_ts, min_
      min_recorded_at = MIN(min_recorded_at, excluded.min_recorded_at), \
      max_recorded_at = MAX(max_recorded_at, excluded.max_recorded_at)";
 
+/// Seals every block below `?1` (the block of a batch's last row) not sealed
+/// yet: copies its rows' keys into `usage_index` (migration 0009), in key
+/// order. Run in the transaction of the batch, before [`SEAL_MARK`].
+fn seal_sql(bits: u32) -> String {
+    format!(
+        "INSERT OR IGNORE INTO usage_index (block, customer_id, feature, ts, seq) \
+         SELECT u.block, u.customer_id, u.feature, u.ts, u.seq \
+         FROM usage_blocks b CROSS JOIN usage u \
+         WHERE b.indexed = 0 AND b.block < ?1 \
+         AND u.seq >= (b.block << {bits}) AND u.seq < ((b.block + 1) << {bits}) \
+         ORDER BY 1, 2, 3, 4, 5"
+    )
+}
+
+/// Marks the blocks [`seal_sql`] sealed.
+const SEAL_MARK: &str = "UPDATE usage_blocks SET indexed = 1 WHERE indexed = 0 AND block < ?1";
+
 impl SqliteStore {
     /// One attempt at [`Store::append_batch_written`], numbering from `last`
     /// (read in the transaction when `None`); returns the last seq, the seqs
@@ -494,6 +511,16 @@ impl SqliteStore {
             next += n;
         }
         update_zones(&mut tx, &zones).await?;
+        if let Some(&last_block) = zones.keys().next_back() {
+            sqlx::query(AssertSqlSafe(seal_sql(bits)))
+                .bind(last_block)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(SEAL_MARK)
+                .bind(last_block)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok((next - 1, seqs))
     }
@@ -886,41 +913,67 @@ impl Store for SqliteStore {
     async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>> {
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {USAGE_COLUMNS} FROM "));
         if let Some(c) = &q.customer_id {
-            // Probe the per-customer index block by block (see the migration),
-            // skipping blocks whose zone map excludes the time range or cursor.
+            // Sealed blocks through the per-block index, the open block(s) by
+            // seq range (migration 0009), each block skipped when its zone map
+            // excludes the time range or cursor.
+            let bits = self.block_bits().await?;
+            let zone = |qb: &mut QueryBuilder<Sqlite>| {
+                if let Some(from) = q.from {
+                    qb.push(" AND b.max_ts >= ").push_bind(micros(from));
+                }
+                if let Some(to) = q.to {
+                    qb.push(" AND b.min_ts < ").push_bind(micros(to));
+                }
+                if let Some(after) = q.after_seq {
+                    qb.push(" AND b.block >= ").push_bind(after.max(0) >> bits);
+                }
+            };
+            let rows = |qb: &mut QueryBuilder<Sqlite>, t: &str| {
+                qb.push(format!(" AND {t}.customer_id = "))
+                    .push_bind(c.clone());
+                if let Some(f) = &q.feature {
+                    qb.push(format!(" AND {t}.feature = ")).push_bind(f.clone());
+                }
+                if let Some(from) = q.from {
+                    qb.push(format!(" AND {t}.ts >= ")).push_bind(micros(from));
+                }
+                if let Some(to) = q.to {
+                    qb.push(format!(" AND {t}.ts < ")).push_bind(micros(to));
+                }
+                if let Some(after) = q.after_seq {
+                    qb.push(format!(" AND {t}.seq > ")).push_bind(after);
+                }
+            };
             qb.push(
-                "usage_blocks b CROSS JOIN usage u WHERE u.block = b.block AND u.customer_id = ",
-            )
-            .push_bind(c.clone());
-            if let Some(f) = &q.feature {
-                qb.push(" AND u.feature = ").push_bind(f.clone());
-            }
-            if let Some(from) = q.from {
-                qb.push(" AND b.max_ts >= ").push_bind(micros(from));
-            }
-            if let Some(to) = q.to {
-                qb.push(" AND b.min_ts < ").push_bind(micros(to));
-            }
-            if let Some(after) = q.after_seq {
-                let bits = self.block_bits().await?;
-                qb.push(" AND b.block >= ").push_bind(after.max(0) >> bits);
-            }
+                "(SELECT u.* FROM usage_blocks b CROSS JOIN usage_index x CROSS JOIN usage u \
+                 WHERE b.indexed = 1 AND x.block = b.block AND u.seq = x.seq",
+            );
+            zone(&mut qb);
+            rows(&mut qb, "x");
+            qb.push(format!(
+                " UNION ALL SELECT u.* FROM usage_blocks b CROSS JOIN usage u \
+                 WHERE b.indexed = 0 AND u.seq >= (b.block << {bits}) \
+                 AND u.seq < ((b.block + 1) << {bits})"
+            ));
+            zone(&mut qb);
+            rows(&mut qb, "u");
+            qb.push(")");
         } else {
             qb.push("usage u WHERE 1 = 1");
             if let Some(f) = &q.feature {
                 qb.push(" AND u.feature = ").push_bind(f.clone());
             }
+            if let Some(from) = q.from {
+                qb.push(" AND u.ts >= ").push_bind(micros(from));
+            }
+            if let Some(to) = q.to {
+                qb.push(" AND u.ts < ").push_bind(micros(to));
+            }
+            if let Some(after) = q.after_seq {
+                qb.push(" AND u.seq > ").push_bind(after);
+            }
         }
-        if let Some(from) = q.from {
-            qb.push(" AND u.ts >= ").push_bind(micros(from));
-        }
-        if let Some(to) = q.to {
-            qb.push(" AND u.ts < ").push_bind(micros(to));
-        }
-        if let Some(after) = q.after_seq {
-            qb.push(" AND u.seq > ").push_bind(after);
-        }
-        qb.push(" ORDER BY u.seq");
+        qb.push(" ORDER BY seq");
         if let Some(n) = codec::limit(q.limit) {
             qb.push(" LIMIT ").push_bind(n);
         }
@@ -970,11 +1023,19 @@ impl Store for SqliteStore {
         to: Timestamp,
     ) -> Result<BTreeMap<String, Decimal>> {
         let mut sums = BTreeMap::new();
-        let mut rows = sqlx::query_scalar::<_, String>(
-            "SELECT u.allocation FROM usage_blocks b CROSS JOIN usage u \
-             WHERE b.max_ts >= $3 AND b.min_ts < $4 AND u.block = b.block \
-             AND u.customer_id = $1 AND u.feature = $2 AND u.ts >= $3 AND u.ts < $4",
-        )
+        // Sealed blocks through the per-block index, the open one(s) by seq
+        // range (migration 0009).
+        let bits = self.block_bits().await?;
+        let mut rows = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT u.allocation FROM usage_blocks b CROSS JOIN usage_index x CROSS JOIN usage u \
+             WHERE b.indexed = 1 AND b.max_ts >= $3 AND b.min_ts < $4 AND x.block = b.block \
+             AND x.customer_id = $1 AND x.feature = $2 AND x.ts >= $3 AND x.ts < $4 \
+             AND u.seq = x.seq \
+             UNION ALL SELECT u.allocation FROM usage_blocks b CROSS JOIN usage u \
+             WHERE b.indexed = 0 AND b.max_ts >= $3 AND b.min_ts < $4 \
+             AND u.seq >= (b.block << {bits}) AND u.seq < ((b.block + 1) << {bits}) \
+             AND u.customer_id = $1 AND u.feature = $2 AND u.ts >= $3 AND u.ts < $4"
+        )))
         .bind(customer_id)
         .bind(feature)
         .bind(micros(from))
