@@ -1201,7 +1201,107 @@ async fn sqlite_small_batches_cross_blocks_and_stay_queryable() {
         assert_eq!(min_ts, *in_block.iter().min().unwrap(), "block {block}");
         assert_eq!(max_ts, *in_block.iter().max().unwrap(), "block {block}");
     }
+    // Every block before the last one is sealed: its rows, and only those,
+    // are in the per-block index (migration 0009); the open one is not.
+    let sealed: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT block, indexed FROM usage_blocks ORDER BY block")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    let open = last >> 10;
+    for (block, indexed) in &sealed {
+        assert_eq!(*indexed == 1, *block < open, "block {block}");
+    }
+    let indexed: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, customer_id FROM usage_index ORDER BY seq")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    let want: Vec<(i64, String)> = seqs
+        .iter()
+        .zip(&records)
+        .filter(|(s, _)| **s >> 10 < open)
+        .map(|(s, r)| (*s, r.customer_id.clone()))
+        .collect();
+    assert_eq!(indexed, want);
     raw.close().await;
+}
+
+/// A ledger written before migration 0009 (rows indexed one by one) is sealed
+/// by the migration: every block but the last goes to the per-block index,
+/// and queries by customer return the same rows before and after.
+#[tokio::test]
+async fn sqlite_migration_0009_seals_the_blocks_of_an_existing_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    let migrations: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < 9)
+        .cloned()
+        .collect();
+    migrator.migrations = std::borrow::Cow::Owned(migrations);
+    migrator.run(&raw).await.unwrap();
+    // 2,500 rows of 1,024-seq blocks (0, 1 and the open 2), with their zones,
+    // as the store wrote them before 0009.
+    for seq in 1..=2_500i64 {
+        sqlx::query(
+            "INSERT INTO usage (seq, block, customer_id, feature, quantity, ts, recorded_at, \
+             source, properties, billable, idempotency_key, allocation, answer) \
+             VALUES ($1, $1 >> 10, 'cus_' || ($1 % 5), 'api', '1', $1, $1, 'event', '{}', 1, \
+             NULL, '{\"plan\":\"1\"}', 'null')",
+        )
+        .bind(seq)
+        .execute(&raw)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO usage_blocks (block, min_ts, max_ts, min_recorded_at, max_recorded_at) \
+         SELECT block, MIN(ts), MAX(ts), MIN(recorded_at), MAX(recorded_at) FROM usage \
+         GROUP BY block",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.migrate().await.unwrap();
+    let mine = store
+        .usage(&UsageQuery {
+            customer_id: Some("cus_3".to_string()),
+            from: Some(Timestamp::from_microsecond(1_000).unwrap()),
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    let want: Vec<i64> = (1_000..=2_500).filter(|s| s % 5 == 3).collect();
+    assert_eq!(mine.iter().map(|u| u.seq).collect::<Vec<_>>(), want);
+    let used = store
+        .sum_usage(
+            "cus_3",
+            "api",
+            Timestamp::from_microsecond(0).unwrap(),
+            Timestamp::from_microsecond(10_000).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(used.get("plan"), Some(&Decimal::from(500)));
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (sealed, entries): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM usage_blocks WHERE indexed = 1), \
+         (SELECT COUNT(*) FROM usage_index)",
+    )
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!((sealed, entries), (2, 2_047));
+    raw.close().await;
+    store.close().await;
 }
 
 /// The store numbers batches from the last seq it wrote; a row appended
