@@ -94,12 +94,11 @@ const USAGE_PARAMS: usize = 13;
 // one gets 1,024 (10 bits). Fixed for the life of a database (the stored
 // `block` column depends on it), read from `ledger_layout`.
 //
-// The trade-off: a group commit dirties the index pages of the current block
-// only (each one written to the WAL and fsynced at commit), so smaller blocks
-// make commits cheaper (a 60-row commit of random customers touched ~45 index
-// pages with 8,192-seq blocks, ~12 with 1,024), while a query by customer
-// probes one index range per block in its time range, so smaller blocks make
-// those queries slower (one probe per 1,024 rows of the range).
+// Since migration 0009 the per-customer index is built per block when the
+// block is sealed (docs/engine.md, "The ledger on SQLite"): a group commit
+// writes no index page; a query by customer probes one index range per sealed
+// block in its time range and reads the open block (at most 2^block_bits
+// rows) by seq range.
 
 /// Rows per full multi-row usage INSERT.
 const USAGE_CHUNK: usize = 2_048;
