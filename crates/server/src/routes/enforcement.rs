@@ -265,12 +265,8 @@ impl DecisionOut {
     /// `hand_written_json_is_serdes` compares the two), at a fraction of the
     /// cost, because every check and consume answers with one.
     pub fn to_json(&self) -> Vec<u8> {
-        use std::io::Write as _;
         let mut b = Vec::with_capacity(384);
-        // Writing into a Vec cannot fail.
-        let dec = |b: &mut Vec<u8>, d: &Decimal| {
-            let _ = write!(b, "\"{d}\"");
-        };
+        let dec = |b: &mut Vec<u8>, d: &Decimal| json_decimal(b, d);
         b.extend_from_slice(b"{\"allowed\":");
         json_bool(&mut b, self.allowed);
         b.extend_from_slice(b",\"dry_run\":");
@@ -296,6 +292,8 @@ impl DecisionOut {
         b.extend_from_slice(b",\"resets_at\":");
         match &self.resets_at {
             Some(t) => {
+                use std::io::Write as _;
+                // Writing into a Vec cannot fail.
                 let _ = write!(b, "\"{t}\"");
             }
             None => b.extend_from_slice(b"null"),
@@ -318,6 +316,23 @@ impl DecisionOut {
         }
         b.push(b'}');
         b
+    }
+}
+
+/// A decimal as serde writes it (a string of its `Display`); whole
+/// non-negative numbers, nearly every quantity, without the `fmt` machinery.
+fn json_decimal(b: &mut Vec<u8>, d: &Decimal) {
+    use std::io::Write as _;
+    match u64::try_from(d.mantissa()) {
+        Ok(whole) if d.scale() == 0 && !d.is_sign_negative() => {
+            b.push(b'"');
+            b.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
+            b.push(b'"');
+        }
+        // Writing into a Vec cannot fail.
+        _ => {
+            let _ = write!(b, "\"{d}\"");
+        }
     }
 }
 
@@ -1578,6 +1593,22 @@ mod tests {
         whole.used = Decimal::MAX;
         whole.quantity = Decimal::MIN;
         cases.push(whole);
+        // Whole numbers (the fast way), a negative one and a negative zero.
+        for (q, used, at) in [
+            (Decimal::from(42), Decimal::ZERO, "2026-11-01T00:00:00Z"),
+            (Decimal::new(-5, 0), -Decimal::ZERO, "2026-11-01T00:00:00Z"),
+            (
+                Decimal::from(u64::MAX),
+                Decimal::new(1_000, 3),
+                "2026-12-01T00:00:00Z",
+            ),
+        ] {
+            let mut c = answer("c", "f");
+            c.quantity = q;
+            c.used = used;
+            c.resets_at = Some(at.parse().unwrap());
+            cases.push(c);
+        }
         for c in cases {
             let hand = String::from_utf8(c.to_json()).unwrap();
             let serde = serde_json::to_string(&c).unwrap();
