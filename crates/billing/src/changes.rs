@@ -111,6 +111,33 @@ pub type Result<T, E = ChangeError> = std::result::Result<T, E>;
 
 /// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
 /// process id, counter); they carry no meaning, but sort in minting order.
+/// A history entry that keeps the subscription's plan (trial conversion,
+/// cancellation, reactivation).
+fn same_plan_entry(
+    kind: &str,
+    sub: &SubscriptionRecord,
+    effective_at: Timestamp,
+    requested_at: Timestamp,
+    actor: &str,
+    reason: Option<String>,
+    details: serde_json::Value,
+) -> PlanChangeRecord {
+    PlanChangeRecord {
+        id: mint("pch"),
+        customer_id: sub.customer_id.clone(),
+        kind: kind.to_string(),
+        from_plan: Some(sub.plan_key.clone()),
+        from_version: Some(sub.plan_version),
+        to_plan: sub.plan_key.clone(),
+        to_version: sub.plan_version,
+        effective_at,
+        requested_at,
+        actor: actor.to_string(),
+        reason,
+        details,
+    }
+}
+
 pub(crate) fn mint(prefix: &str) -> String {
     static STEM: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -330,6 +357,13 @@ fn kind_of(direction: ChangeDirection) -> &'static str {
 }
 
 impl Billing {
+    /// Writes a history entry before the change it records (see
+    /// `recover_settlements`); the tests' injected crash comes right after it.
+    async fn write_intent(&self, change: &PlanChangeRecord) -> Result<()> {
+        self.store.changes().insert_plan_change(change).await?;
+        Ok(self.crash_point()?)
+    }
+
     /// A published plan version: the catalog's when it is the latest (or no
     /// version is asked), else the frozen definition from the store.
     pub async fn plan_version(&self, key: &str, version: Option<u32>) -> Result<Plan> {
@@ -883,7 +917,6 @@ impl Billing {
                 invoice_id.clone(),
             )
             .await?;
-        self.crash_point()?;
         let sub = self
             .complete_change(&change, false)
             .await?
@@ -950,7 +983,7 @@ impl Billing {
                 "invoice_id": invoice_id,
             }),
         };
-        self.store.changes().insert_plan_change(&change).await?;
+        self.write_intent(&change).await?;
         Ok(change)
     }
 
@@ -1051,19 +1084,14 @@ impl Billing {
         };
         let owed = self.first_period_owed(&planned, false).await?;
         let invoice_id = owed.as_ref().map(|_| mint("inv"));
-        let change = PlanChangeRecord {
-            id: mint("pch"),
-            customer_id: customer.to_string(),
-            kind: "trial_convert".to_string(),
-            from_plan: Some(sub.plan_key.clone()),
-            from_version: Some(sub.plan_version),
-            to_plan: sub.plan_key.clone(),
-            to_version: sub.plan_version,
-            effective_at: now,
-            requested_at: now,
-            actor: actor.to_string(),
+        let change = same_plan_entry(
+            "trial_convert",
+            &sub,
+            now,
+            now,
+            actor,
             reason,
-            details: json!({
+            json!({
                 "trial_started_at": sub.anchor,
                 "trial_ends_at": sub.trial_ends_at,
                 "status": SubscriptionStatus::Active,
@@ -1071,9 +1099,8 @@ impl Billing {
                 "settlement": invoice_id.as_ref().map(|_| SETTLE_FIRST_PERIOD),
                 "invoice_id": invoice_id,
             }),
-        };
-        self.store.changes().insert_plan_change(&change).await?;
-        self.crash_point()?;
+        );
+        self.write_intent(&change).await?;
         let subscription = self
             .complete_change(&change, false)
             .await?
@@ -1135,26 +1162,20 @@ impl Billing {
         };
         let owed = self.reactivation_owes(&planned, now).await?;
         let invoice_id = owed.as_ref().map(|_| mint("inv"));
-        let change = PlanChangeRecord {
-            id: mint("pch"),
-            customer_id: customer.to_string(),
-            kind: "reactivate".to_string(),
-            from_plan: Some(before.plan_key.clone()),
-            from_version: Some(before.plan_version),
-            to_plan: before.plan_key.clone(),
-            to_version: before.plan_version,
-            effective_at: now,
-            requested_at: now,
-            actor: actor.to_string(),
-            reason: None,
-            details: json!({
+        let change = same_plan_entry(
+            "reactivate",
+            &before,
+            now,
+            now,
+            actor,
+            None,
+            json!({
                 "status": status,
                 "settlement": invoice_id.as_ref().map(|_| SETTLE_REACTIVATION),
                 "invoice_id": invoice_id,
             }),
-        };
-        self.store.changes().insert_plan_change(&change).await?;
-        self.crash_point()?;
+        );
+        self.write_intent(&change).await?;
         let after = self
             .complete_change(&change, false)
             .await?
@@ -1268,7 +1289,6 @@ impl Billing {
             scheduled,
         } = how;
         let customer = sub.customer_id.as_str();
-        let id = mint("pch");
         let now = self.engine.now();
         let mut details = json!({ "status_before": sub.status });
         if let Some(s) = scheduled {
@@ -1282,22 +1302,8 @@ impl Billing {
                 details["settlement"] = json!(SETTLE_FINAL);
             }
         }
-        let change = PlanChangeRecord {
-            id,
-            customer_id: customer.to_string(),
-            kind: kind.to_string(),
-            from_plan: Some(sub.plan_key.clone()),
-            from_version: Some(sub.plan_version),
-            to_plan: sub.plan_key.clone(),
-            to_version: sub.plan_version,
-            effective_at,
-            requested_at: now,
-            actor: actor.to_string(),
-            reason,
-            details,
-        };
-        self.store.changes().insert_plan_change(&change).await?;
-        self.crash_point()?;
+        let change = same_plan_entry(kind, sub, effective_at, now, actor, reason, details);
+        self.write_intent(&change).await?;
         self.complete_change(&change, false).await?;
         if let (Some(SETTLE_FINAL), Some(invoice_id)) = (
             change.details["settlement"].as_str(),

@@ -13,7 +13,7 @@ use common::{Env, ts};
 use rust_decimal_macros::dec;
 use tollgate_billing::BillingConfig;
 use tollgate_billing::changes::{CancelRequest, TrialRequest};
-use tollgate_core::billing::{Invoice, InvoiceLineKind};
+use tollgate_core::billing::Invoice;
 use tollgate_engine::{NewCustomer, SubscribeOptions};
 use tollgate_store::SubscriptionStatus;
 use tollgate_store::billing::InvoiceFilter;
@@ -178,27 +178,7 @@ async fn a_subscription_change_cut_off_before_the_engine_is_completed_by_the_nex
         assert_eq!(tick.settlements_recovered, 1, "{backend}: {tick:?}");
         assert_eq!(status(&env, "f"), Some(SubscriptionStatus::Canceled));
         let fin = env.billing.invoice(&final_id).await.unwrap().invoice;
-        let lines: Vec<_> = fin.lines.iter().map(|l| (l.kind, l.amount)).collect();
-        assert_eq!(
-            lines,
-            [
-                (InvoiceLineKind::Usage, dec!(0.50)),
-                (InvoiceLineKind::Proration, dec!(-11.00)),
-            ],
-            "{backend}"
-        );
-        assert_eq!(
-            (fin.period_start, fin.period_end),
-            (ts("2026-11-10T00:00:00Z"), ts("2026-11-20T00:00:00Z"))
-        );
-        assert!(
-            env.store
-                .changes()
-                .pending_items("f")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        common::assert_final_invoice_of_the_20th(&env, "f", &fin).await;
 
         // Reactivated on the 25th, cut off: still canceled. The tick
         // reactivates it and bills the rest of November in advance, 6.00.

@@ -500,29 +500,7 @@ async fn an_invoice_cut_off_from_its_plan_change_is_written_by_the_next_tick_onc
             .pop()
             .unwrap();
         assert_eq!(cancel.details["invoice_id"], fin.id.as_str());
-        // [11-10, 11-20): 150 calls, 100 included: 0.50; 11 days unused:
-        // −11.00.
-        let lines: Vec<_> = fin.lines.iter().map(|l| (l.kind, l.amount)).collect();
-        assert_eq!(
-            lines,
-            [
-                (InvoiceLineKind::Usage, dec!(0.50)),
-                (InvoiceLineKind::Proration, dec!(-11.00)),
-            ],
-            "{backend}"
-        );
-        assert_eq!(
-            (fin.period_start, fin.period_end),
-            (ts("2026-11-10T00:00:00Z"), ts("2026-11-20T00:00:00Z"))
-        );
-        assert!(
-            env.store
-                .changes()
-                .pending_items("f")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        common::assert_final_invoice_of_the_20th(&env, "f", fin).await;
 
         // Again: nothing more.
         let tick = env.billing.run_once().await.unwrap();

@@ -55,21 +55,15 @@ impl std::fmt::Debug for Dispatch {
 struct Fast {
     state: AppState,
     body_limit: usize,
-    notifier: Arc<tollgate_notify::Notifier>,
 }
 
 impl Dispatch {
     /// `router` is the application's whole router (with its layers), built
     /// for the same `state` and `body_limit`.
     pub fn new(router: Router, state: AppState, body_limit: usize) -> Dispatch {
-        let notifier = state.notifier.clone();
         Dispatch {
             router,
-            fast: Arc::new(Fast {
-                state,
-                body_limit,
-                notifier,
-            }),
+            fast: Arc::new(Fast { state, body_limit }),
         }
     }
 }
@@ -90,7 +84,7 @@ impl Service<Request> for Dispatch {
         let fast = self.fast.clone();
         Either::Right(Box::pin(async move {
             let limit = fast.body_limit;
-            let response = edge_with(limit, &fast.notifier, Some(FAST_ROUTE), req, |req| {
+            let response = edge_with(limit, &fast.state.notifier, Some(FAST_ROUTE), req, |req| {
                 // The extension the router's `DefaultBodyLimit` layer sets for
                 // the body extractors.
                 let handler = tower::service_fn(|req: Request| {

@@ -264,3 +264,40 @@ impl Env {
         assert!(d.allowed, "{d:?}");
     }
 }
+
+/// The final invoice of `inc` (30.00 in advance, 100 calls included)
+/// subscribed on 11-10 with 150 calls and canceled now on 11-20: usage of
+/// [11-10, 11-20), 50 × 0.01 = 0.50, and the 11 unused days credited,
+/// −11.00, with nothing of it left pending.
+pub async fn assert_final_invoice_of_the_20th(
+    env: &Env,
+    customer: &str,
+    fin: &tollgate_core::billing::Invoice,
+) {
+    use tollgate_core::billing::InvoiceLineKind;
+    let lines: Vec<_> = fin.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    assert_eq!(
+        lines,
+        [
+            (InvoiceLineKind::Usage, rust_decimal_macros::dec!(0.50)),
+            (
+                InvoiceLineKind::Proration,
+                rust_decimal_macros::dec!(-11.00)
+            ),
+        ],
+        "{}",
+        env.backend()
+    );
+    assert_eq!(
+        (fin.period_start, fin.period_end),
+        (ts("2026-11-10T00:00:00Z"), ts("2026-11-20T00:00:00Z"))
+    );
+    assert!(
+        env.store
+            .changes()
+            .pending_items(customer)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
