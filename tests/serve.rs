@@ -280,11 +280,13 @@ fn configuration_errors_say_exactly_what_is_wrong() {
         .arg(dir.path())
         .env("TOLLGATE_LISTEN", "localhost")
         .env("TOLLGATE_STORAGE_URL", "mysql://db/tollgate")
+        .env("TOLLGATE_WORKER_THREADS", "0")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("listen: \"localhost\""), "{err}");
+    assert!(err.contains("worker_threads: must be at least 1"), "{err}");
     assert!(err.contains("unknown storage scheme \"mysql\""), "{err}");
     assert!(
         err.contains("/no/such/catalog.toml does not exist"),

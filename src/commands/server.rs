@@ -30,7 +30,13 @@ pub(super) fn config(args: &ConfigArgs, serve: Option<&ServeArgs>) -> Result<Con
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+    build_runtime(&mut tokio::runtime::Builder::new_multi_thread())
+}
+
+fn build_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, CliError> {
+    builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Server(format!("cannot start the async runtime: {e}")))
@@ -54,7 +60,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let cfg = config(&args.config, Some(&args))?;
     let settings = cfg.resolve().map_err(|e| CliError::Server(e.to_string()))?;
     init_logging(settings.log_format);
-    let rt = runtime()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.worker_threads {
+        builder.worker_threads(n);
+    }
+    let rt = build_runtime(&mut builder)?;
     rt.block_on(app::serve(settings, app::shutdown_signal()))
         .map_err(|e| CliError::Server(e.to_string()))?;
     Ok(ExitCode::SUCCESS)

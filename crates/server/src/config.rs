@@ -20,6 +20,7 @@
 //! catalog = "catalog.toml"
 //! log_format = "text"                           # or "json"
 //! body_limit_bytes = 16777216
+//! worker_threads = 2                           # async runtime threads; default: one per core
 //!
 //! [rate_limit]
 //! per_second = 2000
@@ -63,6 +64,7 @@ const ENV_KEYS: &[&str] = &[
     "catalog",
     "log_format",
     "body_limit_bytes",
+    "worker_threads",
     "rate_limit.per_second",
     "rate_limit.burst",
     "engine.group_commit_max_batch",
@@ -153,6 +155,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Largest request body accepted.
     pub body_limit_bytes: u64,
+    /// Threads of the async runtime (HTTP and the engine); `None` = one per
+    /// core. Measured on 2 cores (bench/README.md, session 6): one thread
+    /// served consumes at about the same rate as two (+3 % median, within the
+    /// machine's noise), the store's ledger and fsync threads using the other
+    /// core.
+    pub worker_threads: Option<usize>,
     pub rate_limit: RateLimitConfig,
     pub engine: EngineSettings,
     /// Invoices: issuer, numbering, payment terms, tax.
@@ -170,6 +178,7 @@ impl Default for Config {
             catalog: None,
             log_format: LogFormat::Text,
             body_limit_bytes: 16 * 1024 * 1024,
+            worker_threads: None,
             rate_limit: RateLimitConfig::default(),
             engine: EngineSettings::default(),
             billing: tollgate_billing::BillingConfig::default(),
@@ -321,6 +330,9 @@ impl Config {
             ));
         }
         let body_limit = usize::try_from(self.body_limit_bytes).unwrap_or(usize::MAX);
+        if self.worker_threads == Some(0) {
+            problems.push("worker_threads: must be at least 1".into());
+        }
         if self.rate_limit.per_second == 0 {
             problems.push("rate_limit.per_second: must be at least 1".into());
         }
@@ -354,6 +366,7 @@ impl Config {
                 catalog,
                 log_format: self.log_format,
                 body_limit,
+                worker_threads: self.worker_threads,
                 rate_limit: self.rate_limit.clone(),
                 engine: self.engine_config(),
                 billing: self.billing.clone(),
@@ -419,6 +432,8 @@ pub struct Settings {
     pub catalog: PathBuf,
     pub log_format: LogFormat,
     pub body_limit: usize,
+    /// Threads of the async runtime; `None` = one per core.
+    pub worker_threads: Option<usize>,
     pub rate_limit: RateLimitConfig,
     pub engine: EngineConfig,
     pub billing: tollgate_billing::BillingConfig,
@@ -437,6 +452,7 @@ impl Settings {
             catalog: PathBuf::new(),
             log_format: c.log_format,
             body_limit: usize::try_from(c.body_limit_bytes).unwrap_or(usize::MAX),
+            worker_threads: c.worker_threads,
             rate_limit: c.rate_limit.clone(),
             engine: c.engine_config(),
             billing: c.billing.clone(),

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
@@ -44,7 +44,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, IdempotencyHeader};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -500,10 +500,10 @@ pub fn denial(now: Timestamp, out: &DecisionOut) -> ApiError {
 /// The idempotency key from the body or the `Idempotency-Key` header (both
 /// given and different → 422).
 pub fn idempotency_key(
-    headers: &HeaderMap,
+    header: &IdempotencyHeader,
     body: Option<String>,
 ) -> Result<Option<String>, ApiError> {
-    let header = match headers.get("idempotency-key") {
+    let header = match &header.0 {
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| ApiError::field("Idempotency-Key", "must be printable ASCII text"))?
@@ -647,7 +647,7 @@ pub struct CheckRequest {
 pub async fn check(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    headers: IdempotencyHeader,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> Result<DecisionOut, ApiError> {
     principal.require_server()?;
@@ -888,7 +888,7 @@ pub struct ReservationOut {
 pub async fn reserve(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    headers: IdempotencyHeader,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<(StatusCode, Json<ReservationOut>), ApiError> {
     principal.require_server()?;
@@ -1251,7 +1251,7 @@ pub async fn set_gauge(
     State(state): State<AppState>,
     principal: Principal,
     Path((customer, feature)): Path<(String, String)>,
-    headers: HeaderMap,
+    headers: IdempotencyHeader,
     ApiJson(req): ApiJson<GaugeSetRequest>,
 ) -> Result<DecisionOut, ApiError> {
     principal.require_server()?;
@@ -1313,7 +1313,7 @@ pub async fn adjust_gauge(
     State(state): State<AppState>,
     principal: Principal,
     Path((customer, feature)): Path<(String, String)>,
-    headers: HeaderMap,
+    headers: IdempotencyHeader,
     ApiJson(req): ApiJson<GaugeAdjustRequest>,
 ) -> Result<DecisionOut, ApiError> {
     principal.require_server()?;

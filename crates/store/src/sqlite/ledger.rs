@@ -157,10 +157,20 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// What the ledger thread knows of the database from its own commits.
+#[derive(Debug, Default)]
+struct Known {
+    /// The block of the last row committed: every block before it is sealed
+    /// (`None` until the first commit, which seals whatever was left open).
+    open_block: Option<i64>,
+    /// The last zone this thread wrote, and its block: the block's zone row
+    /// is at least this wide (other writers only widen it), so rows within it
+    /// need no zone write.
+    zone: Option<(i64, Zone)>,
+}
+
 fn run(mut conn: Connection, syncer: Syncer, jobs: mpsc::Receiver<Job>) {
-    // The block of the last row committed: every block before it is sealed
-    // (`None` until the first commit, which seals whatever was left open).
-    let mut open_block: Option<i64> = None;
+    let mut known = Known::default();
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Append {
@@ -170,7 +180,7 @@ fn run(mut conn: Connection, syncer: Syncer, jobs: mpsc::Receiver<Job>) {
                 reply,
             } => {
                 let written =
-                    write(&mut conn, bits, first, &rows, &mut open_block).map(|()| syncer.wait());
+                    write(&mut conn, bits, first, &rows, &mut known).map(|()| syncer.wait());
                 let _ = reply.send(written);
             }
             Job::Barrier(reply) => syncer.forward(reply),
@@ -193,15 +203,16 @@ fn finish(conn: Connection, syncer: Syncer) {
     drop(syncer);
 }
 
-/// One transaction: the rows, then the zone map of each block they fall in,
-/// then, when the rows reach a block after `open_block`, the seal of the
-/// blocks before it (`open_block` moves on once the transaction committed).
+/// One transaction: the rows, then the zone map of each block they fall in
+/// (unless `known.zone` already covers them), then, when the rows reach a
+/// block after `known.open_block`, the seal of the blocks before it (`known`
+/// moves on once the transaction committed).
 fn write(
     conn: &mut Connection,
     bits: u32,
     first: i64,
     rows: &[UsageColumns],
-    open_block: &mut Option<i64>,
+    known: &mut Known,
 ) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -212,22 +223,27 @@ fn write(
     }
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let last_block = (first + rows.len() as i64 - 1) >> bits;
-    let seal = open_block.is_none_or(|open| last_block > open);
-    let result = write_rows(conn, bits, first, rows)
-        .and_then(|()| {
-            if seal {
-                seal_blocks(conn, bits, last_block)
-            } else {
-                Ok(())
+    let seal = known.open_block.is_none_or(|open| last_block > open);
+    let result = write_rows(conn, bits, first, rows, known.zone).and_then(|zone| {
+        if seal {
+            seal_blocks(conn, bits, last_block)?;
+        }
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(zone)
+    });
+    match result {
+        Ok(zone) => {
+            known.open_block = Some(last_block);
+            known.zone = zone;
+            Ok(())
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK")?;
             }
-        })
-        .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
-    if result.is_err() && !conn.is_autocommit() {
-        conn.execute_batch("ROLLBACK")?;
+            Err(e.into())
+        }
     }
-    result?;
-    *open_block = Some(last_block);
-    Ok(())
 }
 
 /// Seals every block before `last_block` (migration 0009).
@@ -238,12 +254,17 @@ fn seal_blocks(conn: &Connection, bits: u32, last_block: i64) -> rusqlite::Resul
     Ok(())
 }
 
+/// Inserts the rows and widens the zone map of their blocks, except where
+/// `known` (the last zone written, and its block) already covers them; every
+/// zone written is rounded to whole minutes ([`Zone::to_minutes`]). Returns
+/// the zone of the last block as the database now has it at least.
 fn write_rows(
     conn: &Connection,
     bits: u32,
     first: i64,
     rows: &[UsageColumns],
-) -> rusqlite::Result<()> {
+    known: Option<(i64, Zone)>,
+) -> rusqlite::Result<Option<(i64, Zone)>> {
     let mut zones: Vec<(i64, Zone)> = Vec::with_capacity(1);
     for (seq, r) in (first..).zip(rows) {
         let block = seq >> bits;
@@ -284,17 +305,29 @@ fn write_rows(
         }
         insert.raw_execute()?;
     }
-    let mut upsert = conn.prepare_cached(ZONE_UPSERT)?;
+    let mut last = known;
     for (block, z) in zones {
-        upsert.execute(params![
+        let mut wide = match known {
+            Some((b, k)) if b == block => {
+                if k.covers(&z) {
+                    last = Some((block, k));
+                    continue;
+                }
+                k
+            }
+            _ => z.to_minutes(),
+        };
+        wide.widen(z.to_minutes());
+        conn.prepare_cached(ZONE_UPSERT)?.execute(params![
             block,
-            z.min_ts,
-            z.max_ts,
-            z.min_recorded_at,
-            z.max_recorded_at,
+            wide.min_ts,
+            wide.max_ts,
+            wide.min_recorded_at,
+            wide.max_recorded_at,
         ])?;
+        last = Some((block, wide));
     }
-    Ok(())
+    Ok(last)
 }
 
 /// The fsync thread: syncs the WAL for every batch committed before the

@@ -277,6 +277,31 @@ impl Zone {
         self.min_recorded_at = self.min_recorded_at.min(o.min_recorded_at);
         self.max_recorded_at = self.max_recorded_at.max(o.max_recorded_at);
     }
+
+    /// Whether every instant of `o` lies within this zone.
+    fn covers(&self, o: &Zone) -> bool {
+        self.min_ts <= o.min_ts
+            && o.max_ts <= self.max_ts
+            && self.min_recorded_at <= o.min_recorded_at
+            && o.max_recorded_at <= self.max_recorded_at
+    }
+
+    /// This zone widened to whole minutes (the first microsecond of the
+    /// first minute to the last microsecond of the last one). The ledger
+    /// thread writes zones so rounded: a zone map may be wider than its rows,
+    /// never narrower, and the following commits of the same minute then
+    /// leave the block's zone row (a WAL page) untouched.
+    fn to_minutes(self) -> Zone {
+        const MINUTE: i64 = 60_000_000;
+        let floor = |v: i64| v.div_euclid(MINUTE).saturating_mul(MINUTE);
+        let ceil = |v: i64| floor(v).saturating_add(MINUTE - 1);
+        Zone {
+            min_ts: floor(self.min_ts),
+            max_ts: ceil(self.max_ts),
+            min_recorded_at: floor(self.min_recorded_at),
+            max_recorded_at: ceil(self.max_recorded_at),
+        }
+    }
 }
 
 /// Widens the zone map of every block in `zones` (in the write transaction).
