@@ -420,7 +420,7 @@ pub async fn run(
         .enabled
         .then(|| tokio::spawn(app.state.notifier.clone().run(notify_stopped)));
     let dispatch = crate::dispatch::Dispatch::new(app.router, app.state.clone(), app.body_limit);
-    let served = axum::serve(listener, dispatch)
+    let served = axum::serve(crate::linger::LingeringListener::new(listener), dispatch)
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();

@@ -11,6 +11,9 @@
 //! - `auth`: API keys (random, shown once, stored as SHA-256 digests), scopes and the
 //!   [`auth::Principal`] extractor every route takes.
 //! - `extract`: JSON body and query extractors whose failures name the field.
+//! - `dispatch`: the listener's service (`POST /v1/check` without the router).
+//! - `linger`: the listener's connections read what a client still sends
+//!   before closing, so an early answer (a 413) is not lost to a reset.
 //! - `metrics`: the Prometheus recorder, request metrics and decision counters.
 //! - `openapi`: the generated OpenAPI document and the `/docs` page.
 //! - `routes`: one module per resource, each exposing `routes()`.
@@ -21,6 +24,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod linger;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
