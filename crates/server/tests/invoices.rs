@@ -800,3 +800,88 @@ async fn refunds_go_through_the_provider_and_credit_the_invoice_once_per_key() {
         srv.stop().await;
     }
 }
+
+/// A catalog whose `pro` plan costs `pro` a month (a changed price publishes
+/// a new version at the next start).
+fn priced_catalog(pro: &str) -> String {
+    format!(
+        r#"
+[catalog]
+name = "Prices"
+currency = "USD"
+
+[features.api_calls]
+kind = "metered"
+reset = "billing_period"
+
+[plans.basic]
+tier = 0
+base_price = "10"
+
+[plans.basic.entitlements]
+api_calls = 100
+
+[plans.pro]
+tier = 1
+base_price = "{pro}"
+
+[plans.pro.entitlements]
+api_calls = 1000
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mrr_counts_each_subscription_at_its_plan_version() {
+    for backend in backends("inv_mrr_versions") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, &priced_catalog("30")).await;
+        for (id, plan) in [("a", "pro"), ("b", "pro"), ("c", "basic")] {
+            let r = srv
+                .post("/v1/customers", &srv.admin_key, json!({"id": id}))
+                .await;
+            assert_eq!(r.status, 201, "{name}: {r}");
+            let r = srv
+                .put(
+                    &format!("/v1/customers/{id}/subscription"),
+                    &srv.admin_key,
+                    json!({"plan": plan, "status": "active"}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{name}: {r}");
+        }
+        let r = mrr(&srv).await;
+        assert_eq!(r.body[0]["mrr"], "70.00", "{name}: 30 + 30 + 10: {r}");
+
+        // Pro now costs 45 (version 2); a and b keep version 1's price.
+        let mut srv = srv;
+        srv.catalog_toml = priced_catalog("45");
+        let srv = srv.restart().await;
+        assert_eq!(srv.engine.plan_versions("pro"), [1, 2], "{name}");
+        let r = mrr(&srv).await;
+        assert_eq!(r.body[0]["mrr"], "70.00", "{name}: grandfathered: {r}");
+        assert_eq!(r.body[0]["by_plan"]["pro"], "60.00", "{name}: {r}");
+
+        // A new pro subscriber pays version 2's price.
+        let r = srv
+            .post("/v1/customers", &srv.admin_key, json!({"id": "d"}))
+            .await;
+        assert_eq!(r.status, 201, "{name}: {r}");
+        let r = srv
+            .put(
+                "/v1/customers/d/subscription",
+                &srv.admin_key,
+                json!({"plan": "pro", "status": "active"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = mrr(&srv).await;
+        assert_eq!(r.body[0]["mrr"], "115.00", "{name}: 30 + 30 + 45 + 10: {r}");
+        assert_eq!(r.body[0]["subscriptions"], 4, "{name}: {r}");
+        srv.stop().await;
+    }
+}
+
+async fn mrr(srv: &TestServer) -> Reply {
+    srv.get("/v1/admin/billing/mrr", &srv.admin_key).await
+}

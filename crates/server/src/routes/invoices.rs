@@ -1334,7 +1334,8 @@ pub struct MrrRow {
     pub by_plan: BTreeMap<String, String>,
 }
 
-/// MRR: the base prices of active and past-due subscriptions, per month.
+/// MRR: the base prices of active and past-due subscriptions, per month, each
+/// at the plan version it is subscribed to.
 #[utoipa::path(
     get,
     path = "/v1/admin/billing/mrr",
@@ -1350,7 +1351,7 @@ pub async fn mrr(
 ) -> Result<Json<Vec<MrrRow>>, ApiError> {
     use tollgate_store::{CustomerFilter, SubscriptionStatus};
     principal.require_admin()?;
-    let catalog = state.engine.catalog();
+    let mut plans: BTreeMap<(String, u32), tollgate_core::catalog::Plan> = BTreeMap::new();
     let mut by: BTreeMap<String, (usize, Decimal, BTreeMap<String, Decimal>)> = BTreeMap::new();
     let mut after = None;
     loop {
@@ -1376,8 +1377,21 @@ pub async fn mrr(
             ) {
                 continue;
             }
-            let Some(plan) = catalog.plan(&sub.plan_key) else {
-                continue;
+            // The version the customer is subscribed to (grandfathered
+            // customers keep their price), read once per version.
+            let key = (sub.plan_key.clone(), sub.plan_version);
+            let plan = match plans.get(&key) {
+                Some(p) => p,
+                None => {
+                    let Ok(p) = state
+                        .billing
+                        .plan_version(&sub.plan_key, Some(sub.plan_version))
+                        .await
+                    else {
+                        continue;
+                    };
+                    plans.entry(key).or_insert(p)
+                }
             };
             let monthly = match plan.interval {
                 Interval::Month => plan.base_price.amount,
