@@ -685,9 +685,14 @@ impl Billing {
             }),
         };
         self.write_intent(&change).await?;
-        let moved = self.complete_plan_change(&change, false).await?.ok_or_else(|| {
-            ChangeError::Conflict(format!("the subscription of {customer:?} changed meanwhile"))
-        })?;
+        let moved = self
+            .complete_plan_change(&change, false)
+            .await?
+            .ok_or_else(|| {
+                ChangeError::Conflict(format!(
+                    "the subscription of {customer:?} changed meanwhile"
+                ))
+            })?;
         let mut pending_items = moved.items;
         let invoice_id = match invoice_id {
             Some(id) => {
@@ -1454,10 +1459,7 @@ impl Billing {
             return Ok(None);
         }
         let pending = self.store.changes().pending_items(&c.customer_id).await?;
-        if let Some(claimed) = items
-            .iter()
-            .find(|i| !pending.iter().any(|p| p.id == i.id))
-        {
+        if let Some(claimed) = items.iter().find(|i| !pending.iter().any(|p| p.id == i.id)) {
             tracing::warn!(customer = %c.customer_id, change = %c.id, item = %claimed.id,
                 "a proration item is already on another invoice; no off-cycle invoice written");
             return Ok(None);
@@ -1471,11 +1473,20 @@ impl Billing {
             .customer(&c.customer_id)
             .ok_or_else(|| EngineError::UnknownCustomer(c.customer_id.clone()))?;
         let lines: Vec<InvoiceLine> = serde_json::from_value(c.details["proration_lines"].clone())
-            .map_err(|e| StoreError::Corrupt(format!("plan change {} proration lines: {e}", c.id)))?;
+            .map_err(|e| {
+                StoreError::Corrupt(format!("plan change {} proration lines: {e}", c.id))
+            })?;
         let ids = items.into_iter().map(|i| i.id).collect();
         Ok(Some(
-            self.invoice_lines_now(&record, period, lines, format!("Plan change {}", c.id), ids, id)
-                .await?,
+            self.invoice_lines_now(
+                &record,
+                period,
+                lines,
+                format!("Plan change {}", c.id),
+                ids,
+                id,
+            )
+            .await?,
         ))
     }
 

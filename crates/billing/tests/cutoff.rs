@@ -367,7 +367,12 @@ fn kinds(h: Vec<PlanChangeRecord>) -> Vec<String> {
 }
 
 /// What a user compares of two customers' invoices: period, lines, total.
-type Billed = (jiff::Timestamp, jiff::Timestamp, Vec<InvoiceLine>, rust_decimal::Decimal);
+type Billed = (
+    jiff::Timestamp,
+    jiff::Timestamp,
+    Vec<InvoiceLine>,
+    rust_decimal::Decimal,
+);
 
 async fn billed(env: &Env, id: &str) -> Vec<Billed> {
     invoices_of(env, id)
@@ -477,8 +482,7 @@ async fn an_upgrade_now_cut_off_after_its_entry_is_prorated_once_by_the_next_tic
 }
 
 #[tokio::test]
-async fn a_downgrade_now_cut_off_after_its_entry_is_completed_by_the_next_change_of_the_customer()
-{
+async fn a_downgrade_now_cut_off_after_its_entry_is_completed_by_the_next_change_of_the_customer() {
     for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
         let backend = env.backend();
         // `inc` ($30 in advance) from 11-01 for `b` and its twin `b2`
@@ -713,7 +717,11 @@ async fn a_migration_cut_off_after_an_entry_is_completed_and_can_be_run_again() 
         assert_eq!(plan_of(&env, cut), ("adv".to_string(), 2), "{backend}");
         assert_eq!(plan_of(&env, other), ("adv".to_string(), 1), "{backend}");
         let out = env.billing.migrate_plan("adv", &req, "test").await.unwrap();
-        let moved: Vec<_> = out.migrated.iter().map(|c| c.customer_id.as_str()).collect();
+        let moved: Vec<_> = out
+            .migrated
+            .iter()
+            .map(|c| c.customer_id.as_str())
+            .collect();
         assert_eq!(moved, [other], "{backend}");
         for id in ["m1", "m2"] {
             assert_eq!(plan_of(&env, id), ("adv".to_string(), 2), "{backend}");
