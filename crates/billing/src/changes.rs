@@ -1844,6 +1844,16 @@ impl Billing {
             self.store.changes().put_scheduled_change(&done).await?;
             return Ok(Some(change));
         }
+        // Recovery may have replaced it (a change now cut off, which
+        // superseded it): it is no longer pending, and not applied.
+        let pending = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?;
+        if pending.is_none_or(|p| p.id != s.id) {
+            return Ok(None);
+        }
         let sub = self.engine.subscription(customer)?;
         let live = sub
             .clone()

@@ -744,3 +744,65 @@ async fn a_migration_cut_off_after_an_entry_is_completed_and_can_be_run_again() 
         env.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_change_now_cut_off_is_completed_before_the_scheduled_change_it_replaced_falls_due() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` ($30 in advance) from 11-01 (30.00), a cancellation at
+        // period end scheduled on 11-05, a downgrade to `adv` ($20) now on
+        // 11-10 cut off after its entry, and no tick until 12-01.
+        new_customer(&env, "d").await;
+        env.billing
+            .subscribe("d", "inc", SubscribeOptions::default(), "test", None)
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        let at_end = CancelRequest {
+            at_period_end: true,
+            prorate: false,
+            reason: None,
+        };
+        let scheduled = env.billing.cancel_subscription("d", &at_end, "test").await;
+        assert!(scheduled.unwrap().scheduled.is_some(), "{backend}");
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        env.billing.crash_after_next_history_entry();
+        let req = now_to("adv", ProrationBehavior::NextInvoice);
+        assert!(env.billing.change_plan("d", &req, "test").await.is_err());
+
+        // On 12-01 the worker finds the cancellation due: the downgrade is
+        // completed first and replaces it, so the customer stays, on adv.
+        // November closes with the downgrade's −21.00 and 14.00 and
+        // December's base on adv, 20.00: 13.00.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.changes_applied, 0, "{backend}: {tick:?}");
+        assert_eq!(status(&env, "d"), Some(SubscriptionStatus::Active));
+        assert_eq!(plan_of(&env, "d"), ("adv".to_string(), 1), "{backend}");
+        assert_eq!(
+            kinds(env.billing.plan_change_history("d").await.unwrap()),
+            ["subscribe", "downgrade"]
+        );
+        assert!(
+            env.store
+                .changes()
+                .scheduled_changes_due(ts("2026-12-01T00:00:00Z"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let totals: Vec<_> = billed(&env, "d").await.iter().map(|i| i.3).collect();
+        assert_eq!(totals, [dec!(30.00), dec!(13.00)], "{backend}");
+        let last = invoices_of(&env, "d").await.pop().unwrap();
+        let prorations: Vec<_> = last
+            .lines
+            .iter()
+            .filter(|l| l.kind == tollgate_core::billing::InvoiceLineKind::Proration)
+            .map(|l| l.amount)
+            .collect();
+        assert_eq!(prorations, [dec!(-21.00), dec!(14.00)], "{backend}");
+        env.billing.run_once().await.unwrap();
+        assert_eq!(billed(&env, "d").await.len(), 2, "{backend}");
+        env.cleanup().await;
+    }
+}
