@@ -46,10 +46,13 @@ static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// What a history entry's `details.settlement` says its invoice
 /// (`details.invoice_id`, named before it is written) bills: a new
 /// subscription's first period, a cancellation's final invoice, the rest of
-/// the period of a reactivated subscription.
+/// the period of a reactivated subscription, a plan change's proration.
 pub const SETTLE_FIRST_PERIOD: &str = "first_period";
 pub const SETTLE_FINAL: &str = "final";
 pub const SETTLE_REACTIVATION: &str = "reactivation";
+/// A plan change's `invoice_now` proration: its proration items on an
+/// off-cycle invoice over the rest of the period.
+pub const SETTLE_PRORATION: &str = "proration";
 
 /// How far back the worker's tick looks for history entries to complete
 /// ([`Billing::recover_settlements`]): each entry in the window costs a
@@ -109,8 +112,6 @@ fn blocker_list(blockers: &[Blocker]) -> String {
 
 pub type Result<T, E = ChangeError> = std::result::Result<T, E>;
 
-/// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
-/// process id, counter); they carry no meaning, but sort in minting order.
 /// A history entry that keeps the subscription's plan (trial conversion,
 /// cancellation, reactivation).
 fn same_plan_entry(
@@ -138,6 +139,15 @@ fn same_plan_entry(
     }
 }
 
+/// The id of pending item `n` of history entry `change` (a plan change's
+/// proration line, a cancellation's credit): derived, so writing it again is
+/// a no-op.
+fn item_id(change: &str, n: usize) -> String {
+    format!("pii_{change}_{n}")
+}
+
+/// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
+/// process id, counter); they carry no meaning, but sort in minting order.
 pub(crate) fn mint(prefix: &str) -> String {
     static STEM: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -346,6 +356,15 @@ struct Cancellation<'a> {
     settle: Option<&'a Plan>,
     /// The scheduled change it applies.
     scheduled: Option<&'a str>,
+}
+
+/// What completing a plan change did ([`Billing::complete_plan_change`]).
+struct PlanMoved {
+    subscription: SubscriptionRecord,
+    /// Its proration items (pending).
+    items: Vec<PendingItemRecord>,
+    /// The scheduled change it replaced (canceled).
+    superseded: Option<ScheduledChangeRecord>,
 }
 
 fn kind_of(direction: ChangeDirection) -> &'static str {
@@ -618,16 +637,25 @@ impl Billing {
             });
         }
 
-        let subscription = self.move_to(&cur.sub, &to, None).await?;
+        // The history entry first, naming everything the rest writes (see
+        // `recover_settlements`): the scheduled change it replaces, the
+        // proration items (ids derived from the entry's) and the
+        // `invoice_now` invoice, with the period that invoice covers.
         let change_id = mint("pch");
-        let (pending_items, invoice_id) = self
-            .record_proration(customer, &change_id, req.proration, &view)
-            .await?;
-        let superseded = self
-            .supersede_scheduled(customer, &change_id, now, false)
-            .await?;
+        let replaced = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?
+            .filter(|s| s.action != ACTION_TRIAL_EXPIRE);
+        let lines = match req.proration {
+            ProrationBehavior::None => &[][..],
+            _ => &view.preview.proration_lines[..],
+        };
+        let invoice_id = (req.proration == ProrationBehavior::InvoiceNow && !lines.is_empty())
+            .then(|| mint("inv"));
         let change = PlanChangeRecord {
-            id: change_id,
+            id: change_id.clone(),
             customer_id: customer.to_string(),
             kind: kind_of(view.preview.direction).to_string(),
             from_plan: Some(cur.plan.key.clone()),
@@ -644,8 +672,11 @@ impl Billing {
                 "proration_behavior": req.proration,
                 "proration_lines": view.preview.proration_lines,
                 "proration_total": view.preview.proration_total,
-                "pending_items": pending_items.iter().map(|i| &i.id).collect::<Vec<_>>(),
+                "pending_items": (0..lines.len()).map(|i| item_id(&change_id, i)).collect::<Vec<_>>(),
+                "period": view.period,
+                "settlement": invoice_id.as_ref().map(|_| SETTLE_PRORATION),
                 "invoice_id": invoice_id,
+                "supersedes": replaced.as_ref().map(|s| &s.id),
                 "features_gained": view.preview.features_gained,
                 "features_lost": view.preview.features_lost,
                 "limits": view.preview.limits,
@@ -653,7 +684,26 @@ impl Billing {
                 "excess": blockers,
             }),
         };
-        self.store.changes().insert_plan_change(&change).await?;
+        self.write_intent(&change).await?;
+        let moved = self
+            .complete_plan_change(&change, false)
+            .await?
+            .ok_or_else(|| {
+                ChangeError::Conflict(format!(
+                    "the subscription of {customer:?} changed meanwhile"
+                ))
+            })?;
+        let mut pending_items = moved.items;
+        let invoice_id = match invoice_id {
+            Some(id) => {
+                let written = self.settle_again(&change, SETTLE_PRORATION, id).await?;
+                for i in &mut pending_items {
+                    i.invoice_id = written.clone();
+                }
+                written
+            }
+            None => None,
+        };
         Ok(ChangeOutcome {
             state: ChangeState::Applied,
             view,
@@ -662,9 +712,76 @@ impl Billing {
             pending_items,
             invoice_id,
             excess: blockers,
-            superseded,
-            subscription,
+            superseded: moved.superseded,
+            subscription: moved.subscription,
         })
+    }
+
+    /// Completes a plan change (`upgrade`, `downgrade`, `migrate`: a request
+    /// now, a scheduled change applied, a version migration) from its
+    /// history entry `c`, written before (see `recover_settlements`): the
+    /// scheduled change it replaces canceled (`details.supersedes`) or the
+    /// one it applies marked applied (`details.scheduled_change`), its
+    /// proration lines written as pending items under ids derived from the
+    /// entry's, then the engine moved to the entry's plan version (keeping
+    /// anchor, status and trial end). The engine's move comes last, so a
+    /// subscription already on the entry's plan has everything before it;
+    /// the `invoice_now` invoice the entry names is written after it by the
+    /// caller, or by recovery when missing. `recovering`: only when the
+    /// engine still shows the plan before the change, else always. `None`:
+    /// nothing was done.
+    async fn complete_plan_change(
+        &self,
+        c: &PlanChangeRecord,
+        recovering: bool,
+    ) -> Result<Option<PlanMoved>> {
+        let customer = c.customer_id.as_str();
+        let Some(sub) = self.engine.subscription(customer)? else {
+            return match recovering {
+                true => Ok(None),
+                false => Err(ChangeError::NoSubscription(customer.to_string())),
+            };
+        };
+        // Before it: live, on the plan version it moves from (and not
+        // already on the one it moves to).
+        let on = (sub.plan_key.as_str(), sub.plan_version);
+        let before = sub.status != SubscriptionStatus::Canceled
+            && Some(on) == c.from_plan.as_deref().zip(c.from_version)
+            && on != (c.to_plan.as_str(), c.to_version);
+        if recovering && !before {
+            return Ok(None);
+        }
+        let now = self.engine.now();
+        let mut superseded = None;
+        let named = |k: &str| c.details[k].as_str();
+        if named("supersedes").is_some() || named("scheduled_change").is_some() {
+            if let Some(mut s) = self
+                .store
+                .changes()
+                .pending_scheduled_change(customer)
+                .await?
+            {
+                if named("supersedes") == Some(s.id.as_str()) {
+                    s.state = CANCELED.to_string();
+                    s.updated_at = now;
+                    s.reason = Some(format!("superseded by {}", c.id));
+                    self.store.changes().put_scheduled_change(&s).await?;
+                    superseded = Some(s);
+                } else if named("scheduled_change") == Some(s.id.as_str()) {
+                    s.state = APPLIED.to_string();
+                    s.updated_at = now;
+                    self.store.changes().put_scheduled_change(&s).await?;
+                }
+            }
+        }
+        let items = self.proration_items(c).await?;
+        let to = self.plan_version(&c.to_plan, Some(c.to_version)).await?;
+        let subscription = self.move_to(&sub, &to, None).await?;
+        Ok(Some(PlanMoved {
+            subscription,
+            items,
+            superseded,
+        }))
     }
 
     /// Puts the customer on `to` in the engine from now, keeping the billing
@@ -693,84 +810,6 @@ impl Billing {
                 },
             )
             .await?)
-    }
-
-    /// Records the proration lines of an applied change as the behaviour asks:
-    /// pending items (`next_invoice`: they wait for the next invoice;
-    /// `invoice_now`: they go at once on an off-cycle invoice, issued when
-    /// `auto_issue` is on), nothing for `none`.
-    async fn record_proration(
-        &self,
-        customer: &str,
-        change_id: &str,
-        behavior: ProrationBehavior,
-        view: &PreviewView,
-    ) -> Result<(Vec<PendingItemRecord>, Option<String>)> {
-        let preview = &view.preview;
-        if behavior == ProrationBehavior::None || preview.proration_lines.is_empty() {
-            return Ok((Vec::new(), None));
-        }
-        let record = self
-            .engine
-            .customer(customer)
-            .ok_or_else(|| EngineError::UnknownCustomer(customer.to_string()))?;
-        let now = self.engine.now();
-        let mut items = Vec::with_capacity(preview.proration_lines.len());
-        for line in &preview.proration_lines {
-            items.push(
-                self.store_pending_item(customer, change_id, line, &record.currency, now, None)
-                    .await?,
-            );
-        }
-        if behavior != ProrationBehavior::InvoiceNow {
-            return Ok((items, None));
-        }
-        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        let period = Period::new(preview.effective_at, view.period.end)
-            .map_err(|e| BillingError::Invalid(e.to_string()))?;
-        let invoice_id = self
-            .invoice_lines_now(
-                &record,
-                period,
-                preview.proration_lines.clone(),
-                format!("Plan change {change_id}"),
-                ids,
-                mint("inv"),
-            )
-            .await?;
-        for i in &mut items {
-            i.invoice_id = Some(invoice_id.clone());
-        }
-        Ok((items, Some(invoice_id)))
-    }
-
-    /// Stores a proration line as a pending item (it waits for the next
-    /// invoice), tagged with the plan change it comes from.
-    async fn store_pending_item(
-        &self,
-        customer: &str,
-        change_id: &str,
-        line: &InvoiceLine,
-        currency: &str,
-        now: Timestamp,
-        id: Option<String>,
-    ) -> Result<PendingItemRecord> {
-        let mut value = serde_json::to_value(line)
-            .map_err(|e| BillingError::Invalid(format!("proration line: {e}")))?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("plan_change_id".to_string(), json!(change_id));
-        }
-        let item = PendingItemRecord {
-            id: id.unwrap_or_else(|| mint("pii")),
-            customer_id: customer.to_string(),
-            line: value,
-            amount: line.amount,
-            currency: currency.to_string(),
-            created_at: now,
-            invoice_id: None,
-        };
-        self.store.changes().insert_pending_item(&item).await?;
-        Ok(item)
     }
 
     async fn refuse_if_scheduled(&self, customer: &str) -> Result<()> {
@@ -1328,7 +1367,7 @@ impl Billing {
     /// usage not billed yet, to `at`, and every pending item, among them
     /// this credit), `None` when there is nothing to bill. Nothing is
     /// written: the credit becomes a pending item once the history entry
-    /// names it ([`credit_items`]).
+    /// names it ([`Billing::proration_items`]).
     async fn cancellation_credit(
         &self,
         plan: &Plan,
@@ -1364,45 +1403,99 @@ impl Billing {
         Ok((credit, owed.then(|| mint("inv"))))
     }
 
-    /// Writes the cancellation credit a history entry names
-    /// (`details.proration_lines`) as pending items, created at the
-    /// cancellation, under ids derived from the entry's: written once
-    /// however often this runs (an item already there is left as it is).
-    async fn credit_items(&self, c: &PlanChangeRecord) -> Result<()> {
+    /// Writes the lines a history entry names (`details.proration_lines`: a
+    /// plan change's proration, a cancellation's credit) as pending items,
+    /// created at the entry's `effective_at`, under ids derived from the
+    /// entry's ([`item_id`]): written once however often this runs (an item
+    /// already there is left as it is). Nothing for an entry whose
+    /// `proration_behavior` is `none`. Returns the items as written first
+    /// (pending).
+    async fn proration_items(&self, c: &PlanChangeRecord) -> Result<Vec<PendingItemRecord>> {
         let Some(lines) = c.details["proration_lines"].as_array() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        if c.details["proration_behavior"] == json!(ProrationBehavior::None) {
+            return Ok(Vec::new());
+        }
         let Some(record) = self.engine.customer(&c.customer_id) else {
             return Err(EngineError::UnknownCustomer(c.customer_id.clone()).into());
         };
+        let mut items = Vec::with_capacity(lines.len());
         for (i, line) in lines.iter().enumerate() {
             let line: InvoiceLine = serde_json::from_value(line.clone()).map_err(|e| {
-                StoreError::Corrupt(format!("plan change {} credit line: {e}", c.id))
+                StoreError::Corrupt(format!("plan change {} proration line: {e}", c.id))
             })?;
-            let id = format!("pii_{}_{i}", c.id);
-            match self
-                .store_pending_item(
-                    &c.customer_id,
-                    &c.id,
-                    &line,
-                    &record.currency,
-                    c.effective_at,
-                    Some(id),
-                )
-                .await
-            {
-                Ok(_) | Err(ChangeError::Store(StoreError::Conflict { .. })) => {}
-                Err(e) => return Err(e),
+            let mut value = serde_json::to_value(&line)
+                .map_err(|e| BillingError::Invalid(format!("proration line: {e}")))?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("plan_change_id".to_string(), json!(c.id));
             }
+            let item = PendingItemRecord {
+                id: item_id(&c.id, i),
+                customer_id: c.customer_id.clone(),
+                line: value,
+                amount: line.amount,
+                currency: record.currency.clone(),
+                created_at: c.effective_at,
+                invoice_id: None,
+            };
+            match self.store.changes().insert_pending_item(&item).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            items.push(item);
         }
-        Ok(())
+        Ok(items)
+    }
+
+    /// The off-cycle invoice `id` of a plan change with `invoice_now`
+    /// proration (history entry `c`): its proration items (written first if
+    /// missing) over `[effective_at, end of the period of the change)`,
+    /// memo "Plan change {entry id}". Not written when an item is already on
+    /// another invoice (an invoice run claimed it first: it is billed there).
+    async fn proration_invoice(&self, c: &PlanChangeRecord, id: String) -> Result<Option<String>> {
+        let items = self.proration_items(c).await?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let pending = self.store.changes().pending_items(&c.customer_id).await?;
+        if let Some(claimed) = items.iter().find(|i| !pending.iter().any(|p| p.id == i.id)) {
+            tracing::warn!(customer = %c.customer_id, change = %c.id, item = %claimed.id,
+                "a proration item is already on another invoice; no off-cycle invoice written");
+            return Ok(None);
+        }
+        let period: Period = serde_json::from_value(c.details["period"].clone())
+            .map_err(|e| StoreError::Corrupt(format!("plan change {} period: {e}", c.id)))?;
+        let period = Period::new(c.effective_at, period.end)
+            .map_err(|e| BillingError::Invalid(e.to_string()))?;
+        let record = self
+            .engine
+            .customer(&c.customer_id)
+            .ok_or_else(|| EngineError::UnknownCustomer(c.customer_id.clone()))?;
+        let lines: Vec<InvoiceLine> = serde_json::from_value(c.details["proration_lines"].clone())
+            .map_err(|e| {
+                StoreError::Corrupt(format!("plan change {} proration lines: {e}", c.id))
+            })?;
+        let ids = items.into_iter().map(|i| i.id).collect();
+        Ok(Some(
+            self.invoice_lines_now(
+                &record,
+                period,
+                lines,
+                format!("Plan change {}", c.id),
+                ids,
+                id,
+            )
+            .await?,
+        ))
     }
 
     /// Makes the engine's subscription what history entry `c` says (a
     /// subscription change recorded before it is made, see
     /// `recover_settlements`): `subscribe` / `trial_start` (the subscription
     /// as recorded), `trial_convert`, `cancel` / `trial_expire`,
-    /// `reactivate`; then the records that follow it (a converted trial's
+    /// `reactivate`, `upgrade` / `downgrade` / `migrate`
+    /// ([`Billing::complete_plan_change`]); then the records that follow it (a converted trial's
     /// or a cancellation's scheduled change replaced). `recovering`: only
     /// when the engine does not show it yet (the state before the change),
     /// else (the request that just wrote `c`) always. Returns the
@@ -1506,6 +1599,10 @@ impl Billing {
                 }
                 Ok(Some(written))
             }
+            "upgrade" | "downgrade" | "migrate" => Ok(self
+                .complete_plan_change(c, recovering)
+                .await?
+                .map(|m| m.subscription)),
             "reactivate" => {
                 if recovering && !sub.as_ref().is_some_and(canceled) {
                     return Ok(None);
@@ -1563,12 +1660,18 @@ impl Billing {
     /// subscription change (subscribe, trial start and conversion,
     /// cancellation, reactivation) is written in this order: its history
     /// entry (the intent, naming its invoice and credit), the engine's
-    /// subscription, the credit, the invoice. So a crash leaves the entry;
-    /// this makes the engine what the customer's last entry says when it
-    /// still shows the state before it (`complete_change`), then writes each
-    /// named invoice that is missing (a first period, a final invoice with
-    /// its credit, a reactivation) under the id its entry names, so it is
-    /// written once. The billing worker calls it on each tick before the
+    /// subscription, the credit, the invoice. A plan change (upgrade,
+    /// downgrade, migrate: now, scheduled or by a migration): its entry
+    /// (naming the scheduled change it replaces or applies, its proration
+    /// lines and behaviour, its `invoice_now` invoice and period), that
+    /// scheduled change, the proration items, the engine, the invoice. So a
+    /// crash leaves the entry; this makes the engine what the customer's
+    /// last entry says when it still shows the state before it
+    /// (`complete_change`, with what comes before the engine for a plan
+    /// change), then writes each named invoice that is missing (a first
+    /// period, a final invoice with its credit, a reactivation, a plan
+    /// change's proration) under the id its entry names, so it is written
+    /// once. The billing worker calls it on each tick before the
     /// invoice run, for the entries of the last [`RECOVERY_LOOKBACK_DAYS`]
     /// days; every subscription change calls it for its customer's whole
     /// history first. Returns the invoice ids written.
@@ -1687,9 +1790,10 @@ impl Billing {
                 };
                 Ok(Some(self.invoice_base_owed(owed, memo, id).await?))
             }
+            SETTLE_PRORATION => self.proration_invoice(c, id).await,
             SETTLE_FINAL => {
                 // The credit first: the final invoice carries it.
-                self.credit_items(c).await?;
+                self.proration_items(c).await?;
                 sub.status = SubscriptionStatus::Canceled;
                 sub.canceled_at = Some(c.effective_at);
                 Ok(self.final_invoice(&sub, c.effective_at, id).await?)
@@ -1739,6 +1843,16 @@ impl Billing {
             done.state = APPLIED.to_string();
             self.store.changes().put_scheduled_change(&done).await?;
             return Ok(Some(change));
+        }
+        // Recovery may have replaced it (a change now cut off, which
+        // superseded it): it is no longer pending, and not applied.
+        let pending = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?;
+        if pending.is_none_or(|p| p.id != s.id) {
+            return Ok(None);
         }
         let sub = self.engine.subscription(customer)?;
         let live = sub
@@ -1805,9 +1919,9 @@ impl Billing {
             .plan_version(&sub.plan_key, Some(sub.plan_version))
             .await?;
         let to = self.plan_version(plan, version).await?;
-        let subscription = self.move_to(sub, &to, None).await?;
         // What does not fit now is recorded as excess: the change was accepted
-        // when it was scheduled.
+        // when it was scheduled. The entry first, then the engine (see
+        // `recover_settlements`).
         let cur = self.current(&sub.customer_id).await?;
         let excess = preview_change(&ChangeInput {
             from: &from,
@@ -1837,12 +1951,13 @@ impl Billing {
                 "scheduled_change": s.id,
                 "applied_at": now,
                 "applied_by": WORKER,
-                "status": subscription.status,
+                "status": sub.status,
                 "forced": false,
                 "excess": excess,
             }),
         };
-        self.store.changes().insert_plan_change(&change).await?;
+        self.write_intent(&change).await?;
+        self.complete_plan_change(&change, false).await?;
         Ok(change)
     }
 
@@ -1929,6 +2044,13 @@ impl Billing {
         actor: &str,
     ) -> Result<MigrationOutcome> {
         let _changes = CHANGES.lock().await;
+        // A subscriber's change cut off by a crash is completed first (its
+        // entry must stay its last but one).
+        for sub in self.store.all_subscriptions().await? {
+            if sub.plan_key == plan {
+                self.recover_settlements_of(Some(&sub.customer_id)).await?;
+            }
+        }
         let preview = self.preview_migration(plan, req).await?;
         let to = self.plan_version(plan, Some(preview.to_version)).await?;
         let now = self.engine.now();
@@ -1939,8 +2061,7 @@ impl Billing {
                 skipped.push(c);
                 continue;
             }
-            let sub = self.subscription_of(&c.customer_id)?;
-            self.move_to(&sub, &to, None).await?;
+            // The entry first, then the engine (see `recover_settlements`).
             let change = PlanChangeRecord {
                 id: mint("pch"),
                 customer_id: c.customer_id.clone(),
@@ -1961,7 +2082,8 @@ impl Billing {
                     "excess": c.blockers,
                 }),
             };
-            self.store.changes().insert_plan_change(&change).await?;
+            self.write_intent(&change).await?;
+            self.complete_plan_change(&change, false).await?;
             migrated.push(change);
         }
         Ok(MigrationOutcome {

@@ -105,8 +105,9 @@ impl Billing {
     }
 
     /// For crash tests: the next subscription change (subscribe, trial
-    /// conversion, cancellation, reactivation) fails right after writing its
-    /// history entry, before the engine's change, as a crash there would
+    /// conversion, cancellation, reactivation, a plan change now, scheduled
+    /// or migrated) fails right after writing its history entry, before the
+    /// engine's change, as a crash there would
     /// leave it. Recovery then completes it (`docs/plan-changes.md`,
     /// "Crashes between the writes").
     #[doc(hidden)]

@@ -1,9 +1,10 @@
 //! A crash between a subscription change's history entry and the engine's
 //! change (subscribe, trial conversion, cancellation now, reactivation, a
-//! scheduled cancellation), simulated with
-//! `Billing::crash_after_next_history_entry`: the entry (the intent) is
-//! written, the engine is not. The next tick completes the change and writes
-//! the invoice the entry names, once. SQLite and PostgreSQL.
+//! scheduled cancellation, a plan change now or at period end), simulated
+//! with `Billing::crash_after_next_history_entry`: the entry (the intent) is
+//! written, the engine is not. The next tick (or the customer's next change)
+//! completes the change and writes the proration and the invoice the entry
+//! names, once. SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,8 +13,9 @@ mod common;
 use common::{Env, ts};
 use rust_decimal_macros::dec;
 use tollgate_billing::BillingConfig;
-use tollgate_billing::changes::{CancelRequest, TrialRequest};
-use tollgate_core::billing::Invoice;
+use tollgate_billing::changes::{CancelRequest, ChangeRequest, MigrationRequest, TrialRequest};
+use tollgate_core::billing::change::{ChangeTiming, ProrationBehavior};
+use tollgate_core::billing::{Invoice, InvoiceLine};
 use tollgate_engine::{NewCustomer, SubscribeOptions};
 use tollgate_store::SubscriptionStatus;
 use tollgate_store::billing::InvoiceFilter;
@@ -333,6 +335,474 @@ async fn the_next_change_of_the_customer_completes_a_cut_off_one_first() {
             env.billing.run_once().await.unwrap().settlements_recovered,
             0
         );
+        env.cleanup().await;
+    }
+}
+
+/// The customer's plan and version in the engine.
+fn plan_of(env: &Env, id: &str) -> (String, u32) {
+    let s = env.engine.subscription(id).unwrap().unwrap();
+    (s.plan_key, s.plan_version)
+}
+
+/// The lines of the customer's pending items (not on an invoice yet), in
+/// order, without the plan change they came from.
+async fn pending_lines(env: &Env, id: &str) -> Vec<InvoiceLine> {
+    env.store
+        .changes()
+        .pending_items(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            let mut line = i.line;
+            line.as_object_mut().unwrap().remove("plan_change_id");
+            serde_json::from_value(line).unwrap()
+        })
+        .collect()
+}
+
+fn kinds(h: Vec<PlanChangeRecord>) -> Vec<String> {
+    h.into_iter().map(|c| c.kind).collect()
+}
+
+/// What a user compares of two customers' invoices: period, lines, total.
+type Billed = (
+    jiff::Timestamp,
+    jiff::Timestamp,
+    Vec<InvoiceLine>,
+    rust_decimal::Decimal,
+);
+
+async fn billed(env: &Env, id: &str) -> Vec<Billed> {
+    invoices_of(env, id)
+        .await
+        .into_iter()
+        .map(|i| (i.period_start, i.period_end, i.lines, i.totals.total))
+        .collect()
+}
+
+fn now_to(plan: &str, proration: ProrationBehavior) -> ChangeRequest {
+    ChangeRequest {
+        timing: Some(ChangeTiming::Immediately),
+        proration,
+        ..ChangeRequest::to(plan)
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_now_cut_off_after_its_entry_is_prorated_once_by_the_next_tick() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `adv` ($20/month in advance, calls at 0.01) from 11-01 for `a`
+        // and its twin `a2`: 20.00 each at subscription, 100 calls each.
+        for id in ["a", "a2"] {
+            new_customer(&env, id).await;
+            env.billing
+                .subscribe(id, "adv", SubscribeOptions::default(), "test", None)
+                .await
+                .unwrap();
+            env.consume(id, "calls", dec!(100)).await;
+        }
+        env.engine.flush().await.unwrap();
+
+        // On 11-10 both upgrade to `inc` ($30 in advance) with the proration
+        // invoiced now: 21 of 30 days unused on adv, −14.00; the rest of
+        // November on inc, 21.00; an off-cycle invoice of 7.00. `a2` whole.
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        let req = now_to("inc", ProrationBehavior::InvoiceNow);
+        let twin = env.billing.change_plan("a2", &req, "test").await.unwrap();
+        let twin_invoice = twin.invoice_id.clone().unwrap();
+        let amounts: Vec<_> = twin.pending_items.iter().map(|i| i.amount).collect();
+        assert_eq!(amounts, [dec!(-14.00), dec!(21.00)], "{backend}");
+
+        // `a` cut off after its entry: still on adv, nothing prorated or
+        // invoiced, the entry names the invoice.
+        env.billing.crash_after_next_history_entry();
+        assert!(env.billing.change_plan("a", &req, "test").await.is_err());
+        assert_eq!(plan_of(&env, "a"), ("adv".to_string(), 1), "{backend}");
+        let entry = last_entry(&env, "a").await;
+        assert_eq!(entry.kind, "upgrade", "{backend}");
+        let named = entry.details["invoice_id"].as_str().unwrap().to_string();
+        assert!(pending_lines(&env, "a").await.is_empty(), "{backend}");
+        assert_eq!(invoices_of(&env, "a").await.len(), 1, "{backend}");
+
+        // The tick moves `a` to inc and writes the invoice under the named
+        // id, with the same lines as the twin's: 7.00 over [11-10, 12-01),
+        // its two items attached (nothing left pending).
+        env.clock.set(ts("2026-11-10T00:01:00Z"));
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 1, "{backend}: {tick:?}");
+        assert_eq!(plan_of(&env, "a"), ("inc".to_string(), 1), "{backend}");
+        let got = env.billing.invoice(&named).await.unwrap().invoice;
+        let want = env.billing.invoice(&twin_invoice).await.unwrap().invoice;
+        assert_eq!(got.totals.total, dec!(7.00), "{backend}");
+        assert_eq!(
+            (got.period_start, got.period_end),
+            (ts("2026-11-10T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
+        );
+        assert_eq!(got.lines, want.lines, "{backend}");
+        assert_eq!(got.totals, want.totals, "{backend}");
+        assert!(pending_lines(&env, "a").await.is_empty(), "{backend}");
+
+        // Recovery again (a tick, then the customer's next change: a
+        // preview does not count, a scheduled change does) bills nothing
+        // more.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 0, "{backend}: {tick:?}");
+        let at_end = CancelRequest {
+            at_period_end: true,
+            prorate: false,
+            reason: None,
+        };
+        for id in ["a", "a2"] {
+            env.billing
+                .cancel_subscription(id, &at_end, "test")
+                .await
+                .unwrap();
+        }
+        assert_eq!(billed(&env, "a").await, billed(&env, "a2").await);
+        assert_eq!(invoices_of(&env, "a").await.len(), 2, "{backend}");
+        assert_eq!(
+            kinds(env.billing.plan_change_history("a").await.unwrap()),
+            ["subscribe", "upgrade"]
+        );
+
+        // The close of November bills both the same, once: the 100 calls
+        // on adv, 1.00 (canceled at its end: no December base).
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        env.billing.run_once().await.unwrap();
+        let a = billed(&env, "a").await;
+        let totals: Vec<_> = a.iter().map(|i| i.3).collect();
+        assert_eq!(totals, [dec!(20.00), dec!(7.00), dec!(1.00)], "{backend}");
+        assert_eq!(a, billed(&env, "a2").await, "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_downgrade_now_cut_off_after_its_entry_is_completed_by_the_next_change_of_the_customer() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` ($30 in advance) from 11-01 for `b` and its twin `b2`
+        // (30.00 each), a cancellation at period end scheduled on 11-05.
+        let at_end = CancelRequest {
+            at_period_end: true,
+            prorate: false,
+            reason: None,
+        };
+        for id in ["b", "b2"] {
+            new_customer(&env, id).await;
+            env.billing
+                .subscribe(id, "inc", SubscribeOptions::default(), "test", None)
+                .await
+                .unwrap();
+        }
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        for id in ["b", "b2"] {
+            env.billing
+                .cancel_subscription(id, &at_end, "test")
+                .await
+                .unwrap();
+        }
+
+        // On 11-10 both downgrade to `adv` ($20 in advance) now, the
+        // proration on the next invoice: −21.00 (21 days of inc unused) and
+        // 14.00 (21 days of adv) pending; the scheduled cancellation is
+        // replaced. `b2` whole.
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        let req = now_to("adv", ProrationBehavior::NextInvoice);
+        let twin = env.billing.change_plan("b2", &req, "test").await.unwrap();
+        assert_eq!(twin.change.as_ref().unwrap().kind, "downgrade");
+        assert!(twin.superseded.is_some(), "{backend}");
+        let amounts: Vec<_> = pending_lines(&env, "b2")
+            .await
+            .iter()
+            .map(|l| l.amount)
+            .collect();
+        assert_eq!(amounts, [dec!(-21.00), dec!(14.00)], "{backend}");
+
+        // `b` cut off after its entry: still on inc, nothing pending, its
+        // cancellation still scheduled.
+        env.billing.crash_after_next_history_entry();
+        assert!(env.billing.change_plan("b", &req, "test").await.is_err());
+        assert_eq!(plan_of(&env, "b"), ("inc".to_string(), 1), "{backend}");
+        assert_eq!(last_entry(&env, "b").await.kind, "downgrade");
+        assert!(pending_lines(&env, "b").await.is_empty(), "{backend}");
+        let pending = env.store.changes().pending_scheduled_change("b").await;
+        assert_eq!(pending.unwrap().unwrap().action, "cancel", "{backend}");
+
+        // Its next change on 11-15 (back to inc at period end) completes it
+        // first: on adv, the same two lines pending as the twin's, the
+        // cancellation replaced (else this change would be refused as a
+        // second scheduled change). The twin does the same.
+        env.clock.set(ts("2026-11-15T00:00:00Z"));
+        let back = ChangeRequest {
+            timing: Some(ChangeTiming::PeriodEnd),
+            ..ChangeRequest::to("inc")
+        };
+        for id in ["b", "b2"] {
+            let out = env.billing.change_plan(id, &back, "test").await.unwrap();
+            assert!(out.scheduled.is_some(), "{backend}: {id}");
+        }
+        assert_eq!(plan_of(&env, "b"), ("adv".to_string(), 1), "{backend}");
+        assert_eq!(
+            pending_lines(&env, "b").await,
+            pending_lines(&env, "b2").await,
+            "{backend}"
+        );
+        assert_eq!(pending_lines(&env, "b").await.len(), 2, "{backend}");
+        assert_eq!(
+            kinds(env.billing.plan_change_history("b").await.unwrap()),
+            ["subscribe", "downgrade"]
+        );
+        // A tick has nothing left to do.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 0, "{backend}: {tick:?}");
+        assert_eq!(pending_lines(&env, "b").await.len(), 2, "{backend}");
+
+        // On 12-01 both move back to inc (not canceled) and November closes
+        // once: the two items (−7.00) and December's base on inc, 30.00:
+        // 23.00, the same for both.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.changes_applied, 2, "{backend}: {tick:?}");
+        env.billing.run_once().await.unwrap();
+        for id in ["b", "b2"] {
+            assert_eq!(status(&env, id), Some(SubscriptionStatus::Active));
+            assert_eq!(plan_of(&env, id), ("inc".to_string(), 1), "{backend}");
+            assert!(pending_lines(&env, id).await.is_empty(), "{backend}");
+        }
+        let b = billed(&env, "b").await;
+        let totals: Vec<_> = b.iter().map(|i| i.3).collect();
+        assert_eq!(totals, [dec!(30.00), dec!(23.00)], "{backend}");
+        assert_eq!(b, billed(&env, "b2").await, "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_downgrade_cut_off_after_its_entry_is_applied_once() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` ($30 in advance) from 11-01 for `c1` and `c2` (30.00 each),
+        // both downgraded to `adv` ($20) at period end on 11-10.
+        let mut scheduled = Vec::new();
+        for id in ["c1", "c2"] {
+            new_customer(&env, id).await;
+            env.billing
+                .subscribe(id, "inc", SubscribeOptions::default(), "test", None)
+                .await
+                .unwrap();
+        }
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        for id in ["c1", "c2"] {
+            let out = env
+                .billing
+                .change_plan(id, &ChangeRequest::to("adv"), "test")
+                .await
+                .unwrap();
+            scheduled.push(out.scheduled.unwrap().id);
+        }
+
+        // On 12-01 the first change applied is cut off after its entry (the
+        // other is the twin): still on inc, the scheduled change pending.
+        let now = ts("2026-12-01T00:00:00Z");
+        env.clock.set(now);
+        env.billing.crash_after_next_history_entry();
+        let due = env.billing.apply_due_changes(now).await.unwrap();
+        assert_eq!(
+            (due.applied.len(), due.failed.len()),
+            (1, 1),
+            "{backend}: {due:?}"
+        );
+        let (cut, twin) = if due.failed[0].0 == scheduled[0] {
+            ("c1", "c2")
+        } else {
+            ("c2", "c1")
+        };
+        assert_eq!(plan_of(&env, cut), ("inc".to_string(), 1), "{backend}");
+        let entry = last_entry(&env, cut).await;
+        assert_eq!(entry.kind, "downgrade", "{backend}");
+        let pending = env.store.changes().pending_scheduled_change(cut).await;
+        let pending = pending.unwrap().unwrap();
+        assert_eq!(entry.details["scheduled_change"], pending.id.as_str());
+
+        // The tick completes it (on adv, the scheduled change applied, its
+        // one entry reported) before the run, which closes November on both
+        // the same way: December's base on adv, 20.00.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.changes_applied, 1, "{backend}: {tick:?}");
+        for id in [cut, twin] {
+            assert_eq!(plan_of(&env, id), ("adv".to_string(), 1), "{backend}");
+            assert!(
+                env.store
+                    .changes()
+                    .pending_scheduled_change(id)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert_eq!(
+                kinds(env.billing.plan_change_history(id).await.unwrap()),
+                ["subscribe", "downgrade"]
+            );
+        }
+        let c = billed(&env, cut).await;
+        let totals: Vec<_> = c.iter().map(|i| i.3).collect();
+        assert_eq!(totals, [dec!(30.00), dec!(20.00)], "{backend}");
+        assert_eq!(c, billed(&env, twin).await, "{backend}");
+
+        // Never applied or billed twice.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(
+            (tick.changes_applied, tick.settlements_recovered),
+            (0, 0),
+            "{backend}: {tick:?}"
+        );
+        assert_eq!(billed(&env, cut).await.len(), 2, "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_migration_cut_off_after_an_entry_is_completed_and_can_be_run_again() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `adv` v1 (calls at 0.01) from 11-01 for `m1` and `m2` (20.00 each
+        // at subscription), 100 calls each; then v2 prices calls at 0.02.
+        for id in ["m1", "m2"] {
+            new_customer(&env, id).await;
+            env.billing
+                .subscribe(id, "adv", SubscribeOptions::default(), "test", None)
+                .await
+                .unwrap();
+            env.consume(id, "calls", dec!(100)).await;
+        }
+        env.engine.flush().await.unwrap();
+        let v2 = common::CATALOG.replace(
+            "price = { model = \"per_unit\", unit_price = \"0.01\" }\n\n[plans.inc]",
+            "price = { model = \"per_unit\", unit_price = \"0.02\" }\n\n[plans.inc]",
+        );
+        assert_ne!(v2, common::CATALOG);
+        let env = env.reopen_with(&v2).await;
+        assert_eq!(env.engine.plan_versions("adv"), [1, 2], "{backend}");
+
+        // On 11-10 the migration to v2 is cut off after the first
+        // customer's entry: nobody is on v2 yet.
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        let req = MigrationRequest {
+            from_version: None,
+            to_version: None,
+            force: false,
+            reason: None,
+        };
+        env.billing.crash_after_next_history_entry();
+        assert!(env.billing.migrate_plan("adv", &req, "test").await.is_err());
+        let mut cut = None;
+        for id in ["m1", "m2"] {
+            assert_eq!(plan_of(&env, id), ("adv".to_string(), 1), "{backend}");
+            if last_entry(&env, id).await.kind == "migrate" {
+                cut = Some(id);
+            }
+        }
+        let cut = cut.unwrap();
+        let other = if cut == "m1" { "m2" } else { "m1" };
+
+        // The tick moves the one cut off; running the migration again moves
+        // the other, and only it.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 0, "{backend}: {tick:?}");
+        assert_eq!(plan_of(&env, cut), ("adv".to_string(), 2), "{backend}");
+        assert_eq!(plan_of(&env, other), ("adv".to_string(), 1), "{backend}");
+        let out = env.billing.migrate_plan("adv", &req, "test").await.unwrap();
+        let moved: Vec<_> = out
+            .migrated
+            .iter()
+            .map(|c| c.customer_id.as_str())
+            .collect();
+        assert_eq!(moved, [other], "{backend}");
+        for id in ["m1", "m2"] {
+            assert_eq!(plan_of(&env, id), ("adv".to_string(), 2), "{backend}");
+            assert_eq!(
+                kinds(env.billing.plan_change_history(id).await.unwrap()),
+                ["subscribe", "migrate"]
+            );
+            env.consume(id, "calls", dec!(100)).await;
+        }
+        env.engine.flush().await.unwrap();
+
+        // November closes the same for both: 100 calls at 0.01 before the
+        // migration, 100 at 0.02 after, and December's base, 20.00.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let m1 = billed(&env, "m1").await;
+        let totals: Vec<_> = m1.iter().map(|i| i.3).collect();
+        assert_eq!(totals, [dec!(20.00), dec!(23.00)], "{backend}");
+        assert_eq!(m1, billed(&env, "m2").await, "{backend}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_now_cut_off_is_completed_before_the_scheduled_change_it_replaced_falls_due() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` ($30 in advance) from 11-01 (30.00), a cancellation at
+        // period end scheduled on 11-05, a downgrade to `adv` ($20) now on
+        // 11-10 cut off after its entry, and no tick until 12-01.
+        new_customer(&env, "d").await;
+        env.billing
+            .subscribe("d", "inc", SubscribeOptions::default(), "test", None)
+            .await
+            .unwrap();
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        let at_end = CancelRequest {
+            at_period_end: true,
+            prorate: false,
+            reason: None,
+        };
+        let scheduled = env.billing.cancel_subscription("d", &at_end, "test").await;
+        assert!(scheduled.unwrap().scheduled.is_some(), "{backend}");
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        env.billing.crash_after_next_history_entry();
+        let req = now_to("adv", ProrationBehavior::NextInvoice);
+        assert!(env.billing.change_plan("d", &req, "test").await.is_err());
+
+        // On 12-01 the worker finds the cancellation due: the downgrade is
+        // completed first and replaces it, so the customer stays, on adv.
+        // November closes with the downgrade's −21.00 and 14.00 and
+        // December's base on adv, 20.00: 13.00.
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.changes_applied, 0, "{backend}: {tick:?}");
+        assert_eq!(status(&env, "d"), Some(SubscriptionStatus::Active));
+        assert_eq!(plan_of(&env, "d"), ("adv".to_string(), 1), "{backend}");
+        assert_eq!(
+            kinds(env.billing.plan_change_history("d").await.unwrap()),
+            ["subscribe", "downgrade"]
+        );
+        assert!(
+            env.store
+                .changes()
+                .scheduled_changes_due(ts("2026-12-01T00:00:00Z"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let totals: Vec<_> = billed(&env, "d").await.iter().map(|i| i.3).collect();
+        assert_eq!(totals, [dec!(30.00), dec!(13.00)], "{backend}");
+        let last = invoices_of(&env, "d").await.pop().unwrap();
+        let prorations: Vec<_> = last
+            .lines
+            .iter()
+            .filter(|l| l.kind == tollgate_core::billing::InvoiceLineKind::Proration)
+            .map(|l| l.amount)
+            .collect();
+        assert_eq!(prorations, [dec!(-21.00), dec!(14.00)], "{backend}");
+        env.billing.run_once().await.unwrap();
+        assert_eq!(billed(&env, "d").await.len(), 2, "{backend}");
         env.cleanup().await;
     }
 }

@@ -229,6 +229,34 @@ impl Env {
         }
     }
 
+    /// Closes the engine and opens it again on the same store and clock
+    /// with catalog `toml`: a plan whose definition changed is published as
+    /// its next version (subscribers keep theirs).
+    pub async fn reopen_with(self, toml: &str) -> Env {
+        self.engine.close().await.unwrap();
+        let catalog = load_catalog("billing-test-v2.toml", toml).unwrap();
+        let engine = Arc::new(
+            Engine::open(
+                self.store.clone(),
+                catalog,
+                Arc::new(self.clock.clone()),
+                EngineConfig::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let billing = Arc::new(Billing::new(
+            engine.clone(),
+            self.store.clone(),
+            self.billing.config.clone(),
+        ));
+        Env {
+            billing,
+            engine,
+            ..self
+        }
+    }
+
     pub async fn customer(&self, id: &str, plan: &str, metadata: serde_json::Value) {
         let mut c = NewCustomer::new(id);
         c.name = Some(format!("Customer {id}"));
