@@ -22,6 +22,7 @@ use tollgate_core::money::Currency;
 use tollgate_store::billing::{
     InvoiceFilter, InvoiceKind, NewInvoice, PaymentRecord, RefundRecord, UsageWindow,
 };
+use tollgate_store::changes::PendingItemRecord;
 use tollgate_store::{CustomerRecord, NewUsageRecord, Store, StoreError, UsageSource, WriteOp};
 
 on_every_backend!(
@@ -170,6 +171,18 @@ fn payment(id: &str, invoice: &str, reference: &str, amount: Decimal) -> Payment
     }
 }
 
+fn pending_item(id: &str, customer: &str) -> PendingItemRecord {
+    PendingItemRecord {
+        id: id.to_string(),
+        customer_id: customer.to_string(),
+        line: json!({"kind": "proration", "description": "Remaining time on Pro", "amount": "7.00"}),
+        amount: dec!(7.00),
+        currency: "USD".to_string(),
+        created_at: ts("2026-11-10T00:00:00Z"),
+        invoice_id: None,
+    }
+}
+
 fn note(id: &str, invoice: &Invoice, total: Decimal) -> CreditNote {
     CreditNote {
         id: id.to_string(),
@@ -195,10 +208,24 @@ async fn a_cycle_invoice_is_written_once_per_customer_and_period(store: Arc<dyn 
     customers(&store, &["acme"]).await;
     let b = store.billing();
     let (s, e) = nov();
+    store
+        .changes()
+        .insert_pending_item(&pending_item("pii_1", "acme"))
+        .await
+        .unwrap();
     let mut first = cycle(draft("inv_1", "acme", s, e));
     first.pending_items = vec!["pii_1".into()];
     let stored = b.insert_invoice(&first).await.unwrap();
     assert!(stored.created);
+    // The item is on the invoice from the invoice's own transaction.
+    assert!(
+        store
+            .changes()
+            .pending_items("acme")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A rerun (another id, as after a crash) finds the first one.
     let again = b
@@ -209,6 +236,20 @@ async fn a_cycle_invoice_is_written_once_per_customer_and_period(store: Arc<dyn 
     assert_eq!(again.invoice.id, "inv_1");
     assert_eq!(again.pending_items, vec!["pii_1".to_string()]);
     assert!(b.get_invoice("inv_2").await.unwrap().is_none());
+
+    // An invoice naming an item already on another invoice, or an unknown
+    // one, is refused and writes nothing.
+    for (id, item, conflict) in [("inv_8", "pii_1", true), ("inv_9", "pii_none", false)] {
+        let mut off = cycle(draft(id, "acme", s, e));
+        off.kind = InvoiceKind::OffCycle;
+        off.pending_items = vec![item.into()];
+        let err = b.insert_invoice(&off).await.unwrap_err();
+        match conflict {
+            true => assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}"),
+            false => assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}"),
+        }
+        assert!(b.get_invoice(id).await.unwrap().is_none(), "{id}");
+    }
 
     // Off-cycle invoices for the same period are not limited.
     for id in ["inv_3", "inv_4"] {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 
 mod postgres;
-mod rows;
+pub(crate) mod rows;
 mod sqlite;
 
 /// One entry of a customer's plan-change history (immutable once written).
