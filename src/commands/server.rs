@@ -30,12 +30,15 @@ pub(super) fn config(args: &ConfigArgs, serve: Option<&ServeArgs>) -> Result<Con
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    build_runtime(&mut tokio::runtime::Builder::new_multi_thread())
+    runtime_with(None)
 }
 
-fn build_runtime(
-    builder: &mut tokio::runtime::Builder,
-) -> Result<tokio::runtime::Runtime, CliError> {
+/// The async runtime with `worker_threads` threads (`None`: one per core).
+fn runtime_with(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, CliError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
     builder
         .enable_all()
         .build()
@@ -60,11 +63,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let cfg = config(&args.config, Some(&args))?;
     let settings = cfg.resolve().map_err(|e| CliError::Server(e.to_string()))?;
     init_logging(settings.log_format);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = settings.worker_threads {
-        builder.worker_threads(n);
-    }
-    let rt = build_runtime(&mut builder)?;
+    let rt = runtime_with(settings.worker_threads)?;
     rt.block_on(app::serve(settings, app::shutdown_signal()))
         .map_err(|e| CliError::Server(e.to_string()))?;
     Ok(ExitCode::SUCCESS)

@@ -16,16 +16,18 @@ use tollgate_billing::BillingConfig;
 use tollgate_billing::changes::{CancelRequest, ChangeRequest, MigrationRequest, TrialRequest};
 use tollgate_core::billing::change::{ChangeTiming, ProrationBehavior};
 use tollgate_core::billing::{Invoice, InvoiceLine};
-use tollgate_engine::{NewCustomer, SubscribeOptions};
+use tollgate_engine::SubscribeOptions;
 use tollgate_store::SubscriptionStatus;
 use tollgate_store::billing::InvoiceFilter;
 use tollgate_store::changes::PlanChangeRecord;
 
-async fn new_customer(env: &Env, id: &str) {
-    env.engine
-        .create_customer(NewCustomer::new(id))
-        .await
-        .unwrap();
+/// A cancellation at the period's end, without proration.
+fn at_period_end() -> CancelRequest {
+    CancelRequest {
+        at_period_end: true,
+        prorate: false,
+        reason: None,
+    }
 }
 
 async fn invoices_of(env: &Env, id: &str) -> Vec<Invoice> {
@@ -71,7 +73,7 @@ async fn a_subscription_change_cut_off_before_the_engine_is_completed_by_the_nex
 
         // Subscribe, cut off after the history entry: no subscription in
         // the engine, the entry names the first period's invoice, no invoice.
-        new_customer(&env, "s").await;
+        env.new_customer("s").await;
         env.billing.crash_after_next_history_entry();
         let err = env
             .billing
@@ -85,7 +87,7 @@ async fn a_subscription_change_cut_off_before_the_engine_is_completed_by_the_nex
         assert!(invoices_of(&env, "s").await.is_empty());
 
         // A trial (`t`, 5 days) and a paid subscription (`f`), whole.
-        new_customer(&env, "t").await;
+        env.new_customer("t").await;
         let trial = TrialRequest {
             plan: "inc".into(),
             version: None,
@@ -93,11 +95,7 @@ async fn a_subscription_change_cut_off_before_the_engine_is_completed_by_the_nex
             reason: None,
         };
         env.billing.start_trial("t", &trial, "test").await.unwrap();
-        new_customer(&env, "f").await;
-        env.billing
-            .subscribe("f", "inc", SubscribeOptions::default(), "test", None)
-            .await
-            .unwrap();
+        env.subscribed("f", "inc").await;
         env.consume("f", "calls", dec!(150)).await;
         env.engine.flush().await.unwrap();
 
@@ -236,16 +234,8 @@ async fn a_subscription_change_cut_off_before_the_engine_is_completed_by_the_nex
 async fn a_scheduled_cancellation_cut_off_before_the_engine_is_applied_once() {
     for env in common::envs_at("2026-11-10T00:00:00Z", BillingConfig::default()).await {
         let backend = env.backend();
-        new_customer(&env, "g").await;
-        env.billing
-            .subscribe("g", "inc", SubscribeOptions::default(), "test", None)
-            .await
-            .unwrap();
-        let at_end = CancelRequest {
-            at_period_end: true,
-            prorate: false,
-            reason: None,
-        };
+        env.subscribed("g", "inc").await;
+        let at_end = at_period_end();
         let scheduled = env
             .billing
             .cancel_subscription("g", &at_end, "test")
@@ -294,11 +284,7 @@ async fn the_next_change_of_the_customer_completes_a_cut_off_one_first() {
         let backend = env.backend();
         // `inc` from 11-10 (21.00), canceled now on 11-20 and cut off after
         // the history entry; reactivated on 11-25 before any tick.
-        new_customer(&env, "h").await;
-        env.billing
-            .subscribe("h", "inc", SubscribeOptions::default(), "test", None)
-            .await
-            .unwrap();
+        env.subscribed("h", "inc").await;
         env.clock.set(ts("2026-11-20T00:00:00Z"));
         env.billing.crash_after_next_history_entry();
         assert!(
@@ -397,11 +383,7 @@ async fn an_upgrade_now_cut_off_after_its_entry_is_prorated_once_by_the_next_tic
         // `adv` ($20/month in advance, calls at 0.01) from 11-01 for `a`
         // and its twin `a2`: 20.00 each at subscription, 100 calls each.
         for id in ["a", "a2"] {
-            new_customer(&env, id).await;
-            env.billing
-                .subscribe(id, "adv", SubscribeOptions::default(), "test", None)
-                .await
-                .unwrap();
+            env.subscribed(id, "adv").await;
             env.consume(id, "calls", dec!(100)).await;
         }
         env.engine.flush().await.unwrap();
@@ -450,11 +432,7 @@ async fn an_upgrade_now_cut_off_after_its_entry_is_prorated_once_by_the_next_tic
         // more.
         let tick = env.billing.run_once().await.unwrap();
         assert_eq!(tick.settlements_recovered, 0, "{backend}: {tick:?}");
-        let at_end = CancelRequest {
-            at_period_end: true,
-            prorate: false,
-            reason: None,
-        };
+        let at_end = at_period_end();
         for id in ["a", "a2"] {
             env.billing
                 .cancel_subscription(id, &at_end, "test")
@@ -487,17 +465,9 @@ async fn a_downgrade_now_cut_off_after_its_entry_is_completed_by_the_next_change
         let backend = env.backend();
         // `inc` ($30 in advance) from 11-01 for `b` and its twin `b2`
         // (30.00 each), a cancellation at period end scheduled on 11-05.
-        let at_end = CancelRequest {
-            at_period_end: true,
-            prorate: false,
-            reason: None,
-        };
+        let at_end = at_period_end();
         for id in ["b", "b2"] {
-            new_customer(&env, id).await;
-            env.billing
-                .subscribe(id, "inc", SubscribeOptions::default(), "test", None)
-                .await
-                .unwrap();
+            env.subscribed(id, "inc").await;
         }
         env.clock.set(ts("2026-11-05T00:00:00Z"));
         for id in ["b", "b2"] {
@@ -590,11 +560,7 @@ async fn a_scheduled_downgrade_cut_off_after_its_entry_is_applied_once() {
         // both downgraded to `adv` ($20) at period end on 11-10.
         let mut scheduled = Vec::new();
         for id in ["c1", "c2"] {
-            new_customer(&env, id).await;
-            env.billing
-                .subscribe(id, "inc", SubscribeOptions::default(), "test", None)
-                .await
-                .unwrap();
+            env.subscribed(id, "inc").await;
         }
         env.clock.set(ts("2026-11-10T00:00:00Z"));
         for id in ["c1", "c2"] {
@@ -673,11 +639,7 @@ async fn a_migration_cut_off_after_an_entry_is_completed_and_can_be_run_again() 
         // `adv` v1 (calls at 0.01) from 11-01 for `m1` and `m2` (20.00 each
         // at subscription), 100 calls each; then v2 prices calls at 0.02.
         for id in ["m1", "m2"] {
-            new_customer(&env, id).await;
-            env.billing
-                .subscribe(id, "adv", SubscribeOptions::default(), "test", None)
-                .await
-                .unwrap();
+            env.subscribed(id, "adv").await;
             env.consume(id, "calls", dec!(100)).await;
         }
         env.engine.flush().await.unwrap();
@@ -752,17 +714,9 @@ async fn a_change_now_cut_off_is_completed_before_the_scheduled_change_it_replac
         // `inc` ($30 in advance) from 11-01 (30.00), a cancellation at
         // period end scheduled on 11-05, a downgrade to `adv` ($20) now on
         // 11-10 cut off after its entry, and no tick until 12-01.
-        new_customer(&env, "d").await;
-        env.billing
-            .subscribe("d", "inc", SubscribeOptions::default(), "test", None)
-            .await
-            .unwrap();
+        env.subscribed("d", "inc").await;
         env.clock.set(ts("2026-11-05T00:00:00Z"));
-        let at_end = CancelRequest {
-            at_period_end: true,
-            prorate: false,
-            reason: None,
-        };
+        let at_end = at_period_end();
         let scheduled = env.billing.cancel_subscription("d", &at_end, "test").await;
         assert!(scheduled.unwrap().scheduled.is_some(), "{backend}");
         env.clock.set(ts("2026-11-10T00:00:00Z"));

@@ -14,25 +14,8 @@ use rust_decimal_macros::dec;
 use tollgate_billing::BillingConfig;
 use tollgate_billing::changes::{CancelRequest, SubscriptionOutcome, TrialRequest};
 use tollgate_core::billing::{Invoice, InvoiceLineKind, InvoiceStatus};
-use tollgate_engine::{NewCustomer, SubscribeOptions};
+use tollgate_engine::SubscribeOptions;
 use tollgate_store::billing::{InvoiceFilter, InvoiceKind};
-
-async fn new_customer(env: &Env, id: &str) {
-    env.engine
-        .create_customer(NewCustomer::new(id))
-        .await
-        .unwrap();
-}
-
-/// Creates and subscribes a customer through the billing service (as the
-/// API does), from now.
-async fn subscribed(env: &Env, id: &str, plan: &str) {
-    new_customer(env, id).await;
-    env.billing
-        .subscribe(id, plan, SubscribeOptions::default(), "test", None)
-        .await
-        .unwrap();
-}
 
 async fn invoices_of(env: &Env, id: &str) -> Vec<Invoice> {
     let mut all = env
@@ -79,7 +62,7 @@ async fn subscribing_to_an_in_advance_plan_invoices_the_first_period_once() {
     // `adv`: $20/month in advance, calendar billing. Subscribed on day 10 of
     // November (30 days): 21 of 30 days, 20 × 21/30 = 14.00, issued now.
     let env = env_at("2026-11-10T00:00:00Z", BillingConfig::default()).await;
-    subscribed(&env, "s", "adv").await;
+    env.subscribed("s", "adv").await;
     let first = invoices_of(&env, "s").await;
     assert_eq!(first.len(), 1, "{first:?}");
     let inv = &first[0];
@@ -139,7 +122,7 @@ async fn subscribing_to_an_in_advance_plan_invoices_the_first_period_once() {
     assert_eq!(invoices_of(&env, "s").await.len(), 2);
 
     // A plan billed in arrears owes nothing at the start (its close bills it).
-    subscribed(&env, "arrears", "pro").await;
+    env.subscribed("arrears", "pro").await;
     assert!(invoices_of(&env, "arrears").await.is_empty());
 }
 
@@ -150,7 +133,7 @@ async fn without_auto_issue_the_first_period_invoice_waits_as_a_draft() {
         ..BillingConfig::default()
     };
     let env = env_at("2026-11-10T00:00:00Z", config).await;
-    subscribed(&env, "s", "adv").await;
+    env.subscribed("s", "adv").await;
     let all = invoices_of(&env, "s").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].status, InvoiceStatus::Draft);
@@ -161,7 +144,7 @@ async fn without_auto_issue_the_first_period_invoice_waits_as_a_draft() {
 #[tokio::test]
 async fn a_trial_is_not_invoiced_and_its_conversion_invoices_the_first_paid_period() {
     let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
-    new_customer(&env, "t").await;
+    env.new_customer("t").await;
     let trial = TrialRequest {
         plan: "adv".into(),
         version: None,
@@ -197,10 +180,10 @@ async fn a_trial_is_not_invoiced_and_its_conversion_invoices_the_first_paid_peri
 async fn canceling_now_credits_the_unused_base_and_bills_usage_on_a_final_invoice() {
     let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
     // `c`: $20 in advance from November 1st: 20.00 invoiced at subscription.
-    subscribed(&env, "c", "adv").await;
+    env.subscribed("c", "adv").await;
     // `p`: Pro, $49 in arrears; `n`: `adv` canceled without proration.
-    subscribed(&env, "p", "pro").await;
-    subscribed(&env, "n", "adv").await;
+    env.subscribed("p", "pro").await;
+    env.subscribed("n", "adv").await;
     assert_eq!(invoices_of(&env, "c").await[0].totals.total, dec!(20.00));
     env.clock.set(ts("2026-11-05T00:00:00Z"));
     env.consume("c", "calls", dec!(300)).await;
@@ -288,7 +271,7 @@ async fn canceling_now_again_after_a_reactivation_settles_only_what_the_first_fi
         let backend = env.backend();
         // `inc`: $30/month in advance (November: $1 a day), calls at 0.01
         // with 100 included. 30.00 invoiced at subscription.
-        subscribed(&env, "r", "inc").await;
+        env.subscribed("r", "inc").await;
         env.clock.set(ts("2026-11-05T00:00:00Z"));
         env.consume("r", "calls", dec!(150)).await;
         env.engine.flush().await.unwrap();
@@ -400,7 +383,7 @@ async fn a_reactivation_after_a_cancellation_without_proration_owes_nothing_more
     // 20.00 for November at subscription; canceled on the 10th without
     // proration (November stays paid), reactivated on the 16th: nothing to
     // bill now; the close on December 1st bills December's base as usual.
-    subscribed(&env, "n", "adv").await;
+    env.subscribed("n", "adv").await;
     env.clock.set(ts("2026-11-10T00:00:00Z"));
     cancel_now(&env, "n", false).await;
     env.clock.set(ts("2026-11-16T00:00:00Z"));
@@ -441,7 +424,7 @@ async fn an_invoice_cut_off_from_its_plan_change_is_written_by_the_next_tick_onc
         // A subscription whose first-period invoice fails after the engine
         // switched the customer and the history recorded it (as a crash
         // between the two would leave it).
-        new_customer(&env, "s").await;
+        env.new_customer("s").await;
         set_tax_rate(&env, "s", "oops").await;
         let err = env
             .billing
@@ -459,7 +442,7 @@ async fn an_invoice_cut_off_from_its_plan_change_is_written_by_the_next_tick_onc
         // `f`: subscribed on the 10th (30 × 21/30 = 21.00), 150 calls, then
         // canceled now on the 20th, its final invoice cut off the same way:
         // the engine canceled it, the credit is pending, no final invoice.
-        subscribed(&env, "f", "inc").await;
+        env.subscribed("f", "inc").await;
         env.consume("f", "calls", dec!(150)).await;
         env.engine.flush().await.unwrap();
         env.clock.set(ts("2026-11-20T00:00:00Z"));
@@ -526,7 +509,7 @@ async fn after_a_reactivation_the_close_bills_the_rest_of_the_period_and_the_nex
         // `inc` from November 1st (30.00), 150 calls, canceled now on the
         // 10th (final invoice [11-01, 11-10): 0.50 and −21.00), reactivated
         // on the 16th (15.00 for [11-16, 12-01)), then 200 calls.
-        subscribed(&env, "r", "inc").await;
+        env.subscribed("r", "inc").await;
         env.clock.set(ts("2026-11-05T00:00:00Z"));
         env.consume("r", "calls", dec!(150)).await;
         env.engine.flush().await.unwrap();
@@ -595,7 +578,7 @@ async fn in_arrears_no_base_is_owed_for_the_days_a_subscription_was_canceled() {
     let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
     // Pro, $49/month in arrears, from November 1st; canceled now on the
     // 10th: final invoice with the base to then, 49 × 9/30 = 14.70.
-    subscribed(&env, "p", "pro").await;
+    env.subscribed("p", "pro").await;
     env.clock.set(ts("2026-11-10T00:00:00Z"));
     let first = cancel_now(&env, "p", true).await;
     let fin1 = env
@@ -659,7 +642,7 @@ async fn a_reactivation_in_a_later_period_does_not_reopen_the_canceled_one() {
     let env = env_at("2026-11-01T00:00:00Z", BillingConfig::default()).await;
     // `inc` from November 1st (30.00), canceled now on the 10th (final
     // invoice and −21.00), left canceled through the close of November.
-    subscribed(&env, "q", "inc").await;
+    env.subscribed("q", "inc").await;
     env.clock.set(ts("2026-11-10T00:00:00Z"));
     cancel_now(&env, "q", true).await;
     env.clock.set(ts("2026-12-01T00:00:00Z"));

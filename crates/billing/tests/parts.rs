@@ -17,20 +17,8 @@ use tollgate_billing::discounts::DiscountRequest;
 use tollgate_core::billing::discount::{DiscountDuration, DiscountValue};
 use tollgate_core::billing::{Invoice, InvoiceLineKind};
 use tollgate_core::money::Currency;
-use tollgate_engine::{NewCustomer, SubscribeOptions};
 use tollgate_store::SubscriptionStatus;
 use tollgate_store::billing::InvoiceFilter;
-
-async fn subscribed(env: &Env, id: &str, plan: &str) {
-    env.engine
-        .create_customer(NewCustomer::new(id))
-        .await
-        .unwrap();
-    env.billing
-        .subscribe(id, plan, SubscribeOptions::default(), "test", None)
-        .await
-        .unwrap();
-}
 
 async fn discount(env: &Env, id: &str, value: DiscountValue, duration: DiscountDuration) {
     env.billing
@@ -115,7 +103,7 @@ async fn a_fixed_amount_discount_comes_off_once_per_period_billed_in_parts() {
         let backend = env.backend();
         // Pro: $49/month in arrears (November: 49/30 a day). 20.00 off,
         // forever.
-        subscribed(&env, "a", "pro").await;
+        env.subscribed("a", "pro").await;
         discount(&env, "a", usd(dec!(20)), DiscountDuration::Forever).await;
 
         // Canceled on the 10th: final invoice [11-01, 11-10), base 49 × 9/30
@@ -167,7 +155,7 @@ async fn percent_and_repeating_discounts_count_a_period_billed_in_parts_as_one_p
     for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
         let backend = env.backend();
         // 10 % for one period (November), on Pro ($49/month in arrears).
-        subscribed(&env, "p", "pro").await;
+        env.subscribed("p", "pro").await;
         discount(
             &env,
             "p",
@@ -209,7 +197,7 @@ async fn the_upcoming_invoice_projects_only_what_the_earlier_parts_did_not_bill(
         // Pro: $49/month in arrears, calls at 0.001. 1,000 calls on 11-05;
         // canceled now on 11-10: the final invoice bills [11-01, 11-10),
         // 49 × 9/30 = 14.70 and 1.00.
-        subscribed(&env, "u", "pro").await;
+        env.subscribed("u", "pro").await;
         env.clock.set(ts("2026-11-05T00:00:00Z"));
         env.consume("u", "calls", dec!(1000)).await;
         env.engine.flush().await.unwrap();
@@ -276,7 +264,7 @@ async fn a_volume_tier_reached_after_a_final_invoice_reprices_its_units_on_the_r
         // `vol`: no base, calls by volume (to 1,000 at 0.01, to 10,000 at
         // 0.005, then 0.002). 4,000 calls, canceled now on 11-10: the final
         // invoice bills them in tier 1, 4,000 × 0.005 = 20.00.
-        subscribed(&env, "v", "vol").await;
+        env.subscribed("v", "vol").await;
         env.clock.set(ts("2026-11-05T00:00:00Z"));
         env.consume("v", "calls", dec!(4000)).await;
         env.engine.flush().await.unwrap();

@@ -837,18 +837,7 @@ async fn mrr_counts_each_subscription_at_its_plan_version() {
         let name = backend.name;
         let srv = TestServer::start(backend, &priced_catalog("30")).await;
         for (id, plan) in [("a", "pro"), ("b", "pro"), ("c", "basic")] {
-            let r = srv
-                .post("/v1/customers", &srv.admin_key, json!({"id": id}))
-                .await;
-            assert_eq!(r.status, 201, "{name}: {r}");
-            let r = srv
-                .put(
-                    &format!("/v1/customers/{id}/subscription"),
-                    &srv.admin_key,
-                    json!({"plan": plan, "status": "active"}),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{name}: {r}");
+            srv.customer(id, Some(plan)).await;
         }
         let r = mrr(&srv).await;
         assert_eq!(r.body[0]["mrr"], "70.00", "{name}: 30 + 30 + 10: {r}");
@@ -863,18 +852,7 @@ async fn mrr_counts_each_subscription_at_its_plan_version() {
         assert_eq!(r.body[0]["by_plan"]["pro"], "60.00", "{name}: {r}");
 
         // A new pro subscriber pays version 2's price.
-        let r = srv
-            .post("/v1/customers", &srv.admin_key, json!({"id": "d"}))
-            .await;
-        assert_eq!(r.status, 201, "{name}: {r}");
-        let r = srv
-            .put(
-                "/v1/customers/d/subscription",
-                &srv.admin_key,
-                json!({"plan": "pro", "status": "active"}),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{name}: {r}");
+        srv.customer("d", Some("pro")).await;
         let r = mrr(&srv).await;
         assert_eq!(r.body[0]["mrr"], "115.00", "{name}: 30 + 30 + 45 + 10: {r}");
         assert_eq!(r.body[0]["subscriptions"], 4, "{name}: {r}");

@@ -257,6 +257,24 @@ impl Env {
         }
     }
 
+    /// Creates a customer (no subscription).
+    pub async fn new_customer(&self, id: &str) {
+        self.engine
+            .create_customer(NewCustomer::new(id))
+            .await
+            .unwrap();
+    }
+
+    /// Creates a customer and subscribes it through the billing service (as
+    /// the API does), from now.
+    pub async fn subscribed(&self, id: &str, plan: &str) {
+        self.new_customer(id).await;
+        self.billing
+            .subscribe(id, plan, SubscribeOptions::default(), "test", None)
+            .await
+            .unwrap();
+    }
+
     pub async fn customer(&self, id: &str, plan: &str, metadata: serde_json::Value) {
         let mut c = NewCustomer::new(id);
         c.name = Some(format!("Customer {id}"));

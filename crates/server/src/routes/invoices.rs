@@ -1383,12 +1383,16 @@ pub async fn mrr(
             let plan = match plans.get(&key) {
                 Some(p) => p,
                 None => {
-                    let Ok(p) = state
+                    // A plan no longer known is left out (as before); a
+                    // store failure is an error, not a smaller MRR.
+                    let p = match state
                         .billing
                         .plan_version(&sub.plan_key, Some(sub.plan_version))
                         .await
-                    else {
-                        continue;
+                    {
+                        Ok(p) => p,
+                        Err(tollgate_billing::changes::ChangeError::Invalid { .. }) => continue,
+                        Err(e) => return Err(e.into()),
                     };
                     plans.entry(key).or_insert(p)
                 }

@@ -741,7 +741,14 @@ macro_rules! billing_store_impl {
                 let mut out = Vec::with_capacity(new.len());
                 for (n, row) in new.iter().zip(rows) {
                     if self.insert_row(&mut tx, &row).await? {
-                        self.claim_items(&mut tx, &row.id, &n.pending_items).await?;
+                        // Its pending items in its own transaction: an invoice
+                        // is never written with them left pending (a crash in
+                        // between would let the next invoice bill them again;
+                        // an unknown item or one on another invoice fails it).
+                        $crate::changes::rows::Tables::<BillingDb>::attach_in(
+                            &mut tx, $lock, &n.pending_items, &row.id,
+                        )
+                        .await?;
                         out.push(StoredInvoice {
                             invoice: n.invoice.clone(),
                             kind: n.kind,
@@ -801,7 +808,11 @@ macro_rules! billing_store_impl {
                             id: row.id,
                         });
                     }
-                    self.claim_items(&mut tx, &row.id, &n.pending_items).await?;
+                    // Its pending items in the same transaction (see above).
+                    $crate::changes::rows::Tables::<BillingDb>::attach_in(
+                        &mut tx, $lock, &n.pending_items, &row.id,
+                    )
+                    .await?;
                     self.invoice_event(&mut tx, "issued", &inv, issued_at).await?;
                     out.push(StoredInvoice {
                         invoice: inv,
@@ -1391,37 +1402,6 @@ macro_rules! billing_store_impl {
                 .await
                 .map_err(|e| $crate::codec::insert_error(e, "invoice", &row.id, &row.customer_id))?;
                 Ok(done.rows_affected() == 1)
-            }
-
-            /// Attaches the pending items a new invoice bills to it, in the
-            /// invoice's transaction: an invoice is never written with its
-            /// items left pending (a crash in between would let the next
-            /// invoice bill them again). An item that is unknown or already
-            /// on another invoice fails the whole insert.
-            async fn claim_items(
-                &self,
-                tx: &mut sqlx::Transaction<'static, BillingDb>,
-                invoice_id: &str,
-                ids: &[String],
-            ) -> $crate::Result<()> {
-                use $crate::changes::rows::{check_attach, push_ids};
-                if ids.is_empty() {
-                    return Ok(());
-                }
-                let mut qb = sqlx::QueryBuilder::<BillingDb>::new(
-                    "SELECT id, invoice_id FROM pending_items WHERE id IN ",
-                );
-                push_ids(&mut qb, ids);
-                qb.push($lock);
-                let found: Vec<(String, Option<String>)> =
-                    qb.build_query_as().fetch_all(&mut **tx).await?;
-                check_attach(ids, &found, invoice_id)?;
-                let mut qb = sqlx::QueryBuilder::<BillingDb>::new("UPDATE pending_items SET invoice_id = ");
-                qb.push_bind(invoice_id.to_string())
-                    .push(" WHERE invoice_id IS NULL AND id IN ");
-                push_ids(&mut qb, ids);
-                qb.build().execute(&mut **tx).await?;
-                Ok(())
             }
 
             /// The cycle invoice of a new invoice's customer and period, if any.

@@ -175,9 +175,8 @@ where
             .await
     }
 
-    /// Attaches pending items to an invoice in `tx` (then committed): reads
-    /// their current invoice with `lock` appended (`FOR UPDATE` on PostgreSQL),
-    /// checks them, sets the invoice on those not yet attached.
+    /// Attaches pending items to an invoice in `tx` (then committed); see
+    /// [`Tables::attach_in`].
     pub async fn attach_pending_items(
         &self,
         mut tx: sqlx::Transaction<'static, DB>,
@@ -188,18 +187,38 @@ where
     where
         (String, Option<String>): for<'r> FromRow<'r, DB::Row>,
     {
+        Self::attach_in(&mut tx, lock, ids, invoice_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Attaches pending items to an invoice within `tx` (left open): reads
+    /// their current invoice with `lock` appended (`FOR UPDATE` on
+    /// PostgreSQL), checks them (an unknown item or one on another invoice
+    /// fails), sets the invoice on those not yet attached.
+    pub async fn attach_in(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        lock: &'static str,
+        ids: &[String],
+        invoice_id: &str,
+    ) -> Result<()>
+    where
+        (String, Option<String>): for<'r> FromRow<'r, DB::Row>,
+    {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut qb =
             sqlx::QueryBuilder::<DB>::new("SELECT id, invoice_id FROM pending_items WHERE id IN ");
         push_ids(&mut qb, ids);
         qb.push(lock);
-        let found: Vec<(String, Option<String>)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+        let found: Vec<(String, Option<String>)> = qb.build_query_as().fetch_all(&mut **tx).await?;
         check_attach(ids, &found, invoice_id)?;
         let mut qb = sqlx::QueryBuilder::<DB>::new("UPDATE pending_items SET invoice_id = ");
         qb.push_bind(invoice_id.to_string())
             .push(" WHERE invoice_id IS NULL AND id IN ");
         push_ids(&mut qb, ids);
-        qb.build().execute(&mut *tx).await?;
-        tx.commit().await?;
+        qb.build().execute(&mut **tx).await?;
         Ok(())
     }
 }
