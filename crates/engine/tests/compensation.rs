@@ -320,3 +320,77 @@ async fn semantics_a_failed_commit_emits_no_alert() {
         b.cleanup().await;
     }
 }
+
+/// On SQLite the store numbers each batch from the last seq it wrote, without
+/// a query. A row appended by another writer of the file takes that seq: the
+/// next batch collides with it and is written again, numbered from the
+/// ledger, so no caller sees an error and nothing is lost or counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_another_writer_of_the_file_costs_no_caller_an_error() {
+    use tollgate_store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let open = || async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+        Engine::open(
+            store.clone(),
+            common::catalog(),
+            Arc::new(TestClock::new(common::t0())),
+            common::config(),
+        )
+        .await
+        .map(|e| (store, e))
+        .unwrap()
+    };
+    let (store, engine) = open().await;
+    common::customer(&engine, "acme", "business").await; // api_calls 100,000
+    engine
+        .consume(UsageRequest::new("acme", "api_calls", dec!(1)).key("first"))
+        .await
+        .unwrap();
+
+    // Another writer of the file takes the next seq.
+    let other = SqliteStore::open(&path).await.unwrap();
+    let at = common::t0();
+    other
+        .append_batch(&[WriteOp::AppendUsage(NewUsageRecord {
+            customer_id: "someone-else".into(),
+            feature: "api_calls".into(),
+            quantity: dec!(7),
+            timestamp: at,
+            recorded_at: at,
+            source: UsageSource::Event,
+            properties: BTreeMap::new(),
+            billable: true,
+            idempotency_key: None,
+            allocation: BTreeMap::new(),
+            answer: serde_json::Value::Null,
+        })])
+        .await
+        .unwrap();
+    other.close().await;
+
+    // 320 consumes from 64 tasks (any error would fail `race_64`).
+    let answers = common::race_64(&engine, "acme").await;
+    assert!(answers.iter().all(|d| d.allowed));
+    assert_eq!(used(&engine, "acme", "api_calls"), Some(dec!(385)));
+    engine.flush().await.unwrap();
+    let rows = store
+        .usage(&UsageQuery {
+            customer_id: Some("acme".into()),
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    let keys: std::collections::BTreeSet<_> =
+        rows.iter().map(|r| r.record.idempotency_key.clone()).collect();
+    assert_eq!((rows.len(), keys.len()), (321, 321));
+    let total: Decimal = rows.iter().map(|r| r.record.quantity).sum();
+    assert_eq!(total, dec!(385));
+    engine.close().await.unwrap();
+
+    // The restart counts the same from the ledger and its snapshot.
+    let (_store, engine) = open().await;
+    assert_eq!(used(&engine, "acme", "api_calls"), Some(dec!(385)));
+    engine.close().await.unwrap();
+}
