@@ -829,7 +829,7 @@ impl Engine {
             },
             created_at: now,
         };
-        self.inner.store.insert_grant(&record).await?;
+        self.inner.store.insert_grant(&record, &[]).await?;
         let g = GrantState {
             record: record.clone(),
             feature: idx,
@@ -949,24 +949,26 @@ impl Engine {
                     drawn: Decimal::ZERO,
                 },
             );
-            Ok((record, (window.start, window.end)))
+            let window = (window.start, window.end);
+            let event = crate::alerts::emergency_drawn(
+                &self.inner,
+                st,
+                idx,
+                window,
+                &record.id,
+                record.quantity,
+                now,
+            );
+            Ok((record, event))
         })??;
-        let (record, window) = record;
-        if let Err(e) = self.inner.store.insert_grant(&record).await {
+        let (record, event) = record;
+        // The grant and its `emergency.drawn` alert in one transaction.
+        let events: Vec<_> = event.into_iter().collect();
+        if let Err(e) = self.inner.store.insert_grant(&record, &events).await {
             self.inner.with_customer(customer, |st| {
                 st.grants.retain(|g| g.record.id != record.id);
             })?;
             return Err(e.into());
-        }
-        // The grant is stored; its alert follows (not in the same transaction:
-        // grants are not written through the group commit).
-        let inner = &*self.inner;
-        let event = inner.with_customer(customer, |st| {
-            crate::alerts::emergency_drawn(inner, st, idx, window, &record.id, record.quantity, now)
-        })?;
-        let events: Vec<_> = event.into_iter().collect();
-        if let Err(e) = inner.store.notify().insert_events(&events).await {
-            tracing::warn!(error = %e, grant = %record.id, "writing the emergency.drawn alert failed");
         }
         Ok(record)
     }

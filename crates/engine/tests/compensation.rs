@@ -74,8 +74,8 @@ impl Store for Flaky {
     async fn all_overrides(&self) -> Result<Vec<OverrideRecord>> {
         self.inner.all_overrides().await
     }
-    async fn insert_grant(&self, g: &GrantRecord) -> Result<()> {
-        self.inner.insert_grant(g).await
+    async fn insert_grant(&self, g: &GrantRecord, events: &[notify::OutboxEvent]) -> Result<()> {
+        self.inner.insert_grant(g, events).await
     }
     async fn void_grant(&self, id: &str, at: Timestamp) -> Result<()> {
         self.inner.void_grant(id, at).await
@@ -382,8 +382,10 @@ async fn semantics_another_writer_of_the_file_costs_no_caller_an_error() {
         })
         .await
         .unwrap();
-    let keys: std::collections::BTreeSet<_> =
-        rows.iter().map(|r| r.record.idempotency_key.clone()).collect();
+    let keys: std::collections::BTreeSet<_> = rows
+        .iter()
+        .map(|r| r.record.idempotency_key.clone())
+        .collect();
     assert_eq!((rows.len(), keys.len()), (321, 321));
     let total: Decimal = rows.iter().map(|r| r.record.quantity).sum();
     assert_eq!(total, dec!(385));

@@ -511,8 +511,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn all_overrides(&self) -> Result<Vec<OverrideRecord>>;
 
     // ---- grants --------------------------------------------------------------
-    /// `Conflict` if the id exists; `NotFound` if the customer does not exist.
-    async fn insert_grant(&self, grant: &GrantRecord) -> Result<()>;
+    /// Inserts a grant and the outbox events that announce it (an emergency
+    /// draw's `emergency.drawn`) in one transaction: both or neither (an event
+    /// whose dedup key exists is skipped). `Conflict` if the id exists;
+    /// `NotFound` if the customer does not exist.
+    async fn insert_grant(&self, grant: &GrantRecord, events: &[notify::OutboxEvent])
+    -> Result<()>;
     /// Marks a grant voided at `at`; a grant already voided keeps its first void
     /// time. `NotFound` if absent.
     async fn void_grant(&self, id: &str, at: Timestamp) -> Result<()>;

@@ -489,7 +489,8 @@ impl Store for PgStore {
         codec::convert(rows)
     }
 
-    async fn insert_grant(&self, g: &GrantRecord) -> Result<()> {
+    async fn insert_grant(&self, g: &GrantRecord, events: &[notify::OutboxEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO grants ({GRANT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -505,9 +506,16 @@ impl Store for PgStore {
         .bind(opt_micros(g.voided_at))
         .bind(codec::to_json("grants.metadata", &g.metadata)?)
         .bind(micros(g.created_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| codec::insert_error(e, "grant", &g.id, &g.customer_id))?;
+        if !events.is_empty() {
+            notify::postgres::lock_outbox(&mut tx).await?;
+            for e in events {
+                notify::postgres::insert_event(&mut tx, e).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -417,10 +417,10 @@ async fn grants_insert_void_list(store: Arc<dyn Store>) {
         expires_at: None,
         ..g1.clone()
     };
-    store.insert_grant(&g1).await.unwrap();
-    store.insert_grant(&g2).await.unwrap();
+    store.insert_grant(&g1, &[]).await.unwrap();
+    store.insert_grant(&g2, &[]).await.unwrap();
     assert!(matches!(
-        store.insert_grant(&g1).await,
+        store.insert_grant(&g1, &[]).await,
         Err(StoreError::Conflict { what: "grant", .. })
     ));
     // Ordered by customer, feature, priority: the emergency pool (-1) first.

@@ -17,13 +17,14 @@ use tollgate_store::notify::{
     AlertSettingsRecord, AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent,
 };
 use tollgate_store::{
-    CustomerRecord, NewUsageRecord, ReservationState, Store, StoreError, UsageQuery, UsageSource,
-    WriteOp,
+    CustomerRecord, GrantRecord, NewUsageRecord, ReservationState, Store, StoreError, UsageQuery,
+    UsageSource, WriteOp,
 };
 
 on_every_backend!(
     outbox_events_commit_with_their_batch,
     failed_batch_writes_neither_usage_nor_events,
+    a_grant_and_its_events_are_written_together,
     dedup_key_fires_once_and_never_fails_a_batch,
     seq_and_object_seq_order_events,
     concurrent_writers_number_objects_without_gaps,
@@ -150,6 +151,80 @@ async fn failed_batch_writes_neither_usage_nor_events(store: Arc<dyn Store>) {
     let events = store.notify().events_after(0, 0).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].object_seq, 1);
+}
+
+/// A grant and the events announcing it (an emergency draw's
+/// `emergency.drawn`) are one transaction: a refused grant leaves no event,
+/// and its event's dedup key stays free for the grant that is written.
+async fn a_grant_and_its_events_are_written_together(store: Arc<dyn Store>) {
+    store
+        .insert_customer(&CustomerRecord {
+            id: "acme".to_string(),
+            name: None,
+            email: None,
+            currency: "EUR".to_string(),
+            time_zone: "UTC".to_string(),
+            metadata: json!({}),
+            admin_bypass: false,
+            created_at: t(0),
+            updated_at: t(0),
+            deleted_at: None,
+        })
+        .await
+        .unwrap();
+    let grant = |id: &str, customer: &str| GrantRecord {
+        id: id.to_string(),
+        customer_id: customer.to_string(),
+        feature: "api_calls".to_string(),
+        kind: "emergency".to_string(),
+        quantity: dec!(50),
+        priority: 0,
+        effective_at: t(1),
+        expires_at: Some(t(1_000)),
+        voided_at: None,
+        metadata: json!({}),
+        created_at: t(1),
+    };
+    let key = Some("acme|api_calls|window|emergency.drawn|100");
+    // The customer does not exist: neither the grant nor its event.
+    let refused = store
+        .insert_grant(
+            &grant("grt_1", "ghost"),
+            &[event("evt_1", "ghost", key, t(1))],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.notify().get_event("evt_1").await.unwrap(), None);
+    assert!(store.all_grants().await.unwrap().is_empty());
+    // Written: both, the dedup key still free.
+    store
+        .insert_grant(
+            &grant("grt_2", "acme"),
+            &[event("evt_2", "acme", key, t(2))],
+        )
+        .await
+        .unwrap();
+    let events = store.notify().events_after(0, 0).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["evt_2"]
+    );
+    assert_eq!(store.all_grants().await.unwrap().len(), 1);
+    // The same id again: refused, no second event.
+    let again = store
+        .insert_grant(
+            &grant("grt_2", "acme"),
+            &[event("evt_3", "acme", None, t(3))],
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    assert_eq!(store.notify().get_event("evt_3").await.unwrap(), None);
 }
 
 async fn dedup_key_fires_once_and_never_fails_a_batch(store: Arc<dyn Store>) {

@@ -846,7 +846,8 @@ impl Store for SqliteStore {
         codec::convert(rows)
     }
 
-    async fn insert_grant(&self, g: &GrantRecord) -> Result<()> {
+    async fn insert_grant(&self, g: &GrantRecord, events: &[notify::OutboxEvent]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO grants ({GRANT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -862,9 +863,16 @@ impl Store for SqliteStore {
         .bind(opt_micros(g.voided_at))
         .bind(codec::to_json("grants.metadata", &g.metadata)?)
         .bind(micros(g.created_at))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(|e| codec::insert_error(e, "grant", &g.id, &g.customer_id))?;
+        if !events.is_empty() {
+            notify::sqlite::lock_outbox(&mut tx).await?;
+            for e in events {
+                notify::sqlite::insert_event(&mut tx, e).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
