@@ -159,6 +159,19 @@ impl ApiError {
     }
 }
 
+/// A store failure: a missing row is a 404, a refused write a 409, anything
+/// else (the database unreachable, corrupt data) the server's fault.
+impl From<tollgate_store::StoreError> for ApiError {
+    fn from(e: tollgate_store::StoreError) -> ApiError {
+        use tollgate_store::StoreError as S;
+        match e {
+            S::NotFound { what, id } => ApiError::NotFound { what, id },
+            S::Conflict { .. } | S::Refused(_) => ApiError::Conflict(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         use EngineError as E;

@@ -54,10 +54,6 @@ const CUSTOMER_PAGE: u32 = 1_000;
 /// Ledger records per store call of the export.
 const EXPORT_PAGE: u32 = 5_000;
 
-fn store_error(e: tollgate_store::StoreError) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
-
 /// Every live (not deleted) customer, by id.
 async fn live_customers(store: &dyn Store) -> Result<Vec<CustomerRecord>, ApiError> {
     let mut out = Vec::new();
@@ -70,8 +66,7 @@ async fn live_customers(store: &dyn Store) -> Result<Vec<CustomerRecord>, ApiErr
                 starting_after: after.clone(),
                 limit: CUSTOMER_PAGE,
             })
-            .await
-            .map_err(store_error)?;
+            .await?;
         let full = page.len() == CUSTOMER_PAGE as usize;
         after = page.last().map(|c| c.id.clone());
         out.extend(page.into_iter().filter(|c| c.deleted_at.is_none()));
@@ -711,7 +706,7 @@ pub async fn usage_export(
     };
     // The first page is read before answering, so a store failure is a 500
     // problem rather than a truncated file.
-    let first = state.store.usage(&query).await.map_err(store_error)?;
+    let first = state.store.usage(&query).await?;
     let mut head = String::from(CSV_HEADER);
     head.push_str(&csv_rows(&first));
     let export = Export {

@@ -99,11 +99,6 @@ pub struct AlertQuery {
     pub limit: Option<u32>,
 }
 
-/// A store failure: not the client's fault.
-fn store_failed(e: tollgate_store::StoreError) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
-
 /// A customer's latest events (newest first).
 pub(crate) async fn recent_events(
     state: &AppState,
@@ -115,7 +110,7 @@ pub(crate) async fn recent_events(
         .notify()
         .customer_events(customer, limit)
         .await
-        .map_err(store_failed)
+        .map_err(ApiError::from)
 }
 
 /// The start of the period an event is about (`data.period.start`).
@@ -246,12 +241,7 @@ pub async fn get_alert_settings(
 ) -> Result<Json<AlertSettingsOut>, ApiError> {
     principal.require_read(&id)?;
     let customer = live_customer(&state, &id)?;
-    let settings = state
-        .store
-        .notify()
-        .get_alert_settings(&id)
-        .await
-        .map_err(store_failed)?;
+    let settings = state.store.notify().get_alert_settings(&id).await?;
     Ok(Json(settings_out(&customer, settings)))
 }
 
@@ -303,11 +293,6 @@ pub async fn put_alert_settings(
         upcoming_invoice_above: amount.map(norm),
         updated_at: state.engine.now(),
     };
-    state
-        .store
-        .notify()
-        .put_alert_settings(&record)
-        .await
-        .map_err(store_failed)?;
+    state.store.notify().put_alert_settings(&record).await?;
     Ok(Json(settings_out(&customer, Some(record))))
 }

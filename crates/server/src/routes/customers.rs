@@ -588,11 +588,7 @@ pub async fn list_customers(
         starting_after: q.starting_after,
         limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),
     };
-    let mut rows = state
-        .store
-        .list_customers(&filter)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut rows = state.store.list_customers(&filter).await?;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
     let data = rows

@@ -35,7 +35,6 @@ use tollgate_core::billing::credit::{CreditNote, CreditRequest};
 use tollgate_core::billing::{Invoice, InvoiceStatus};
 use tollgate_core::money::round_line;
 use tollgate_core::period::Interval;
-use tollgate_store::StoreError;
 use tollgate_store::billing::{InvoiceFilter, StoredInvoice};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -78,17 +77,9 @@ const MAX_PAGE: u32 = 1_000;
 // Errors and loading
 // ---------------------------------------------------------------------------
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound { what, id } => ApiError::NotFound { what, id },
-        StoreError::Conflict { .. } | StoreError::Refused(_) => ApiError::Conflict(e.to_string()),
-        other => ApiError::Internal(other.to_string()),
-    }
-}
-
 fn payment_error(e: PaymentError) -> ApiError {
     match e {
-        PaymentError::Store(s) => store_error(s),
+        PaymentError::Store(s) => ApiError::from(s),
         PaymentError::Invoice(i) => invoice_error(i),
         PaymentError::NotFound { what, id } => ApiError::NotFound { what, id },
         PaymentError::Refused(m) => ApiError::Conflict(m),
@@ -129,8 +120,7 @@ async fn readable(
         .store
         .billing()
         .get_invoice(id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| not_found(id))?;
     principal
         .require_read(&stored.invoice.customer_id)
@@ -236,8 +226,7 @@ async fn page(
             starting_after,
             limit: limit + 1,
         })
-        .await
-        .map_err(store_error)?;
+        .await?;
     let has_more = data.len() > limit as usize;
     data.truncate(limit as usize);
     Ok(InvoiceList {
@@ -344,11 +333,8 @@ pub struct InvoiceDetail {
 
 async fn detail(state: &AppState, invoice: Invoice) -> Result<InvoiceDetail, ApiError> {
     let billing = state.store.billing();
-    let payments = billing.payments(&invoice.id).await.map_err(store_error)?;
-    let credit_notes = billing
-        .credit_notes(&invoice.id)
-        .await
-        .map_err(store_error)?;
+    let payments = billing.payments(&invoice.id).await?;
+    let credit_notes = billing.credit_notes(&invoice.id).await?;
     Ok(InvoiceDetail {
         overdue: invoice.is_overdue(state.engine.now()),
         invoice,
@@ -1058,14 +1044,7 @@ pub async fn list_credit_notes(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<CreditNote>>, ApiError> {
     readable(&state, &principal, &id).await?;
-    Ok(Json(
-        state
-            .store
-            .billing()
-            .credit_notes(&id)
-            .await
-            .map_err(store_error)?,
-    ))
+    Ok(Json(state.store.billing().credit_notes(&id).await?))
 }
 
 async fn readable_note(
@@ -1081,8 +1060,7 @@ async fn readable_note(
         .store
         .billing()
         .get_credit_note(id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(gone)?;
     let inv = readable(state, principal, &note.invoice_id)
         .await
@@ -1159,8 +1137,7 @@ async fn all_invoices(state: &AppState) -> Result<Vec<Invoice>, ApiError> {
                 limit: MAX_PAGE,
                 ..InvoiceFilter::default()
             })
-            .await
-            .map_err(store_error)?;
+            .await?;
         let full = page.len() == MAX_PAGE as usize;
         after = page.last().map(|i| i.id.clone());
         out.extend(page);
@@ -1363,8 +1340,7 @@ pub async fn mrr(
                 starting_after: after.clone(),
                 limit: MAX_PAGE,
             })
-            .await
-            .map_err(store_error)?;
+            .await?;
         let full = page.len() == MAX_PAGE as usize;
         after = page.last().map(|c| c.id.clone());
         for c in page.iter().filter(|c| c.deleted_at.is_none()) {

@@ -273,11 +273,7 @@ pub async fn revoke(
         }
     }
     let now = Timestamp::now();
-    state
-        .store
-        .revoke_api_key(&id, now)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.store.revoke_api_key(&id, now).await?;
     state.keys.revoke(&id, now);
     active_keys_gauge(&state);
     let key = state.keys.get(&id).ok_or_else(|| ApiError::NotFound {

@@ -190,11 +190,7 @@ pub async fn plan_definition(
         None => Ok(Some(latest.clone())),
         Some(v) if v == latest.version => Ok(Some(latest.clone())),
         Some(v) => {
-            let published = state
-                .store
-                .plan_versions()
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let published = state.store.plan_versions().await?;
             let Some(r) = published
                 .into_iter()
                 .find(|r| r.plan_key == key && r.version == v)

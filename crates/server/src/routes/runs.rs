@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use tollgate_billing::run::{InvoiceError, RunOptions, RunReport, parse_month};
 use tollgate_core::billing::Invoice;
-use tollgate_store::StoreError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,10 +26,7 @@ pub(crate) fn invoice_error(e: InvoiceError) -> ApiError {
     match e {
         InvoiceError::NotFound { what, id } => ApiError::NotFound { what, id },
         InvoiceError::Invalid { field, message } => ApiError::field(field, message),
-        InvoiceError::Store(StoreError::NotFound { what, id }) => ApiError::NotFound { what, id },
-        InvoiceError::Store(e @ (StoreError::Conflict { .. } | StoreError::Refused(_))) => {
-            ApiError::Conflict(e.to_string())
-        }
+        InvoiceError::Store(e) => e.into(),
         InvoiceError::Billing(b) => ApiError::Conflict(b.to_string()),
         e @ InvoiceError::NotDraft { .. } => ApiError::Conflict(e.to_string()),
         other => ApiError::Internal(other.to_string()),

@@ -29,7 +29,6 @@ use tollgate_billing::changes::{
 use tollgate_billing::run::InvoiceError;
 use tollgate_core::billing::change::{Blocker, ChangeTiming, ProrationBehavior};
 use tollgate_core::billing::compute::BillingError;
-use tollgate_store::StoreError;
 use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord, ScheduledChangeRecord};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -59,11 +58,7 @@ impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> ApiError {
         match e {
             ChangeError::Engine(e) => e.into(),
-            ChangeError::Store(StoreError::NotFound { what, id }) => {
-                ApiError::NotFound { what, id }
-            }
-            ChangeError::Store(StoreError::Conflict { .. }) => ApiError::Conflict(e.to_string()),
-            ChangeError::Store(e) => ApiError::Internal(e.to_string()),
+            ChangeError::Store(e) => e.into(),
             ChangeError::Billing(BillingError::Currency { .. }) => {
                 ApiError::field("plan", e.to_string())
             }

@@ -754,8 +754,7 @@ pub(crate) async fn billable_usage(
                 after_seq: after,
                 limit: PAGE,
             })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .await?;
         let full = page.len() == PAGE as usize;
         for r in &page {
             after = Some(r.seq);

@@ -210,12 +210,7 @@ pub async fn list_endpoints(
 ) -> Result<Json<EndpointList>, ApiError> {
     principal.require_admin()?;
     let limit = page_limit(q.limit, 100)?;
-    let mut all = state
-        .store
-        .notify()
-        .endpoints()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut all = state.store.notify().endpoints().await?;
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let mut page: Vec<EndpointRecord> = all
         .into_iter()
@@ -490,8 +485,7 @@ pub async fn list_deliveries(
             q.event_id.as_deref(),
             u32::try_from(limit + 1).unwrap_or(u32::MAX),
         )
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
     Ok(Json(DeliveryList {
@@ -522,16 +516,14 @@ pub async fn get_delivery(
 ) -> Result<Json<DeliveryOut>, ApiError> {
     principal.require_admin()?;
     let notify = state.store.notify();
-    let internal = |e: tollgate_store::StoreError| ApiError::Internal(e.to_string());
     let d = notify
         .get_delivery(&id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| ApiError::NotFound {
             what: "delivery",
             id: id.clone(),
         })?;
-    let log = notify.attempts(&id).await.map_err(internal)?;
+    let log = notify.attempts(&id).await?;
     Ok(Json(DeliveryOut::new(d, Some(log))))
 }
 
