@@ -404,9 +404,26 @@ fn semantics_invoice_volume_tier_reached_in_a_later_part_reprices_the_earlier_un
 /// gap), `second` calls on the rest of April. `void`: the first part's
 /// invoice was voided (it billed nothing). Returns both invoices.
 fn minimum_in_parts(first: Decimal, back: &str, second: Decimal, void: bool) -> (Invoice, Invoice) {
-    let c = catalog(&Spec {
-        basic_charge: r#"minimum = "100.00"
+    minimum_in_parts_priced(
+        r#"minimum = "100.00"
 price = { model = "per_unit", unit_price = "0.01" }"#,
+        first,
+        back,
+        second,
+        void,
+    )
+}
+
+/// [`minimum_in_parts`] with the charge's body `charge`.
+fn minimum_in_parts_priced(
+    charge: &str,
+    first: Decimal,
+    back: &str,
+    second: Decimal,
+    void: bool,
+) -> (Invoice, Invoice) {
+    let c = catalog(&Spec {
+        basic_charge: charge,
         ..Spec::default()
     });
     let basic = plan(&c, "basic");
@@ -495,6 +512,29 @@ fn semantics_invoice_minimum_over_the_parts_of_a_period() {
     assert_eq!(amounts(&rest), ["90.00"]);
     let (_, rest) = minimum_in_parts(dec!(1000), no_gap, dec!(2000), true);
     assert_eq!(amounts(&rest), ["20.00", "46.67"]);
+}
+
+#[test]
+fn semantics_invoice_minimum_over_parts_counts_the_volume_repricing() {
+    // Volume (to 1,000 at 0.01, to 10,000 at 0.005, then 0.002) with a
+    // 100.00 minimum. 4,000 calls to 04-11: 20.00, short of 33.33: 13.33.
+    // 8,000 more: the period's 12,000 reach tier 2: 16.00, and the 4,000
+    // repriced, −12.00: the usage of April came to 24.00, 76.00 short of
+    // the minimum, 13.33 of it billed: 62.67. April in all 100.00 (the old
+    // rule compared 16.00 with 66.67 and billed 50.67: 88.00 in all).
+    let volume = r#"minimum = "100.00"
+price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.01" }, { up_to = 10000, unit_price = "0.005" }, { unit_price = "0.002" } ] }"#;
+    let (part1, rest) = minimum_in_parts_priced(
+        volume,
+        dec!(4000),
+        "2026-04-11T00:00:00Z",
+        dec!(8000),
+        false,
+    );
+    assert_eq!(amounts(&part1), ["20.00", "13.33"]);
+    assert_eq!(amounts(&rest), ["16.00", "62.67", "-12.00"]);
+    assert_eq!(rest.lines[1].kind, InvoiceLineKind::Minimum);
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
 }
 
 proptest! {
