@@ -537,6 +537,91 @@ price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.01" }, { u
     assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
 }
 
+#[test]
+fn semantics_invoice_minimum_over_three_parts() {
+    // 100.00 minimum, calls at 0.01, April. Part 1 to 04-11: 1,000 calls,
+    // 10.00 + 23.33. Canceled to 04-16; part 2 from 04-16 to a second
+    // cancellation on 04-21: 500 calls (5.00); the parts billed (15 days)
+    // owe 50.00, their usage came to 15.00: 35.00 short, 23.33 billed:
+    // 11.67 (50.00 in all). Canceled to 04-26; the rest of April, 9,000
+    // calls (90.00): the parts billed (20 days) owe 66.67, their usage came
+    // to 105.00: the 35.00 of true-up is credited, −35.00; April in all
+    // 105.00, the usage. Part 2 void instead: part 1 and the rest owe
+    // 33.33 + 16.67 = 50.00, their usage 100.00: −23.33.
+    let c = catalog(&Spec {
+        basic_charge: r#"minimum = "100.00"
+price = { model = "per_unit", unit_price = "0.01" }"#,
+        ..Spec::default()
+    });
+    let basic = plan(&c, "basic");
+    let p = april();
+    let t = |d: &str| ts(&format!("2026-04-{d}T00:00:00Z"));
+    let calls = |q: Decimal| vec![usage("api_calls", &[("plan", q)])];
+    let canceled = |from: &str, to: &str| {
+        let mut s = segment(basic, t(from), t(to), Vec::new());
+        s.canceled = true;
+        s
+    };
+    let kept = |i: &Invoice| -> Vec<InvoiceLine> {
+        i.lines
+            .iter()
+            .filter(|l| matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum))
+            .cloned()
+            .collect()
+    };
+    let mut first = input(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z"),
+        vec![segment(basic, p.start, t("11"), calls(dec!(1000)))],
+    );
+    first.nominal_period = Some(p);
+    let part1 = compute_invoice(&first).unwrap();
+    assert_eq!(amounts(&part1), ["10.00", "23.33"]);
+    let mut second = input(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-21T00:00:00Z"),
+        vec![
+            segment(basic, p.start, t("11"), calls(dec!(1000))),
+            canceled("11", "16"),
+            segment(basic, t("16"), t("21"), calls(dec!(500))),
+        ],
+    );
+    second.nominal_period = Some(p);
+    second.settled_until = Some(t("11"));
+    second.earlier_parts = vec![period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z")];
+    second.earlier_usage = kept(&part1);
+    let part2 = compute_invoice(&second).unwrap();
+    assert_eq!(amounts(&part2), ["5.00", "11.67"]);
+    let rest_of = |parts: Vec<&Invoice>| {
+        let mut rest = input(
+            Currency::USD,
+            p,
+            vec![
+                segment(basic, p.start, t("11"), calls(dec!(1000))),
+                canceled("11", "16"),
+                segment(basic, t("16"), t("21"), calls(dec!(500))),
+                canceled("21", "26"),
+                segment(basic, t("26"), p.end, calls(dec!(9000))),
+            ],
+        );
+        rest.settled_until = Some(t("21"));
+        rest.earlier_parts = parts
+            .iter()
+            .map(|i| tollgate_core::period::Period::new(i.period_start, i.period_end).unwrap())
+            .collect();
+        rest.earlier_usage = parts.iter().flat_map(|i| kept(i)).collect();
+        compute_invoice(&rest).unwrap()
+    };
+    let rest = rest_of(vec![&part1, &part2]);
+    assert_eq!(amounts(&rest), ["90.00", "-35.00"]);
+    assert_eq!(
+        part1.totals.total + part2.totals.total + rest.totals.total,
+        dec!(105.00)
+    );
+    let rest = rest_of(vec![&part1]);
+    assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
+}
+
 proptest! {
     /// A period billed in two parts (cut at any second, any reactivation
     /// without a gap) bills the same minimum, and the same total, as one

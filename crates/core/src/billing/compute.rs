@@ -929,9 +929,14 @@ fn earlier_minimums(
         }
     }
     // A later part's minimum line spans the parts before it too: it counts
-    // whole (the earlier lines are those of invoices not void).
+    // whole when it overlaps a part billed (the earlier lines are those of
+    // invoices not void).
     for line in &input.earlier_usage {
-        if let (InvoiceLineKind::Minimum, Some(metric)) = (line.kind, &line.feature) {
+        let billed = input
+            .earlier_parts
+            .iter()
+            .any(|p| p.start < line.period_end && line.period_start < p.end);
+        if let (InvoiceLineKind::Minimum, Some(metric), true) = (line.kind, &line.feature, billed) {
             let acc = minimums.entry(metric.clone()).or_default();
             acc.earlier += line.amount;
             acc.earlier_line = true;
