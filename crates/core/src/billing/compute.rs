@@ -132,9 +132,10 @@ pub struct InvoiceInput<'a> {
     pub earlier_usage: Vec<InvoiceLine>,
     /// With `settled_until`: the spans `[start, end)` the earlier parts
     /// (invoices not void) billed. A settled segment owes its minimum share
-    /// only where an earlier part billed it, and only the earlier lines
-    /// inside these spans count toward the minimum: a void part billed
-    /// nothing. Empty: no earlier part counts for the minimum.
+    /// only where an earlier part billed it, and only the earlier lines of
+    /// these spans count toward the minimum (usage lines starting in one,
+    /// minimum lines overlapping one): a void part billed nothing. Empty:
+    /// no earlier part counts for the minimum.
     pub earlier_parts: Vec<Period>,
     pub tax: TaxRule,
     pub issuer: Party,
@@ -940,6 +941,13 @@ fn earlier_minimums(
             let acc = minimums.entry(metric.clone()).or_default();
             acc.earlier += line.amount;
             acc.earlier_line = true;
+            if acc.charge_key.is_empty() {
+                // No segment has the minimum any more: the line credits it.
+                acc.charge_key = line.charge.clone().unwrap_or_default();
+                acc.display_name = acc.charge_key.clone();
+                acc.plan_key = line.plan_key.clone().unwrap_or_default();
+                acc.plan_version = line.plan_version.unwrap_or_default();
+            }
         }
     }
     Ok(())
