@@ -193,8 +193,11 @@ struct Prepared {
     pending: Vec<PendingItemRecord>,
     /// The customer's discounts that cover this period.
     discounts: Vec<Discount>,
-    /// The usage lines of the period's earlier parts (`due.settled`).
+    /// The usage and minimum lines of the period's earlier parts
+    /// (`due.settled`), invoices not void.
     earlier_usage: Vec<InvoiceLine>,
+    /// The spans those earlier parts billed.
+    earlier_parts: Vec<Period>,
 }
 
 /// Customer id → its discounts.
@@ -908,12 +911,29 @@ impl Billing {
             .into_iter()
             .filter_map(|d| d.discount_after(&earlier))
             .collect();
-        // Their usage lines, for the volume tier the whole period reaches.
-        let earlier_usage = earlier
+        // Their usage and minimum lines, for the volume tier the whole
+        // period reaches and the minimum over the parts billed so far.
+        let billed: Vec<Invoice> = earlier
             .into_iter()
             .filter(|i| i.status != InvoiceStatus::Void)
+            .collect();
+        let mut earlier_parts = Vec::with_capacity(billed.len());
+        for i in &billed {
+            match Period::new(i.period_start, i.period_end) {
+                Ok(p) => earlier_parts.push(p),
+                Err(e) => return Err((due, BillingError::Invalid(e.to_string()).into())),
+            }
+        }
+        let earlier_usage = billed
+            .into_iter()
             .flat_map(|i| i.lines)
-            .filter(|l| l.kind == tollgate_core::billing::InvoiceLineKind::Usage)
+            .filter(|l| {
+                matches!(
+                    l.kind,
+                    tollgate_core::billing::InvoiceLineKind::Usage
+                        | tollgate_core::billing::InvoiceLineKind::Minimum
+                )
+            })
             .collect();
         let mut spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
@@ -957,6 +977,7 @@ impl Billing {
             pending: items,
             discounts,
             earlier_usage,
+            earlier_parts,
         })
     }
 
@@ -1000,6 +1021,7 @@ impl Billing {
             discounts: p.discounts.clone(),
             settled_until: d.settled,
             earlier_usage: p.earlier_usage.clone(),
+            earlier_parts: p.earlier_parts.clone(),
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),

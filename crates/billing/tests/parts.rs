@@ -310,3 +310,91 @@ async fn a_volume_tier_reached_after_a_final_invoice_reprices_its_units_on_the_r
         env.cleanup().await;
     }
 }
+
+/// The test catalog with `min`: no base, in arrears, calls at 0.01 with a
+/// 30.00 monthly minimum.
+fn with_minimum_plan() -> String {
+    format!(
+        r#"{}
+[plans.min]
+name = "Minimum"
+tier = 4
+base_price = "0.00"
+anchoring = "calendar"
+billing = "in_arrears"
+
+[plans.min.entitlements]
+calls = "unlimited"
+
+[[plans.min.charges]]
+metric = "calls"
+name = "Calls"
+minimum = "30.00"
+price = {{ model = "per_unit", unit_price = "0.01" }}
+"#,
+        common::CATALOG
+    )
+}
+
+fn kind_lines(inv: &Invoice, kind: InvoiceLineKind) -> Vec<Decimal> {
+    inv.lines
+        .iter()
+        .filter(|l| l.kind == kind)
+        .map(|l| l.amount)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_minimum_trued_up_on_a_final_invoice_is_credited_when_the_rest_of_the_period_reaches_it()
+{
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        let env = env.reopen_with(&with_minimum_plan()).await;
+        // `min`: calls at 0.01, a 30.00 minimum a month (November: 1.00 a
+        // day). 300 calls, canceled now on 11-10: the final invoice bills
+        // [11-01, 11-10), 3.00 of usage topped up to the part's share of
+        // the minimum, 30 × 9/30 = 9.00: a minimum line of 6.00.
+        env.subscribed("m", "min").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("m", "calls", dec!(300)).await;
+        env.engine.flush().await.unwrap();
+        let fin = invoice(&env, &cancel_now(&env, "m", "2026-11-10T00:00:00Z").await).await;
+        assert_eq!(kind_lines(&fin, InvoiceLineKind::Usage), [dec!(3.00)]);
+        assert_eq!(kind_lines(&fin, InvoiceLineKind::Minimum), [dec!(6.00)]);
+        assert_eq!(fin.totals.total, dec!(9.00), "{backend}");
+
+        // Reactivated on 11-16 (the 6 days canceled owe no share of the
+        // minimum, as they owe no base), 3,000 calls on 11-18: 30.00. The
+        // parts billed, 9 + 15 = 24 days, owe 30 × 24/30 = 24.00 and their
+        // usage came to 33.00: no true-up is due, and the close credits the
+        // final invoice's: −6.00. November in all: 9.00 + 24.00 = 33.00, the
+        // usage (the old code left the 6.00 billed: 39.00).
+        reactivate(&env, "m", "2026-11-16T00:00:00Z").await;
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        env.consume("m", "calls", dec!(3000)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "m", "2026-11-10T00:00:00Z").await;
+        assert_eq!(kind_lines(&rest, InvoiceLineKind::Usage), [dec!(30.00)]);
+        assert_eq!(
+            kind_lines(&rest, InvoiceLineKind::Minimum),
+            [dec!(-6.00)],
+            "{backend}: {rest:?}"
+        );
+        assert_eq!(rest.totals.total, dec!(24.00), "{backend}");
+        assert_eq!(fin.totals.total + rest.totals.total, dec!(33.00));
+
+        // December, one invoice over the period: 500 calls, 5.00, topped up
+        // to the whole 30.00.
+        env.clock.set(ts("2026-12-10T00:00:00Z"));
+        env.consume("m", "calls", dec!(500)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2027-01-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let dec = cycle_from(&env, "m", "2026-12-01T00:00:00Z").await;
+        assert_eq!(kind_lines(&dec, InvoiceLineKind::Minimum), [dec!(25.00)]);
+        assert_eq!(dec.totals.total, dec!(30.00), "{backend}");
+        env.cleanup().await;
+    }
+}

@@ -398,6 +398,293 @@ fn semantics_invoice_volume_tier_reached_in_a_later_part_reprices_the_earlier_un
     assert_eq!(amounts(&g2), ["34.00"]);
 }
 
+/// Basic with a 100.00 monthly minimum and calls at 0.01, April (30 days)
+/// billed in two parts: `first` calls on the final invoice of a
+/// cancellation on 04-11 (10 days), then, reactivated at `back` (04-11: no
+/// gap), `second` calls on the rest of April. `void`: the first part's
+/// invoice was voided (it billed nothing). Returns both invoices.
+fn minimum_in_parts(first: Decimal, back: &str, second: Decimal, void: bool) -> (Invoice, Invoice) {
+    minimum_in_parts_priced(
+        r#"minimum = "100.00"
+price = { model = "per_unit", unit_price = "0.01" }"#,
+        first,
+        back,
+        second,
+        void,
+    )
+}
+
+/// [`minimum_in_parts`] with the charge's body `charge`.
+fn minimum_in_parts_priced(
+    charge: &str,
+    first: Decimal,
+    back: &str,
+    second: Decimal,
+    void: bool,
+) -> (Invoice, Invoice) {
+    let c = catalog(&Spec {
+        basic_charge: charge,
+        ..Spec::default()
+    });
+    let basic = plan(&c, "basic");
+    let p = april();
+    let cut = ts("2026-04-11T00:00:00Z");
+    let back = ts(back);
+    let calls = |q: Decimal| vec![usage("api_calls", &[("plan", q)])];
+    let mut part1 = input(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z"),
+        vec![segment(basic, p.start, cut, calls(first))],
+    );
+    part1.nominal_period = Some(p);
+    let part1 = compute_invoice(&part1).unwrap();
+    let mut segments = vec![segment(basic, p.start, cut, calls(first))];
+    if back > cut {
+        let mut gap = segment(basic, cut, back, Vec::new());
+        gap.canceled = true;
+        segments.push(gap);
+    }
+    segments.push(segment(basic, back, p.end, calls(second)));
+    let mut rest = input(Currency::USD, p, segments);
+    rest.settled_until = Some(cut);
+    if !void {
+        rest.earlier_parts = vec![period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z")];
+        rest.earlier_usage = part1
+            .lines
+            .iter()
+            .filter(|l| matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum))
+            .cloned()
+            .collect();
+    }
+    (part1, compute_invoice(&rest).unwrap())
+}
+
+#[test]
+fn semantics_invoice_minimum_over_the_parts_of_a_period() {
+    let no_gap = "2026-04-11T00:00:00Z";
+    // 1,000 calls (10.00) in the first 10 days: below the part's share of
+    // the minimum, 100 × 10/30 = 33.33, so a true-up of 23.33. Then 9,000
+    // calls (90.00): the parts billed so far (all April) owe 100.00 and
+    // their usage came to 100.00, so no true-up is due and the rest of
+    // April credits the first part's: −23.33. April in all: 33.33 + 66.67
+    // = 100.00, as one invoice over April (10,000 calls, 100.00) bills it.
+    let (part1, rest) = minimum_in_parts(dec!(1000), no_gap, dec!(9000), false);
+    assert_eq!(amounts(&part1), ["10.00", "23.33"]);
+    assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
+    let credit = &rest.lines[1];
+    assert_eq!(credit.kind, InvoiceLineKind::Minimum);
+    assert_eq!(credit.charge.as_deref(), Some("api_calls"));
+    assert!(
+        credit
+            .description
+            .contains("23.33 billed earlier in the period as minimum"),
+        "{}",
+        credit.description
+    );
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
+    // Usage still short of the minimum after both parts: 10.00 + 20.00 =
+    // 30.00; the period owes 70.00 of true-up, 23.33 of it billed: 46.67.
+    let (part1, rest) = minimum_in_parts(dec!(1000), no_gap, dec!(2000), false);
+    assert_eq!(amounts(&rest), ["20.00", "46.67"]);
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
+    // The first part above its share (50.00, no true-up), the rest short of
+    // its own (10.00 < 66.67): the period's 60.00 owe 40.00, not 56.67.
+    let (part1, rest) = minimum_in_parts(dec!(5000), no_gap, dec!(1000), false);
+    assert_eq!(amounts(&part1), ["50.00"]);
+    assert_eq!(amounts(&rest), ["10.00", "40.00"]);
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
+    // Canceled from 04-11 to 04-16 (5 days not billed): the gap owes no
+    // share of the minimum, as it owes no base. The parts billed owe
+    // 100 × 25/30 = 83.33: 9,000 more calls bring the usage to 100.00,
+    // above it: −23.33 (100.00 in all, the usage); 2,000 more (30.00):
+    // 83.333… − 30 − 23.33 = 30.00, 83.33 in all.
+    let gap = "2026-04-16T00:00:00Z";
+    let (part1, rest) = minimum_in_parts(dec!(1000), gap, dec!(9000), false);
+    assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
+    let (part1, rest) = minimum_in_parts(dec!(1000), gap, dec!(2000), false);
+    assert_eq!(amounts(&rest), ["20.00", "30.00"]);
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(83.33));
+    // The first part's invoice void: it billed nothing, neither usage nor
+    // minimum; the rest of April compares its own usage with its own share
+    // (90.00 ≥ 66.67: nothing; 20.00: 46.67).
+    let (_, rest) = minimum_in_parts(dec!(1000), no_gap, dec!(9000), true);
+    assert_eq!(amounts(&rest), ["90.00"]);
+    let (_, rest) = minimum_in_parts(dec!(1000), no_gap, dec!(2000), true);
+    assert_eq!(amounts(&rest), ["20.00", "46.67"]);
+}
+
+#[test]
+fn semantics_invoice_minimum_over_parts_counts_the_volume_repricing() {
+    // Volume (to 1,000 at 0.01, to 10,000 at 0.005, then 0.002) with a
+    // 100.00 minimum. 4,000 calls to 04-11: 20.00, short of 33.33: 13.33.
+    // 8,000 more: the period's 12,000 reach tier 2: 16.00, and the 4,000
+    // repriced, −12.00: the usage of April came to 24.00, 76.00 short of
+    // the minimum, 13.33 of it billed: 62.67. April in all 100.00 (the old
+    // rule compared 16.00 with 66.67 and billed 50.67: 88.00 in all).
+    let volume = r#"minimum = "100.00"
+price = { model = "volume", tiers = [ { up_to = 1000, unit_price = "0.01" }, { up_to = 10000, unit_price = "0.005" }, { unit_price = "0.002" } ] }"#;
+    let (part1, rest) = minimum_in_parts_priced(
+        volume,
+        dec!(4000),
+        "2026-04-11T00:00:00Z",
+        dec!(8000),
+        false,
+    );
+    assert_eq!(amounts(&part1), ["20.00", "13.33"]);
+    assert_eq!(amounts(&rest), ["16.00", "62.67", "-12.00"]);
+    assert_eq!(rest.lines[1].kind, InvoiceLineKind::Minimum);
+    assert_eq!(part1.totals.total + rest.totals.total, dec!(100.00));
+}
+
+#[test]
+fn semantics_invoice_minimum_over_three_parts() {
+    // 100.00 minimum, calls at 0.01, April. Part 1 to 04-11: 1,000 calls,
+    // 10.00 + 23.33. Canceled to 04-16; part 2 from 04-16 to a second
+    // cancellation on 04-21: 500 calls (5.00); the parts billed (15 days)
+    // owe 50.00, their usage came to 15.00: 35.00 short, 23.33 billed:
+    // 11.67 (50.00 in all). Canceled to 04-26; the rest of April, 9,000
+    // calls (90.00): the parts billed (20 days) owe 66.67, their usage came
+    // to 105.00: the 35.00 of true-up is credited, −35.00; April in all
+    // 105.00, the usage. Part 2 void instead: part 1 and the rest owe
+    // 33.33 + 16.67 = 50.00, their usage 100.00: −23.33.
+    let c = catalog(&Spec {
+        basic_charge: r#"minimum = "100.00"
+price = { model = "per_unit", unit_price = "0.01" }"#,
+        ..Spec::default()
+    });
+    let basic = plan(&c, "basic");
+    let p = april();
+    let t = |d: &str| ts(&format!("2026-04-{d}T00:00:00Z"));
+    let calls = |q: Decimal| vec![usage("api_calls", &[("plan", q)])];
+    let canceled = |from: &str, to: &str| {
+        let mut s = segment(basic, t(from), t(to), Vec::new());
+        s.canceled = true;
+        s
+    };
+    let kept = |i: &Invoice| -> Vec<InvoiceLine> {
+        i.lines
+            .iter()
+            .filter(|l| matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum))
+            .cloned()
+            .collect()
+    };
+    let mut first = input(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z"),
+        vec![segment(basic, p.start, t("11"), calls(dec!(1000)))],
+    );
+    first.nominal_period = Some(p);
+    let part1 = compute_invoice(&first).unwrap();
+    assert_eq!(amounts(&part1), ["10.00", "23.33"]);
+    let mut second = input(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-21T00:00:00Z"),
+        vec![
+            segment(basic, p.start, t("11"), calls(dec!(1000))),
+            canceled("11", "16"),
+            segment(basic, t("16"), t("21"), calls(dec!(500))),
+        ],
+    );
+    second.nominal_period = Some(p);
+    second.settled_until = Some(t("11"));
+    second.earlier_parts = vec![period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z")];
+    second.earlier_usage = kept(&part1);
+    let part2 = compute_invoice(&second).unwrap();
+    assert_eq!(amounts(&part2), ["5.00", "11.67"]);
+    let rest_of = |parts: Vec<&Invoice>| {
+        let mut rest = input(
+            Currency::USD,
+            p,
+            vec![
+                segment(basic, p.start, t("11"), calls(dec!(1000))),
+                canceled("11", "16"),
+                segment(basic, t("16"), t("21"), calls(dec!(500))),
+                canceled("21", "26"),
+                segment(basic, t("26"), p.end, calls(dec!(9000))),
+            ],
+        );
+        rest.settled_until = Some(t("21"));
+        rest.earlier_parts = parts
+            .iter()
+            .map(|i| tollgate_core::period::Period::new(i.period_start, i.period_end).unwrap())
+            .collect();
+        rest.earlier_usage = parts.iter().flat_map(|i| kept(i)).collect();
+        compute_invoice(&rest).unwrap()
+    };
+    let rest = rest_of(vec![&part1, &part2]);
+    assert_eq!(amounts(&rest), ["90.00", "-35.00"]);
+    assert_eq!(
+        part1.totals.total + part2.totals.total + rest.totals.total,
+        dec!(105.00)
+    );
+    let rest = rest_of(vec![&part1]);
+    assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
+}
+
+proptest! {
+    /// A period billed in two parts (cut at any second, any reactivation
+    /// without a gap) bills the same minimum, and the same total, as one
+    /// invoice over the period: to the minor unit.
+    #[test]
+    fn prop_minimum_over_parts_adds_up_to_one_invoice(
+        cut in 1i64..(30 * 86_400),
+        first in 0u32..15_000,
+        second in 0u32..15_000,
+    ) {
+        let c = catalog(&Spec {
+            basic_charge: r#"minimum = "100.00"
+price = { model = "per_unit", unit_price = "0.013" }"#,
+            ..Spec::default()
+        });
+        let basic = plan(&c, "basic");
+        let p = april();
+        let at = jiff::Timestamp::from_second(p.start.as_second() + cut).unwrap();
+        let calls = |q: u32| vec![usage("api_calls", &[("plan", Decimal::from(q))])];
+        let mut part1 = input(
+            Currency::USD,
+            tollgate_core::period::Period::new(p.start, at).unwrap(),
+            vec![segment(basic, p.start, at, calls(first))],
+        );
+        part1.nominal_period = Some(p);
+        let part1 = compute_invoice(&part1).unwrap();
+        let mut rest = input(
+            Currency::USD,
+            p,
+            vec![
+                segment(basic, p.start, at, calls(first)),
+                segment(basic, at, p.end, calls(second)),
+            ],
+        );
+        rest.settled_until = Some(at);
+        rest.earlier_parts = vec![tollgate_core::period::Period::new(p.start, at).unwrap()];
+        rest.earlier_usage = part1.lines.clone();
+        let rest = compute_invoice(&rest).unwrap();
+        let minimum = |i: &Invoice| -> Decimal {
+            i.lines
+                .iter()
+                .filter(|l| l.kind == InvoiceLineKind::Minimum)
+                .map(|l| l.amount)
+                .sum()
+        };
+        let usage_total: Decimal = [&part1, &rest]
+            .iter()
+            .flat_map(|i| &i.lines)
+            .filter(|l| l.kind == InvoiceLineKind::Usage)
+            .map(|l| l.amount)
+            .sum();
+        // One invoice over the period: the minimum tops the parts' usage up
+        // to 100.00.
+        let whole_minimum = (dec!(100.00) - usage_total).max(Decimal::ZERO);
+        prop_assert_eq!(minimum(&part1) + minimum(&rest), whole_minimum);
+        prop_assert_eq!(
+            part1.totals.total + rest.totals.total,
+            usage_total.max(dec!(100.00))
+        );
+        prop_assert!(rest.totals.total >= Decimal::ZERO);
+    }
+}
+
 #[test]
 fn semantics_invoice_grant_burn_is_not_billed() {
     // All 5,000 calls drawn from a welcome grant: nothing billed, the grant

@@ -16,7 +16,9 @@
 //! - base price: in arrears, each segment's plan base prorated by the
 //!   segment's share of the (nominal) period; in advance, the base of
 //!   `advance` (the next period) at full price;
-//! - minimums: per period, each segment's minimum prorated by its share;
+//! - minimums: per period, each segment's minimum prorated by its share; in
+//!   a period billed in parts, the later part brings the minimum lines of
+//!   the parts billed so far to what one invoice over them would bill;
 //! - `pending` lines (prorations deferred to the next invoice) are copied in;
 //! - discounts, then tax per [`TaxRule`]; every line rounded once.
 
@@ -121,7 +123,20 @@ pub struct InvoiceInput<'a> {
     /// with what those lines billed (one line per plan, charge and dimension
     /// group), so the parts of a period add up to pricing its usage once.
     /// Units with no earlier line to compare are left as billed.
+    ///
+    /// Their `minimum` lines too: a charge's minimum is compared with the
+    /// usage of every part billed so far (`earlier_parts` and this one),
+    /// and this invoice carries what brings the minimum lines of those
+    /// parts to the shortfall over them (negative: a credit of an earlier
+    /// part's true-up).
     pub earlier_usage: Vec<InvoiceLine>,
+    /// With `settled_until`: the spans `[start, end)` the earlier parts
+    /// (invoices not void) billed. A settled segment owes its minimum share
+    /// only where an earlier part billed it, and only the earlier lines of
+    /// these spans count toward the minimum (usage lines starting in one,
+    /// minimum lines overlapping one): a void part billed nothing. Empty:
+    /// no earlier part counts for the minimum.
+    pub earlier_parts: Vec<Period>,
     pub tax: TaxRule,
     pub issuer: Party,
     pub bill_to: Party,
@@ -397,8 +412,9 @@ pub fn compute_invoice(input: &InvoiceInput<'_>) -> Result<Invoice, BillingError
     if let Some((plan, next)) = &input.advance {
         lines.push(base_line(plan, next, next.start, next.end, currency)?);
     }
-    lines.extend(usage_lines(input, &base_period)?);
-    lines.extend(volume_repricing(input, &base_period)?);
+    let repricing = volume_repricing(input, &base_period)?;
+    lines.extend(usage_lines(input, &base_period, &repricing)?);
+    lines.extend(repricing);
     for pending in &input.pending {
         let mut line = pending.clone();
         line.amount = round_line(line.amount, currency);
@@ -562,8 +578,15 @@ fn line_source(
 /// Per metric: the minimum owed over the segments whose charge has one.
 #[derive(Default)]
 struct MinimumAcc {
+    /// The minimum prorated over the segments billed so far (this invoice's
+    /// and, in a period billed in parts, the earlier parts').
     required: Decimal,
+    /// What their usage lines billed (rounded amounts).
     charged: Decimal,
+    /// What the earlier parts' minimum lines billed.
+    earlier: Decimal,
+    /// Whether an earlier part billed a minimum line for the metric.
+    earlier_line: bool,
     charge_key: String,
     display_name: String,
     plan_key: String,
@@ -819,15 +842,130 @@ fn is_settled(input: &InvoiceInput<'_>, seg: &Segment<'_>) -> bool {
     input.settled_until.is_some_and(|t| seg.to <= t)
 }
 
-/// Usage, emergency and minimum lines of every segment.
+/// The settled segment, not canceled, in which `line` (an earlier part's
+/// usage line, or a line repricing its units) starts, when it starts in a
+/// span an earlier part billed and its plan's charge has a minimum: the
+/// line counts toward that minimum.
+fn minimum_segment<'i, 'a>(
+    input: &'i InvoiceInput<'a>,
+    line: &InvoiceLine,
+) -> Option<(&'i Segment<'a>, &'i Charge)> {
+    let seg = input.segments.iter().find(|s| {
+        is_settled(input, s) && s.from <= line.period_start && line.period_start < s.to
+    })?;
+    let billed = input
+        .earlier_parts
+        .iter()
+        .any(|p| p.start <= line.period_start && line.period_start < p.end);
+    if seg.canceled
+        || !billed
+        || line.plan_key.as_deref() != Some(seg.plan.key.as_str())
+        || line.plan_version != Some(seg.plan.version)
+    {
+        return None;
+    }
+    let charge = seg
+        .plan
+        .charges
+        .iter()
+        .find(|c| line.charge.as_deref() == Some(c.key.as_str()))
+        .filter(|c| c.minimum.is_some())?;
+    Some((seg, charge))
+}
+
+impl MinimumAcc {
+    /// Counts a segment whose charge has a minimum.
+    fn segment(&mut self, seg: &Segment<'_>, charge: &Charge) {
+        self.charge_key = charge.key.clone();
+        self.display_name = charge.display_name.clone();
+        self.plan_key = seg.plan.key.clone();
+        self.plan_version = seg.plan.version;
+        self.from = Some(self.from.map_or(seg.from, |f| f.min(seg.from)));
+        self.to = Some(self.to.map_or(seg.to, |t| t.max(seg.to)));
+    }
+}
+
+/// The minimum lines of a period billed in parts: each charge's minimum
+/// owed over the parts billed so far, what the earlier parts' usage and
+/// minimum lines billed for it, and the earlier units repriced by this
+/// invoice (`repricing`), accumulated per metric into `minimums`.
+fn earlier_minimums(
+    ctx: &Ctx<'_, '_>,
+    repricing: &[InvoiceLine],
+    minimums: &mut BTreeMap<String, MinimumAcc>,
+) -> Result<(), BillingError> {
+    let input = ctx.input;
+    if input.settled_until.is_none() {
+        return Ok(());
+    }
+    for seg in input.segments.iter().filter(|s| is_settled(input, s)) {
+        if seg.canceled {
+            continue;
+        }
+        for charge in &seg.plan.charges {
+            let Some(minimum) = charge.minimum else {
+                continue;
+            };
+            for part in &input.earlier_parts {
+                let (from, to) = (seg.from.max(part.start), seg.to.min(part.end));
+                if from >= to {
+                    continue;
+                }
+                let acc = minimums.entry(charge.metric.clone()).or_default();
+                acc.required += share_of(minimum, ctx.base_period, from, to)?;
+                acc.segment(seg, charge);
+            }
+        }
+    }
+    let usage = input
+        .earlier_usage
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::Usage)
+        .chain(repricing);
+    for line in usage {
+        if let Some((seg, charge)) = minimum_segment(input, line) {
+            let acc = minimums.entry(charge.metric.clone()).or_default();
+            acc.charged += line.amount;
+            acc.segment(seg, charge);
+        }
+    }
+    // A later part's minimum line spans the parts before it too: it counts
+    // whole when it overlaps a part billed (the earlier lines are those of
+    // invoices not void).
+    for line in &input.earlier_usage {
+        let billed = input
+            .earlier_parts
+            .iter()
+            .any(|p| p.start < line.period_end && line.period_start < p.end);
+        if let (InvoiceLineKind::Minimum, Some(metric), true) = (line.kind, &line.feature, billed) {
+            let acc = minimums.entry(metric.clone()).or_default();
+            acc.earlier += line.amount;
+            acc.earlier_line = true;
+            if acc.charge_key.is_empty() {
+                // No segment has the minimum any more: the line credits it.
+                acc.charge_key = line.charge.clone().unwrap_or_default();
+                acc.display_name = acc.charge_key.clone();
+                acc.plan_key = line.plan_key.clone().unwrap_or_default();
+                acc.plan_version = line.plan_version.unwrap_or_default();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Usage, emergency and minimum lines of every segment. `repricing`: the
+/// lines repricing the earlier parts' volume units (they count toward the
+/// minimum as the usage they reprice).
 fn usage_lines(
     input: &InvoiceInput<'_>,
     base_period: &Period,
+    repricing: &[InvoiceLine],
 ) -> Result<Vec<InvoiceLine>, BillingError> {
     let ctx = Ctx { input, base_period };
     let currency = input.currency;
     let mut lines = Vec::new();
     let mut minimums: BTreeMap<String, MinimumAcc> = BTreeMap::new();
+    earlier_minimums(&ctx, repricing, &mut minimums)?;
     for (i, seg) in input.segments.iter().enumerate() {
         // Billed on an earlier invoice: its usage only moves the positions of
         // the segments after it.
@@ -855,32 +993,41 @@ fn usage_lines(
                 let acc = minimums.entry(charge.metric.clone()).or_default();
                 acc.required += share_of(minimum, ctx.base_period, seg.from, seg.to)?;
                 acc.charged += charged;
-                acc.charge_key = charge.key.clone();
-                acc.display_name = charge.display_name.clone();
-                acc.plan_key = seg.plan.key.clone();
-                acc.plan_version = seg.plan.version;
-                acc.from = acc.from.or(Some(seg.from));
-                acc.to = Some(seg.to);
+                acc.segment(seg, charge);
             }
         }
         lines.extend(ctx.emergency_lines(seg));
     }
     for (metric, acc) in minimums {
-        if acc.charged >= acc.required {
+        // The shortfall over the parts billed so far, less what the earlier
+        // parts' minimum lines already billed of it.
+        let shortfall = (acc.required - acc.charged).max(Decimal::ZERO);
+        let difference = shortfall - acc.earlier;
+        if acc.earlier_line {
+            if round_line(difference, currency).is_zero() {
+                continue;
+            }
+        } else if difference <= Decimal::ZERO {
             continue;
         }
-        let description = format!(
+        let mut description = format!(
             "{}: minimum {} {currency} (usage came to {})",
             acc.display_name,
             round_line(acc.required, currency),
             acc.charged
         );
+        if acc.earlier_line {
+            description.push_str(&format!(
+                ", {} billed earlier in the period as minimum",
+                acc.earlier
+            ));
+        }
         let mut line = InvoiceLine::fee(
             InvoiceLineKind::Minimum,
             description,
             acc.from.unwrap_or(input.period.start),
             acc.to.unwrap_or(input.period.end),
-            acc.required - acc.charged,
+            difference,
             currency,
         );
         line.charge = Some(acc.charge_key);

@@ -182,6 +182,7 @@ pub fn input<'a>(
         discounts: Vec::new(),
         settled_until: None,
         earlier_usage: Vec::new(),
+        earlier_parts: Vec::new(),
         tax: TaxRule::none(),
         issuer: Party::default(),
         bill_to: Party::default(),
