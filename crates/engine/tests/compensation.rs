@@ -382,8 +382,10 @@ async fn semantics_another_writer_of_the_file_costs_no_caller_an_error() {
         })
         .await
         .unwrap();
-    let keys: std::collections::BTreeSet<_> =
-        rows.iter().map(|r| r.record.idempotency_key.clone()).collect();
+    let keys: std::collections::BTreeSet<_> = rows
+        .iter()
+        .map(|r| r.record.idempotency_key.clone())
+        .collect();
     assert_eq!((rows.len(), keys.len()), (321, 321));
     let total: Decimal = rows.iter().map(|r| r.record.quantity).sum();
     assert_eq!(total, dec!(385));
