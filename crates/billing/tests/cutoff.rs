@@ -914,11 +914,11 @@ async fn a_trial_set_over_a_scheduled_cancellation_replaces_it_only_once_its_ent
         assert!(cut.await.is_err(), "{backend}");
         assert_eq!(status(&env, "c"), Some(SubscriptionStatus::Active));
         assert_eq!(plan_of(&env, "c"), ("inc".to_string(), 1), "{backend}");
+        let pending = env.billing.scheduled_change("c").await.unwrap().unwrap();
+        assert_eq!(pending.id, cancels[0].id, "{backend}");
         let entry = last_entry(&env, "c").await;
         assert_eq!(entry.kind, "trial_start", "{backend}");
         assert_eq!(entry.details["supersedes"], cancels[0].id.as_str());
-        let pending = env.billing.scheduled_change("c").await.unwrap().unwrap();
-        assert_eq!(pending.id, cancels[0].id, "{backend}");
 
         // The tick completes it as the twin's: trialing on adv, the
         // cancellation canceled (superseded by the entry), the expiry
