@@ -1807,8 +1807,10 @@ impl Billing {
     /// invoices that history entries name but that do not exist. A
     /// subscription change (subscribe, trial start and conversion,
     /// cancellation, reactivation) is written in this order: its history
-    /// entry (the intent, naming its invoice and credit), the engine's
-    /// subscription, the credit, the invoice. A plan change (upgrade,
+    /// entry (the intent, naming its invoice and credit, and for a start the
+    /// scheduled change it replaces and a trial's expiry), a start's
+    /// scheduled changes, the engine's subscription, the credit, the
+    /// invoice. A plan change (upgrade,
     /// downgrade, migrate: now, scheduled or by a migration): its entry
     /// (naming the scheduled change it replaces or applies, its proration
     /// lines and behaviour, its `invoice_now` invoice and period), that
