@@ -531,7 +531,7 @@ impl Billing {
         actor: &str,
     ) -> Result<ChangeOutcome> {
         let _changes = CHANGES.lock().await;
-        self.change_plan_unlocked(customer, req, actor).await
+        self.change_plan_unlocked(customer, req, actor, None).await
     }
 
     /// [`Billing::change_plan`] with an idempotency key (the HTTP
@@ -541,6 +541,13 @@ impl Billing {
     /// another request is refused (field `Idempotency-Key`). A refused change
     /// stores nothing, so it can be retried with its key. Keys are per
     /// customer.
+    ///
+    /// A change now records its key and request in its history entry
+    /// (`details.idempotency_key`, `details.request`), so when the answer was
+    /// never stored (the request was cut off after its entry, and recovery
+    /// completed the change), a repeat finds the entry, after completing it,
+    /// and answers the change from it (`true`: replayed), storing that
+    /// answer for the repeats after it.
     pub async fn change_plan_once(
         &self,
         customer: &str,
@@ -552,35 +559,126 @@ impl Billing {
         let scope = format!("subscription_change:{customer}");
         let request = serde_json::to_value(req)
             .map_err(|e| BillingError::Invalid(format!("change request: {e}")))?;
+        let reused = || ChangeError::Invalid {
+            field: "Idempotency-Key",
+            message: format!("{key:?} was already used for another change request of {customer:?}"),
+        };
         let store = self.store.billing();
         if let Some((first, response)) = store.idempotent_response(&scope, key).await? {
             if first != request {
-                return Err(ChangeError::Invalid {
-                    field: "Idempotency-Key",
-                    message: format!(
-                        "{key:?} was already used for another change request of {customer:?}"
-                    ),
-                });
+                return Err(reused());
             }
             let outcome = serde_json::from_value(response).map_err(|e| {
                 StoreError::Corrupt(format!("idempotent response {scope}/{key}: {e}"))
             })?;
             return Ok((outcome, true));
         }
-        let outcome = self.change_plan_unlocked(customer, req, actor).await?;
+        // No answer stored: the change may still have been made (its entry
+        // written, then a crash); completed first, then answered from its
+        // entry.
+        self.recover_settlements_of(Some(customer)).await?;
+        let made = self
+            .store
+            .changes()
+            .plan_changes(customer)
+            .await?
+            .into_iter()
+            .find(|c| c.details["idempotency_key"].as_str() == Some(key));
+        let (outcome, replayed) = match made {
+            Some(c) if c.details["request"] != request => return Err(reused()),
+            Some(c) => (self.outcome_of(c).await?, true),
+            None => {
+                let outcome = self
+                    .change_plan_unlocked(customer, req, actor, Some((key, &request)))
+                    .await?;
+                (outcome, false)
+            }
+        };
         let response = serde_json::to_value(&outcome)
             .map_err(|e| BillingError::Invalid(format!("change outcome: {e}")))?;
         store
             .save_idempotent_response(&scope, key, &request, &response, self.engine.now())
             .await?;
-        Ok((outcome, false))
+        Ok((outcome, replayed))
     }
 
+    /// The answer of the change now that history entry `c` records (a
+    /// request whose answer was never stored, see
+    /// [`Billing::change_plan_once`]), as the request would have answered
+    /// it: the preview it was computed on and its proration items from the
+    /// entry, the scheduled change it replaced and the subscription as they
+    /// are now, its `invoice_now` invoice if written.
+    async fn outcome_of(&self, c: PlanChangeRecord) -> Result<ChangeOutcome> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("plan change {} {what}: {e}", c.id))
+        };
+        let field = |k: &str| c.details[k].clone();
+        let excess: Vec<Blocker> =
+            serde_json::from_value(field("excess")).map_err(|e| corrupt("excess", e))?;
+        let preview = ChangePreview {
+            direction: serde_json::from_value(field("direction"))
+                .map_err(|e| corrupt("direction", e))?,
+            timing: serde_json::from_value(field("timing")).map_err(|e| corrupt("timing", e))?,
+            effective_at: c.effective_at,
+            proration_lines: serde_json::from_value(field("proration_lines"))
+                .map_err(|e| corrupt("proration_lines", e))?,
+            proration_total: serde_json::from_value(field("proration_total"))
+                .map_err(|e| corrupt("proration_total", e))?,
+            features_gained: serde_json::from_value(field("features_gained"))
+                .map_err(|e| corrupt("features_gained", e))?,
+            features_lost: serde_json::from_value(field("features_lost"))
+                .map_err(|e| corrupt("features_lost", e))?,
+            limits: serde_json::from_value(field("limits")).map_err(|e| corrupt("limits", e))?,
+            blockers: excess.clone(),
+        };
+        let view = PreviewView {
+            customer_id: c.customer_id.clone(),
+            from_plan: c.from_plan.clone().unwrap_or_default(),
+            from_version: c.from_version.unwrap_or_default(),
+            to_plan: c.to_plan.clone(),
+            to_version: c.to_version,
+            period: serde_json::from_value(field("period")).map_err(|e| corrupt("period", e))?,
+            preview,
+        };
+        let invoice_id = match c.details["invoice_id"].as_str() {
+            Some(id) => self
+                .store
+                .billing()
+                .get_invoice(id)
+                .await?
+                .map(|_| id.to_string()),
+            None => None,
+        };
+        let mut pending_items = self.proration_records(&c)?;
+        for i in &mut pending_items {
+            i.invoice_id = invoice_id.clone();
+        }
+        let superseded = match c.details["supersedes"].as_str() {
+            Some(id) => self.store.changes().scheduled_change(id).await?,
+            None => None,
+        };
+        let subscription = self.subscription_of(&c.customer_id)?;
+        Ok(ChangeOutcome {
+            state: ChangeState::Applied,
+            view,
+            change: Some(c),
+            scheduled: None,
+            pending_items,
+            invoice_id,
+            excess,
+            superseded,
+            subscription,
+        })
+    }
+
+    /// `once`: the request's idempotency key and the request as stored with
+    /// it, recorded in the history entry of a change now.
     async fn change_plan_unlocked(
         &self,
         customer: &str,
         req: &ChangeRequest,
         actor: &str,
+        once: Option<(&str, &serde_json::Value)>,
     ) -> Result<ChangeOutcome> {
         self.recover_settlements_of(Some(customer)).await?;
         let cur = self.current(customer).await?;
@@ -654,7 +752,7 @@ impl Billing {
         };
         let invoice_id = (req.proration == ProrationBehavior::InvoiceNow && !lines.is_empty())
             .then(|| mint("inv"));
-        let change = PlanChangeRecord {
+        let mut change = PlanChangeRecord {
             id: change_id.clone(),
             customer_id: customer.to_string(),
             kind: kind_of(view.preview.direction).to_string(),
@@ -684,6 +782,10 @@ impl Billing {
                 "excess": blockers,
             }),
         };
+        if let (Some((key, request)), Some(details)) = (once, change.details.as_object_mut()) {
+            details.insert("idempotency_key".to_string(), json!(key));
+            details.insert("request".to_string(), request.clone());
+        }
         self.write_intent(&change).await?;
         let moved = self
             .complete_plan_change(&change, false)
@@ -968,9 +1070,10 @@ impl Billing {
     }
 
     /// Writes the history entry of a subscription about to be written
-    /// (`sub`, from [`tollgate_engine::Engine::planned_subscription`]), after
-    /// replacing any pending scheduled change and scheduling a trial's
-    /// expiry.
+    /// (`sub`, from [`tollgate_engine::Engine::planned_subscription`]),
+    /// naming the pending scheduled change it replaces (`supersedes`) and a
+    /// trial's expiry it schedules (`trial_expiry`): both are written after
+    /// it, by [`Billing::complete_change`].
     async fn record_subscribe(
         &self,
         before: Option<&SubscriptionRecord>,
@@ -983,26 +1086,14 @@ impl Billing {
         let now = self.engine.now();
         let customer = sub.customer_id.as_str();
         let trialing = sub.status == SubscriptionStatus::Trialing;
-        let id = mint("pch");
-        self.supersede_scheduled(customer, &id, now, true).await?;
-        if let (true, Some(ends)) = (trialing, sub.trial_ends_at) {
-            let expiry = ScheduledChangeRecord {
-                id: mint("sch"),
-                customer_id: customer.to_string(),
-                action: ACTION_TRIAL_EXPIRE.to_string(),
-                to_plan: Some(sub.plan_key.clone()),
-                to_version: Some(sub.plan_version),
-                effective_at: ends,
-                state: PENDING.to_string(),
-                actor: actor.to_string(),
-                reason: None,
-                created_at: now,
-                updated_at: now,
-            };
-            self.store.changes().put_scheduled_change(&expiry).await?;
-        }
+        let replaced = self
+            .store
+            .changes()
+            .pending_scheduled_change(customer)
+            .await?;
+        let expiry = (trialing && sub.trial_ends_at.is_some()).then(|| mint("sch"));
         let change = PlanChangeRecord {
-            id,
+            id: mint("pch"),
             customer_id: customer.to_string(),
             kind: if trialing { "trial_start" } else { "subscribe" }.to_string(),
             from_plan: before.map(|b| b.plan_key.clone()),
@@ -1020,10 +1111,57 @@ impl Billing {
                 "starts": starts,
                 "settlement": invoice_id.as_ref().map(|_| SETTLE_FIRST_PERIOD),
                 "invoice_id": invoice_id,
+                "supersedes": replaced.as_ref().map(|s| &s.id),
+                "trial_expiry": expiry,
             }),
         };
         self.write_intent(&change).await?;
         Ok(change)
+    }
+
+    /// The scheduled-change writes of a subscribe or trial start (history
+    /// entry `c`), before the engine's: the pending scheduled change it
+    /// replaces canceled (`details.supersedes`), a trial's expiry scheduled
+    /// at `details.trial_ends_at` (`details.trial_expiry`). Each a no-op if
+    /// done already (entries written before they were named did both first).
+    async fn start_scheduled_changes(&self, c: &PlanChangeRecord) -> Result<()> {
+        let customer = c.customer_id.as_str();
+        if let Some(named) = c.details["supersedes"].as_str() {
+            if let Some(mut s) = self
+                .store
+                .changes()
+                .pending_scheduled_change(customer)
+                .await?
+                .filter(|s| s.id == named)
+            {
+                s.state = CANCELED.to_string();
+                s.updated_at = self.engine.now();
+                s.reason = Some(format!("superseded by {}", c.id));
+                self.store.changes().put_scheduled_change(&s).await?;
+            }
+        }
+        let ends = c.details["trial_ends_at"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if let (Some(id), Some(ends)) = (c.details["trial_expiry"].as_str(), ends) {
+            if self.store.changes().scheduled_change(id).await?.is_none() {
+                let expiry = ScheduledChangeRecord {
+                    id: id.to_string(),
+                    customer_id: customer.to_string(),
+                    action: ACTION_TRIAL_EXPIRE.to_string(),
+                    to_plan: Some(c.to_plan.clone()),
+                    to_version: Some(c.to_version),
+                    effective_at: ends,
+                    state: PENDING.to_string(),
+                    actor: c.actor.clone(),
+                    reason: None,
+                    created_at: c.requested_at,
+                    updated_at: c.requested_at,
+                };
+                self.store.changes().put_scheduled_change(&expiry).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts a trial of a plan now, for `days` (default: the plan's trial
@@ -1411,6 +1549,19 @@ impl Billing {
     /// `proration_behavior` is `none`. Returns the items as written first
     /// (pending).
     async fn proration_items(&self, c: &PlanChangeRecord) -> Result<Vec<PendingItemRecord>> {
+        let items = self.proration_records(c)?;
+        for item in &items {
+            match self.store.changes().insert_pending_item(item).await {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(items)
+    }
+
+    /// The pending items of history entry `c`'s lines, as
+    /// [`Billing::proration_items`] writes them (not written here).
+    fn proration_records(&self, c: &PlanChangeRecord) -> Result<Vec<PendingItemRecord>> {
         let Some(lines) = c.details["proration_lines"].as_array() else {
             return Ok(Vec::new());
         };
@@ -1439,10 +1590,6 @@ impl Billing {
                 created_at: c.effective_at,
                 invoice_id: None,
             };
-            match self.store.changes().insert_pending_item(&item).await {
-                Ok(()) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
             items.push(item);
         }
         Ok(items)
@@ -1534,6 +1681,7 @@ impl Billing {
                 if recovering && sub.as_ref().is_some_and(|s| !before(s)) {
                     return Ok(None);
                 }
+                self.start_scheduled_changes(c).await?;
                 let written = self
                     .engine
                     .subscribe(
@@ -1659,8 +1807,10 @@ impl Billing {
     /// invoices that history entries name but that do not exist. A
     /// subscription change (subscribe, trial start and conversion,
     /// cancellation, reactivation) is written in this order: its history
-    /// entry (the intent, naming its invoice and credit), the engine's
-    /// subscription, the credit, the invoice. A plan change (upgrade,
+    /// entry (the intent, naming its invoice and credit, and for a start the
+    /// scheduled change it replaces and a trial's expiry), a start's
+    /// scheduled changes, the engine's subscription, the credit, the
+    /// invoice. A plan change (upgrade,
     /// downgrade, migrate: now, scheduled or by a migration): its entry
     /// (naming the scheduled change it replaces or applies, its proration
     /// lines and behaviour, its `invoice_now` invoice and period), that

@@ -760,3 +760,206 @@ async fn a_change_now_cut_off_is_completed_before_the_scheduled_change_it_replac
         env.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_change_cut_off_after_its_entry_answers_its_idempotency_key_once_completed() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `adv` ($20/month in advance) from 11-01 for `a`, `b` and their
+        // twin `a2`: 20.00 each at subscription, 100 calls each.
+        for id in ["a", "b", "a2"] {
+            env.subscribed(id, "adv").await;
+            env.consume(id, "calls", dec!(100)).await;
+        }
+        env.engine.flush().await.unwrap();
+
+        // On 11-10 each upgrades to `inc` ($30) now, invoiced now, with key
+        // `chg-1`: −14.00 and 21.00, an off-cycle invoice of 7.00. `a2`
+        // whole; `a` and `b` cut off after their entries.
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        let req = now_to("inc", ProrationBehavior::InvoiceNow);
+        let once = |id: &'static str| env.billing.change_plan_once(id, &req, "test", "chg-1");
+        let (twin, replayed) = once("a2").await.unwrap();
+        assert!(!replayed, "{backend}");
+        let e = &env;
+        let cut_off = |id: &'static str| async move {
+            e.billing.crash_after_next_history_entry();
+            assert!(once(id).await.is_err(), "{backend}");
+            assert_eq!(plan_of(e, id), ("adv".to_string(), 1), "{backend}");
+            last_entry(e, id).await
+        };
+        let entry_a = cut_off("a").await;
+
+        // The tick completes `a` (on inc, its invoice written). The client
+        // retries with the same key and request: the change's answer, as
+        // replayed, with the entry's change id, the twin's lines and
+        // amounts, and the invoice the entry named. `b`, cut off after the
+        // tick, is retried before any other: its retry completes it, and
+        // answers the same way.
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 1, "{backend}: {tick:?}");
+        let entry_b = cut_off("b").await;
+        for (id, entry) in [("a", &entry_a), ("b", &entry_b)] {
+            let (got, replayed) = once(id).await.unwrap();
+            assert!(replayed, "{backend}: {id}");
+            assert_eq!(got.change.as_ref().unwrap().id, entry.id, "{backend}: {id}");
+            assert_eq!(got.state, twin.state, "{backend}: {id}");
+            assert_eq!(got.view.preview, twin.view.preview, "{backend}: {id}");
+            assert_eq!(got.view.period, twin.view.period, "{backend}: {id}");
+            let amounts: Vec<_> = got.pending_items.iter().map(|i| i.amount).collect();
+            assert_eq!(amounts, [dec!(-14.00), dec!(21.00)], "{backend}: {id}");
+            let lines = |o: &tollgate_billing::changes::ChangeOutcome| -> Vec<InvoiceLine> {
+                o.pending_items
+                    .iter()
+                    .map(|i| {
+                        let mut line = i.line.clone();
+                        line.as_object_mut().unwrap().remove("plan_change_id");
+                        serde_json::from_value(line).unwrap()
+                    })
+                    .collect()
+            };
+            assert_eq!(lines(&got), lines(&twin), "{backend}: {id}");
+            let named = entry.details["invoice_id"].as_str().unwrap();
+            assert_eq!(got.invoice_id.as_deref(), Some(named), "{backend}: {id}");
+            assert!(
+                got.pending_items
+                    .iter()
+                    .all(|i| i.invoice_id.as_deref() == Some(named)),
+                "{backend}: {id}"
+            );
+            assert_eq!(
+                (
+                    got.subscription.plan_key.as_str(),
+                    got.subscription.plan_version
+                ),
+                ("inc", 1),
+                "{backend}: {id}"
+            );
+
+            // Applied once: one upgrade, one off-cycle invoice like the
+            // twin's, nothing pending; a second retry answers the same.
+            assert_eq!(
+                kinds(env.billing.plan_change_history(id).await.unwrap()),
+                ["subscribe", "upgrade"],
+                "{backend}: {id}"
+            );
+            assert_eq!(
+                billed(&env, id).await,
+                billed(&env, "a2").await,
+                "{backend}"
+            );
+            assert!(pending_lines(&env, id).await.is_empty(), "{backend}: {id}");
+            let (again, replayed) = once(id).await.unwrap();
+            assert!(replayed, "{backend}: {id}");
+            assert_eq!(again, got, "{backend}: {id}");
+
+            // The key with another request is refused, naming the key.
+            let other = now_to("inc", ProrationBehavior::NextInvoice);
+            let err = env
+                .billing
+                .change_plan_once(id, &other, "test", "chg-1")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    tollgate_billing::changes::ChangeError::Invalid {
+                        field: "Idempotency-Key",
+                        ..
+                    }
+                ),
+                "{backend}: {err}"
+            );
+        }
+        let tick = env.billing.run_once().await.unwrap();
+        assert_eq!(tick.settlements_recovered, 0, "{backend}: {tick:?}");
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_trial_set_over_a_scheduled_cancellation_replaces_it_only_once_its_entry_is_written() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `inc` from 11-01 for `c` and its twin `c2`, each with a
+        // cancellation at period end scheduled on 11-05.
+        let at_end = at_period_end();
+        let mut cancels = Vec::new();
+        for id in ["c", "c2"] {
+            env.subscribed(id, "inc").await;
+        }
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        for id in ["c", "c2"] {
+            let out = env.billing.cancel_subscription(id, &at_end, "test").await;
+            cancels.push(out.unwrap().scheduled.unwrap());
+        }
+
+        // On 11-10 an operator sets each to a trial of `adv` ending 11-20
+        // (a `trial_start` that replaces the cancellation and schedules the
+        // trial's expiry). `c2` whole; `c` cut off after its entry: nothing
+        // has changed yet: still active on inc, the cancellation still
+        // scheduled, no expiry; the entry names both.
+        env.clock.set(ts("2026-11-10T00:00:00Z"));
+        let trial = || SubscribeOptions {
+            status: Some(SubscriptionStatus::Trialing),
+            trial_ends_at: Some(ts("2026-11-20T00:00:00Z")),
+            ..SubscribeOptions::default()
+        };
+        env.billing
+            .subscribe("c2", "adv", trial(), "test", None)
+            .await
+            .unwrap();
+        env.billing.crash_after_next_history_entry();
+        let cut = env.billing.subscribe("c", "adv", trial(), "test", None);
+        assert!(cut.await.is_err(), "{backend}");
+        assert_eq!(status(&env, "c"), Some(SubscriptionStatus::Active));
+        assert_eq!(plan_of(&env, "c"), ("inc".to_string(), 1), "{backend}");
+        let pending = env.billing.scheduled_change("c").await.unwrap().unwrap();
+        assert_eq!(pending.id, cancels[0].id, "{backend}");
+        let entry = last_entry(&env, "c").await;
+        assert_eq!(entry.kind, "trial_start", "{backend}");
+        assert_eq!(entry.details["supersedes"], cancels[0].id.as_str());
+
+        // The tick completes it as the twin's: trialing on adv, the
+        // cancellation canceled (superseded by the entry), the expiry
+        // pending for 11-20.
+        env.clock.set(ts("2026-11-10T00:01:00Z"));
+        env.billing.run_once().await.unwrap();
+        for (id, cancel) in [("c", &cancels[0]), ("c2", &cancels[1])] {
+            assert_eq!(status(&env, id), Some(SubscriptionStatus::Trialing));
+            assert_eq!(plan_of(&env, id), ("adv".to_string(), 1), "{backend}");
+            let replaced = env.store.changes().scheduled_change(&cancel.id).await;
+            assert_eq!(
+                replaced.unwrap().unwrap().state,
+                "canceled",
+                "{backend}: {id}"
+            );
+            let expiry = env.billing.scheduled_change(id).await.unwrap().unwrap();
+            assert_eq!(
+                (expiry.action.as_str(), expiry.effective_at),
+                ("trial_expire", ts("2026-11-20T00:00:00Z")),
+                "{backend}: {id}"
+            );
+        }
+        let superseded = env.store.changes().scheduled_change(&cancels[0].id).await;
+        assert_eq!(
+            superseded.unwrap().unwrap().reason,
+            Some(format!("superseded by {}", entry.id))
+        );
+
+        // On 11-20 both trials expire, once.
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        env.billing.run_once().await.unwrap();
+        for id in ["c", "c2"] {
+            assert_eq!(status(&env, id), Some(SubscriptionStatus::Canceled));
+            assert_eq!(
+                kinds(env.billing.plan_change_history(id).await.unwrap()),
+                ["subscribe", "trial_start", "trial_expire"],
+                "{backend}: {id}"
+            );
+        }
+        assert_eq!(billed(&env, "c").await, billed(&env, "c2").await);
+        env.cleanup().await;
+    }
+}

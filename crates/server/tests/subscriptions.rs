@@ -990,3 +990,53 @@ async fn a_change_repeated_with_its_idempotency_key_is_applied_once() {
         srv.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_change_cut_off_after_its_entry_is_answered_on_retry() {
+    for backend in backends("sub_idempotency_cutoff") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "basic").await;
+        subscribed(&srv, "twin", "basic").await;
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+
+        // The twin's upgrade goes through; acme's is cut off after its
+        // history entry (the request fails, nothing answered or stored).
+        let upgrade = json!({"plan": "pro", "reason": "growing"});
+        let twin = change_keyed(&srv, "twin", "chg-1", upgrade.clone()).await;
+        assert_eq!(twin.status, 200, "{name}: {twin}");
+        srv.state.billing.crash_after_next_history_entry();
+        let cut = change_keyed(&srv, "acme", "chg-1", upgrade.clone()).await;
+        assert_ne!(cut.status, 200, "{name}: {cut}");
+        let history = srv
+            .get("/v1/customers/acme/subscription/history", &srv.admin_key)
+            .await;
+        let entry = history.body["data"][1]["id"].as_str().unwrap().to_string();
+
+        // The retry with the same key completes it and answers it, as
+        // replayed: the entry's change id, the twin's preview and lines.
+        let again = change_keyed(&srv, "acme", "chg-1", upgrade.clone()).await;
+        assert_eq!(again.status, 200, "{name}: {again}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.body["change"]["id"], entry.as_str(), "{name}");
+        assert_eq!(amounts(&again.body["pending_items"]), ["-7.00", "21.00"]);
+        let same = |b: &Value| {
+            let mut b = b.clone();
+            for k in ["customer_id", "change", "pending_items", "subscription"] {
+                b.as_object_mut().unwrap().remove(k);
+            }
+            b
+        };
+        assert_eq!(same(&again.body), same(&twin.body), "{name}");
+        assert_eq!(plan_of(&srv, "acme").await.0, "pro");
+        assert_eq!(history_kinds(&srv, "acme").await, ["subscribe", "upgrade"]);
+        let pending = srv.state.store.changes().pending_items("acme").await;
+        assert_eq!(pending.unwrap().len(), 2, "{name}");
+
+        // Stored now: the next repeat answers the same.
+        let third = change_keyed(&srv, "acme", "chg-1", upgrade).await;
+        assert_eq!(third.header("idempotent-replayed"), Some("true"));
+        assert_eq!(third.body, again.body, "{name}");
+        srv.stop().await;
+    }
+}

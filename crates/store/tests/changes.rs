@@ -229,6 +229,12 @@ async fn one_pending_scheduled_change_per_customer(store: Arc<dyn Store>) {
         changes.pending_scheduled_change("acme").await.unwrap(),
         None
     );
+    // Still found by its id, whatever its state.
+    assert_eq!(
+        changes.scheduled_change(&canceled.id).await.unwrap(),
+        Some(canceled.clone())
+    );
+    assert_eq!(changes.scheduled_change("sch_none").await.unwrap(), None);
     let cancel = ScheduledChangeRecord {
         action: "cancel".to_string(),
         to_plan: None,

@@ -128,6 +128,8 @@ pub trait ChangeStore: Send + Sync {
         &self,
         customer_id: &str,
     ) -> Result<Option<ScheduledChangeRecord>>;
+    /// A scheduled change by id, whatever its state.
+    async fn scheduled_change(&self, id: &str) -> Result<Option<ScheduledChangeRecord>>;
     /// Every `pending` change with `effective_at <= at`, by effective_at.
     async fn scheduled_changes_due(&self, at: Timestamp) -> Result<Vec<ScheduledChangeRecord>>;
 

@@ -30,6 +30,9 @@ pub(crate) const PUT_SCHEDULED: &str = "INSERT INTO scheduled_changes (id, custo
 pub(crate) const PENDING_SCHEDULED_OF: &str = "SELECT id, customer_id, action, to_plan, \
      to_version, effective_at, state, actor, reason, created_at, updated_at \
      FROM scheduled_changes WHERE customer_id = $1 AND state = 'pending'";
+pub(crate) const SCHEDULED_BY_ID: &str = "SELECT id, customer_id, action, to_plan, \
+     to_version, effective_at, state, actor, reason, created_at, updated_at \
+     FROM scheduled_changes WHERE id = $1";
 pub(crate) const SCHEDULED_DUE: &str = "SELECT id, customer_id, action, to_plan, to_version, \
      effective_at, state, actor, reason, created_at, updated_at FROM scheduled_changes \
      WHERE state = 'pending' AND effective_at <= $1 ORDER BY effective_at, id";
@@ -155,6 +158,13 @@ where
                 PENDING_SCHEDULED_OF,
                 vec![Arg::Text(customer_id.to_string())],
             )
+            .await?;
+        Ok(rows.pop())
+    }
+
+    pub async fn scheduled_change(&self, id: &str) -> Result<Option<ScheduledChangeRecord>> {
+        let mut rows = self
+            .fetch::<RawScheduled, _>(SCHEDULED_BY_ID, vec![Arg::Text(id.to_string())])
             .await?;
         Ok(rows.pop())
     }
@@ -472,6 +482,13 @@ macro_rules! change_store {
                 customer_id: &str,
             ) -> $crate::Result<Option<$crate::changes::ScheduledChangeRecord>> {
                 $tables(self).pending_scheduled_change(customer_id).await
+            }
+
+            async fn scheduled_change(
+                &self,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::changes::ScheduledChangeRecord>> {
+                $tables(self).scheduled_change(id).await
             }
 
             async fn scheduled_changes_due(
