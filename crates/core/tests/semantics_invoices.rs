@@ -315,7 +315,8 @@ fn semantics_invoice_volume_across_a_plan_change() {
 /// A period billed in two parts on Basic (in advance: usage lines only):
 /// `first` calls billed by a final invoice over `[04-01, 04-10)`, then
 /// `second` calls billed by the rest of April (`settled_until` 04-10, the
-/// first part's usage lines given as `earlier_usage`). Returns both invoices.
+/// first part not void: its span in `earlier_parts`, its usage lines given
+/// as `earlier_usage` unless `earlier` is false). Returns both invoices.
 fn billed_in_parts(charge: &str, first: Decimal, second: Decimal) -> (Invoice, Invoice) {
     billed_in_parts_with(charge, first, second, true)
 }
@@ -349,6 +350,7 @@ fn billed_in_parts_with(
         ],
     );
     rest.settled_until = Some(at);
+    rest.earlier_parts = vec![period("2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z")];
     rest.earlier_usage = part1
         .lines
         .iter()
@@ -404,8 +406,13 @@ fn semantics_invoice_volume_tier_reached_in_a_later_part_reprices_the_earlier_un
 /// `earlier_parts`, its usage lines in `earlier_usage` of the parts after
 /// it). Returns every part's invoice.
 fn volume_in_parts(calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
+    volume_in_parts_priced(VOLUME_BASIC, calls, billed)
+}
+
+/// [`volume_in_parts`] with the charge's body `charge`.
+fn volume_in_parts_priced(charge: &str, calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
     let c = catalog(&Spec {
-        basic_charge: VOLUME_BASIC,
+        basic_charge: charge,
         ..Spec::default()
     });
     let basic = plan(&c, "basic");
@@ -449,7 +456,9 @@ fn volume_in_parts(calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
                         earlier
                             .lines
                             .iter()
-                            .filter(|l| l.kind == InvoiceLineKind::Usage)
+                            .filter(|l| {
+                                matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum)
+                            })
                             .cloned(),
                     );
                 }
@@ -503,6 +512,25 @@ fn semantics_invoice_a_void_part_is_neither_repriced_nor_billed_again() {
     let two = volume_in_parts(&[dec!(4000), dec!(8000)], &[false, true]);
     assert_eq!(amounts(&two[0]), ["20.00"]);
     assert_eq!(amounts(&two[1]), ["16.00"]);
+    // With a 100.00 monthly minimum, the first part void: the second part
+    // owes 100 × 10/30 = 33.33, a true-up of 13.33. The third: the parts
+    // billed (04-11 to the end) owe 66.67; their usage, the repricing
+    // counted, came to 20.00 − 12.00 + 16.00 = 24.00, short by 42.67, 13.33
+    // of it billed: 29.34. The parts not void: 33.33 + 33.34 = 66.67, the
+    // minimum over the days billed. (The old code's −4.00 started in the
+    // void span and so counted toward no minimum: 17.34, 62.67 in all.)
+    let minimum = format!("minimum = \"100.00\"\n{VOLUME_BASIC}");
+    let parts = volume_in_parts_priced(
+        &minimum,
+        &[dec!(4000), dec!(4000), dec!(8000)],
+        &[false, true, true],
+    );
+    assert_eq!(amounts(&parts[1]), ["20.00", "13.33"]);
+    assert_eq!(amounts(&parts[2]), ["16.00", "29.34", "-12.00"]);
+    assert_eq!(
+        parts[1].totals.total + parts[2].totals.total,
+        dec!(66.67)
+    );
 }
 
 /// Basic with a 100.00 monthly minimum and calls at 0.01, April (30 days)

@@ -842,6 +842,15 @@ fn is_settled(input: &InvoiceInput<'_>, seg: &Segment<'_>) -> bool {
     input.settled_until.is_some_and(|t| seg.to <= t)
 }
 
+/// Whether `at` lies in a span an earlier part billed (an invoice not void,
+/// `InvoiceInput::earlier_parts`): what a void part covered was not billed.
+fn billed_earlier(input: &InvoiceInput<'_>, at: Timestamp) -> bool {
+    input
+        .earlier_parts
+        .iter()
+        .any(|p| p.start <= at && at < p.end)
+}
+
 /// The settled segment, not canceled, in which `line` (an earlier part's
 /// usage line, or a line repricing its units) starts, when it starts in a
 /// span an earlier part billed and its plan's charge has a minimum: the
@@ -853,12 +862,8 @@ fn minimum_segment<'i, 'a>(
     let seg = input.segments.iter().find(|s| {
         is_settled(input, s) && s.from <= line.period_start && line.period_start < s.to
     })?;
-    let billed = input
-        .earlier_parts
-        .iter()
-        .any(|p| p.start <= line.period_start && line.period_start < p.end);
     if seg.canceled
-        || !billed
+        || !billed_earlier(input, line.period_start)
         || line.plan_key.as_deref() != Some(seg.plan.key.as_str())
         || line.plan_version != Some(seg.plan.version)
     {
@@ -1068,7 +1073,10 @@ fn volume_repricing(
     type Key = (String, u32, String, BTreeMap<String, String>);
     let mut repriced: BTreeMap<Key, Repriced> = BTreeMap::new();
     for (i, seg) in input.segments.iter().enumerate() {
-        if !is_settled(input, seg) {
+        // Only the units a part not void billed: a void part's units still
+        // count toward the period's tier (in `ctx.groups`), but they were
+        // forgiven, not billed, so there is nothing of theirs to reprice.
+        if !is_settled(input, seg) || !billed_earlier(input, seg.from) {
             continue;
         }
         for charge in &seg.plan.charges {
