@@ -424,7 +424,9 @@ fn volume_in_parts_priced(charge: &str, calls: &[Decimal], billed: &[bool]) -> V
         p.end,
     ];
     let n = calls.len();
-    let bounds: Vec<_> = (0..=n).map(|i| if i == n { p.end } else { cuts[i] }).collect();
+    let bounds: Vec<_> = (0..=n)
+        .map(|i| if i == n { p.end } else { cuts[i] })
+        .collect();
     let segments: Vec<_> = (0..n)
         .map(|i| {
             segment(
@@ -449,8 +451,11 @@ fn volume_in_parts_priced(charge: &str, calls: &[Decimal], billed: &[bool]) -> V
             for (j, earlier) in parts.iter().enumerate() {
                 if billed[j] {
                     part.earlier_parts.push(
-                        tollgate_core::period::Period::new(earlier.period_start, earlier.period_end)
-                            .unwrap(),
+                        tollgate_core::period::Period::new(
+                            earlier.period_start,
+                            earlier.period_end,
+                        )
+                        .unwrap(),
                     );
                     part.earlier_usage.extend(
                         earlier
@@ -494,10 +499,7 @@ fn semantics_invoice_a_void_part_is_neither_repriced_nor_billed_again() {
         "{}",
         parts[2].lines[1].description
     );
-    assert_eq!(
-        parts[1].totals.total + parts[2].totals.total,
-        dec!(24.00)
-    );
+    assert_eq!(parts[1].totals.total + parts[2].totals.total, dec!(24.00));
     // None void: 20.00 + 20.00 + (16.00 + 16.00 − 40.00) = 32.00 = 16,000 ×
     // 0.002, one invoice over April.
     let all = volume_in_parts(&[dec!(4000), dec!(4000), dec!(8000)], &[true, true, true]);
@@ -527,10 +529,7 @@ fn semantics_invoice_a_void_part_is_neither_repriced_nor_billed_again() {
     );
     assert_eq!(amounts(&parts[1]), ["20.00", "13.33"]);
     assert_eq!(amounts(&parts[2]), ["16.00", "29.34", "-12.00"]);
-    assert_eq!(
-        parts[1].totals.total + parts[2].totals.total,
-        dec!(66.67)
-    );
+    assert_eq!(parts[1].totals.total + parts[2].totals.total, dec!(66.67));
 }
 
 /// Basic with a 100.00 monthly minimum and calls at 0.01, April (30 days)

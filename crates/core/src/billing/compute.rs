@@ -118,11 +118,13 @@ pub struct InvoiceInput<'a> {
     pub settled_until: Option<Timestamp>,
     /// With `settled_until`: the usage lines of the invoices that billed
     /// `[period start, settled_until)` (the earlier parts, not void). The
-    /// units a volume-priced charge billed there are repriced at the tier
-    /// the *period's* total reaches, and this invoice carries the difference
-    /// with what those lines billed (one line per plan, charge and dimension
-    /// group), so the parts of a period add up to pricing its usage once.
-    /// Units with no earlier line to compare are left as billed.
+    /// units a volume-priced charge billed there (in the spans of
+    /// `earlier_parts`) are repriced at the tier the *period's* total
+    /// reaches, and this invoice carries the difference with what those
+    /// lines billed (one line per plan, charge and dimension group), so the
+    /// parts of a period add up to pricing its usage once. Units with no
+    /// earlier line to compare are left as billed; a void part's units are
+    /// neither repriced nor billed (they still count toward the tier).
     ///
     /// Their `minimum` lines too: a charge's minimum is compared with the
     /// usage of every part billed so far (`earlier_parts` and this one),
@@ -132,10 +134,11 @@ pub struct InvoiceInput<'a> {
     pub earlier_usage: Vec<InvoiceLine>,
     /// With `settled_until`: the spans `[start, end)` the earlier parts
     /// (invoices not void) billed. A settled segment owes its minimum share
-    /// only where an earlier part billed it, and only the earlier lines of
+    /// only where an earlier part billed it, only the earlier lines of
     /// these spans count toward the minimum (usage lines starting in one,
-    /// minimum lines overlapping one): a void part billed nothing. Empty:
-    /// no earlier part counts for the minimum.
+    /// minimum lines overlapping one), and only the volume units of settled
+    /// segments starting in one are repriced: a void part billed nothing.
+    /// Empty: no earlier part billed anything (every one was void).
     pub earlier_parts: Vec<Period>,
     pub tax: TaxRule,
     pub issuer: Party,
@@ -1059,7 +1062,9 @@ struct Repriced {
 /// of volume-priced charges billed by the earlier parts of a period billed in
 /// parts (`InvoiceInput::earlier_usage`): `Σ segment units at the period's
 /// tier − Σ what the earlier usage lines of that plan, charge and group
-/// billed`, one line each, when it is not zero once rounded. Per-unit,
+/// billed`, one line each, when it is not zero once rounded. Only the
+/// segments of parts not void (`InvoiceInput::earlier_parts`): a void
+/// part's units count toward the tier but were forgiven, not billed. Per-unit,
 /// package and graduated prices need none: a segment's price depends only on
 /// the units before it, which later parts do not change.
 fn volume_repricing(
