@@ -1,8 +1,9 @@
 //! A period billed in parts (a cancellation now writes a final invoice to the
 //! cancellation, a reactivation leaves the rest to a later invoice), end to
 //! end on SQLite and PostgreSQL: customer discounts come off once per period
-//! in total, and the upcoming invoice projects only what the next invoice
-//! bills.
+//! in total, volume tiers reprice the earlier parts (a void part's units are
+//! neither repriced nor billed again), minimums are corrected across parts,
+//! and the upcoming invoice projects only what the next invoice bills.
 
 #![allow(clippy::unwrap_used)]
 
