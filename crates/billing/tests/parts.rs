@@ -1,8 +1,9 @@
 //! A period billed in parts (a cancellation now writes a final invoice to the
 //! cancellation, a reactivation leaves the rest to a later invoice), end to
 //! end on SQLite and PostgreSQL: customer discounts come off once per period
-//! in total, and the upcoming invoice projects only what the next invoice
-//! bills.
+//! in total, volume tiers reprice the earlier parts (a void part's units are
+//! neither repriced nor billed again), minimums are corrected across parts,
+//! and the upcoming invoice projects only what the next invoice bills.
 
 #![allow(clippy::unwrap_used)]
 
@@ -307,6 +308,51 @@ async fn a_volume_tier_reached_after_a_final_invoice_reprices_its_units_on_the_r
             "{backend}"
         );
         assert_eq!(fin.totals.total + rest.totals.total, dec!(24.00));
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_void_final_invoice_is_neither_repriced_nor_billed_again_by_the_rest_of_the_period() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `vol`: no base, calls by volume (to 1,000 at 0.01, to 10,000 at
+        // 0.005, then 0.002). 4,000 calls, canceled now on 11-10: a final
+        // invoice of 20.00 (tier 1), which the operator voids.
+        env.subscribed("w", "vol").await;
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        env.consume("w", "calls", dec!(4000)).await;
+        env.engine.flush().await.unwrap();
+        let fin1 = cancel_now(&env, "w", "2026-11-10T00:00:00Z").await;
+        assert_eq!(invoice(&env, &fin1).await.totals.total, dec!(20.00));
+        env.billing.void_invoice(&fin1).await.unwrap();
+        // Reactivated on 11-12, 4,000 calls, canceled now on 11-16: the
+        // second final invoice bills them at the tier of November's 8,000
+        // so far: 4,000 × 0.005 = 20.00.
+        reactivate(&env, "w", "2026-11-12T00:00:00Z").await;
+        env.clock.set(ts("2026-11-14T00:00:00Z"));
+        env.consume("w", "calls", dec!(4000)).await;
+        env.engine.flush().await.unwrap();
+        let fin2 = invoice(&env, &cancel_now(&env, "w", "2026-11-16T00:00:00Z").await).await;
+        assert_eq!(fin2.totals.total, dec!(20.00), "{backend}");
+        // Reactivated on 11-18, 8,000 calls: November's 16,000 reach tier
+        // 2. The close bills the 8,000 at 0.002, 16.00, and reprices the
+        // second part's 4,000 only: 8.00 − 20.00 = −12.00. The void part's
+        // 4,000 are forgiven, not billed again (the old code repriced them
+        // too, −4.00, billing them 8.00).
+        reactivate(&env, "w", "2026-11-18T00:00:00Z").await;
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        env.consume("w", "calls", dec!(8000)).await;
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let rest = cycle_from(&env, "w", "2026-11-16T00:00:00Z").await;
+        assert_eq!(
+            kind_lines(&rest, InvoiceLineKind::Usage),
+            [dec!(16.00), dec!(-12.00)],
+            "{backend}: {rest:?}"
+        );
+        assert_eq!(fin2.totals.total + rest.totals.total, dec!(24.00));
         env.cleanup().await;
     }
 }

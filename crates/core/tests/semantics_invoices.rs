@@ -315,7 +315,8 @@ fn semantics_invoice_volume_across_a_plan_change() {
 /// A period billed in two parts on Basic (in advance: usage lines only):
 /// `first` calls billed by a final invoice over `[04-01, 04-10)`, then
 /// `second` calls billed by the rest of April (`settled_until` 04-10, the
-/// first part's usage lines given as `earlier_usage`). Returns both invoices.
+/// first part not void: its span in `earlier_parts`, its usage lines given
+/// as `earlier_usage` unless `earlier` is false). Returns both invoices.
 fn billed_in_parts(charge: &str, first: Decimal, second: Decimal) -> (Invoice, Invoice) {
     billed_in_parts_with(charge, first, second, true)
 }
@@ -349,6 +350,7 @@ fn billed_in_parts_with(
         ],
     );
     rest.settled_until = Some(at);
+    rest.earlier_parts = vec![period("2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z")];
     rest.earlier_usage = part1
         .lines
         .iter()
@@ -396,6 +398,138 @@ fn semantics_invoice_volume_tier_reached_in_a_later_part_reprices_the_earlier_un
     // 0.002 = 34.00; 59.00 = price(12,000).
     assert_eq!(amounts(&g1), ["25.00"]);
     assert_eq!(amounts(&g2), ["34.00"]);
+}
+
+/// Volume (to 1,000 at 0.01, to 10,000 at 0.005, then 0.002) on Basic,
+/// April billed in parts cut at 04-11 and 04-21, each part's calls in
+/// `calls`; `billed[i]`: part `i` was not voided (its span is in
+/// `earlier_parts`, its usage lines in `earlier_usage` of the parts after
+/// it). Returns every part's invoice.
+fn volume_in_parts(calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
+    volume_in_parts_priced(VOLUME_BASIC, calls, billed)
+}
+
+/// [`volume_in_parts`] with the charge's body `charge`.
+fn volume_in_parts_priced(charge: &str, calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
+    let c = catalog(&Spec {
+        basic_charge: charge,
+        ..Spec::default()
+    });
+    let basic = plan(&c, "basic");
+    let p = april();
+    let cuts = [
+        p.start,
+        ts("2026-04-11T00:00:00Z"),
+        ts("2026-04-21T00:00:00Z"),
+        p.end,
+    ];
+    let n = calls.len();
+    let bounds: Vec<_> = (0..=n)
+        .map(|i| if i == n { p.end } else { cuts[i] })
+        .collect();
+    let segments: Vec<_> = (0..n)
+        .map(|i| {
+            segment(
+                basic,
+                bounds[i],
+                bounds[i + 1],
+                vec![usage("api_calls", &[("plan", calls[i])])],
+            )
+        })
+        .collect();
+    let mut parts: Vec<Invoice> = Vec::new();
+    for i in 0..n {
+        let end = if i + 1 == n { p.end } else { bounds[i + 1] };
+        let mut part = input(
+            Currency::USD,
+            tollgate_core::period::Period::new(p.start, end).unwrap(),
+            segments[..=i].to_vec(),
+        );
+        part.nominal_period = Some(p);
+        if i > 0 {
+            part.settled_until = Some(bounds[i]);
+            for (j, earlier) in parts.iter().enumerate() {
+                if billed[j] {
+                    part.earlier_parts.push(
+                        tollgate_core::period::Period::new(
+                            earlier.period_start,
+                            earlier.period_end,
+                        )
+                        .unwrap(),
+                    );
+                    part.earlier_usage.extend(
+                        earlier
+                            .lines
+                            .iter()
+                            .filter(|l| {
+                                matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum)
+                            })
+                            .cloned(),
+                    );
+                }
+            }
+        }
+        parts.push(compute_invoice(&part).unwrap());
+    }
+    parts
+}
+
+#[test]
+fn semantics_invoice_a_void_part_is_neither_repriced_nor_billed_again() {
+    // Three parts of 4,000, 4,000 and 8,000 calls; the first part's invoice
+    // (4,000 in tier 1, 20.00) is void. The second bills its 4,000 in tier 1
+    // (the period's 8,000 so far): 20.00. The third: the period's 16,000
+    // reach tier 2, so its 8,000 bill 16.00 and the second part's 4,000 are
+    // repriced at 0.002: 8.00 − 20.00 = −12.00. The void part's 4,000 still
+    // count toward the tier (they were used) but are neither repriced nor
+    // billed: the parts not void come to 20.00 + 4.00 = 24.00 = 12,000 ×
+    // 0.002, what one invoice over April (16,000 × 0.002 = 32.00) bills for
+    // their units; the void part's 8.00 at that tier is forgiven. (The old
+    // code repriced the 8,000 settled units, void ones included, against the
+    // second part's 20.00: −4.00, so it billed the void 4,000 at 0.002:
+    // 32.00 in all.)
+    let parts = volume_in_parts(&[dec!(4000), dec!(4000), dec!(8000)], &[false, true, true]);
+    assert_eq!(amounts(&parts[0]), ["20.00"]);
+    assert_eq!(amounts(&parts[1]), ["20.00"]);
+    assert_eq!(amounts(&parts[2]), ["16.00", "-12.00"]);
+    assert!(
+        parts[2].lines[1]
+            .description
+            .contains("4000 units billed earlier in the period for 20.00"),
+        "{}",
+        parts[2].lines[1].description
+    );
+    assert_eq!(parts[1].totals.total + parts[2].totals.total, dec!(24.00));
+    // None void: 20.00 + 20.00 + (16.00 + 16.00 − 40.00) = 32.00 = 16,000 ×
+    // 0.002, one invoice over April.
+    let all = volume_in_parts(&[dec!(4000), dec!(4000), dec!(8000)], &[true, true, true]);
+    assert_eq!(amounts(&all[2]), ["16.00", "-24.00"]);
+    // The second part void instead: the third reprices the first part's
+    // 4,000 only, −12.00 again, 24.00 for the parts not void.
+    let second_void = volume_in_parts(&[dec!(4000), dec!(4000), dec!(8000)], &[true, false, true]);
+    assert_eq!(amounts(&second_void[2]), ["16.00", "-12.00"]);
+    // Two parts, the first void: the rest bills its 8,000 at the tier of the
+    // period's 12,000, 8,000 × 0.002 = 16.00, and reprices nothing (the old
+    // code too): 24.00 over April less the void part's 8.00.
+    let two = volume_in_parts(&[dec!(4000), dec!(8000)], &[false, true]);
+    assert_eq!(amounts(&two[0]), ["20.00"]);
+    assert_eq!(amounts(&two[1]), ["16.00"]);
+    // With a 100.00 monthly minimum, the first part void: the second part
+    // owes 100 × 10/30 = 33.33, a true-up of 13.33. The third: the parts
+    // billed (04-11 to the end) owe 66.67; their usage, the repricing
+    // counted, came to 20.00 − 12.00 + 16.00 = 24.00, short by 42.67, 13.33
+    // of it billed: 29.34. The parts not void: 33.33 + 33.34 = 66.67, the
+    // minimum over the days billed. (The old code's −4.00 started in the
+    // void span and so counted toward no minimum: 17.34, 62.67 in all.)
+    let minimum = format!("minimum = \"100.00\"\n{VOLUME_BASIC}");
+    let parts = volume_in_parts_priced(
+        &minimum,
+        &[dec!(4000), dec!(4000), dec!(8000)],
+        &[false, true, true],
+    );
+    assert_eq!(amounts(&parts[1]), ["20.00", "13.33"]);
+    assert_eq!(amounts(&parts[2]), ["16.00", "29.34", "-12.00"]);
+    assert_eq!(parts[1].totals.total + parts[2].totals.total, dec!(66.67));
 }
 
 /// Basic with a 100.00 monthly minimum and calls at 0.01, April (30 days)

@@ -118,11 +118,13 @@ pub struct InvoiceInput<'a> {
     pub settled_until: Option<Timestamp>,
     /// With `settled_until`: the usage lines of the invoices that billed
     /// `[period start, settled_until)` (the earlier parts, not void). The
-    /// units a volume-priced charge billed there are repriced at the tier
-    /// the *period's* total reaches, and this invoice carries the difference
-    /// with what those lines billed (one line per plan, charge and dimension
-    /// group), so the parts of a period add up to pricing its usage once.
-    /// Units with no earlier line to compare are left as billed.
+    /// units a volume-priced charge billed there (in the spans of
+    /// `earlier_parts`) are repriced at the tier the *period's* total
+    /// reaches, and this invoice carries the difference with what those
+    /// lines billed (one line per plan, charge and dimension group), so the
+    /// parts of a period add up to pricing its usage once. Units with no
+    /// earlier line to compare are left as billed; a void part's units are
+    /// neither repriced nor billed (they still count toward the tier).
     ///
     /// Their `minimum` lines too: a charge's minimum is compared with the
     /// usage of every part billed so far (`earlier_parts` and this one),
@@ -132,10 +134,11 @@ pub struct InvoiceInput<'a> {
     pub earlier_usage: Vec<InvoiceLine>,
     /// With `settled_until`: the spans `[start, end)` the earlier parts
     /// (invoices not void) billed. A settled segment owes its minimum share
-    /// only where an earlier part billed it, and only the earlier lines of
+    /// only where an earlier part billed it, only the earlier lines of
     /// these spans count toward the minimum (usage lines starting in one,
-    /// minimum lines overlapping one): a void part billed nothing. Empty:
-    /// no earlier part counts for the minimum.
+    /// minimum lines overlapping one), and only the volume units of settled
+    /// segments starting in one are repriced: a void part billed nothing.
+    /// Empty: no earlier part billed anything (every one was void).
     pub earlier_parts: Vec<Period>,
     pub tax: TaxRule,
     pub issuer: Party,
@@ -842,6 +845,15 @@ fn is_settled(input: &InvoiceInput<'_>, seg: &Segment<'_>) -> bool {
     input.settled_until.is_some_and(|t| seg.to <= t)
 }
 
+/// Whether `at` lies in a span an earlier part billed (an invoice not void,
+/// `InvoiceInput::earlier_parts`): what a void part covered was not billed.
+fn billed_earlier(input: &InvoiceInput<'_>, at: Timestamp) -> bool {
+    input
+        .earlier_parts
+        .iter()
+        .any(|p| p.start <= at && at < p.end)
+}
+
 /// The settled segment, not canceled, in which `line` (an earlier part's
 /// usage line, or a line repricing its units) starts, when it starts in a
 /// span an earlier part billed and its plan's charge has a minimum: the
@@ -853,12 +865,8 @@ fn minimum_segment<'i, 'a>(
     let seg = input.segments.iter().find(|s| {
         is_settled(input, s) && s.from <= line.period_start && line.period_start < s.to
     })?;
-    let billed = input
-        .earlier_parts
-        .iter()
-        .any(|p| p.start <= line.period_start && line.period_start < p.end);
     if seg.canceled
-        || !billed
+        || !billed_earlier(input, line.period_start)
         || line.plan_key.as_deref() != Some(seg.plan.key.as_str())
         || line.plan_version != Some(seg.plan.version)
     {
@@ -1054,7 +1062,9 @@ struct Repriced {
 /// of volume-priced charges billed by the earlier parts of a period billed in
 /// parts (`InvoiceInput::earlier_usage`): `Σ segment units at the period's
 /// tier − Σ what the earlier usage lines of that plan, charge and group
-/// billed`, one line each, when it is not zero once rounded. Per-unit,
+/// billed`, one line each, when it is not zero once rounded. Only the
+/// segments of parts not void (`InvoiceInput::earlier_parts`): a void
+/// part's units count toward the tier but were forgiven, not billed. Per-unit,
 /// package and graduated prices need none: a segment's price depends only on
 /// the units before it, which later parts do not change.
 fn volume_repricing(
@@ -1068,7 +1078,10 @@ fn volume_repricing(
     type Key = (String, u32, String, BTreeMap<String, String>);
     let mut repriced: BTreeMap<Key, Repriced> = BTreeMap::new();
     for (i, seg) in input.segments.iter().enumerate() {
-        if !is_settled(input, seg) {
+        // Only the units a part not void billed: a void part's units still
+        // count toward the period's tier (in `ctx.groups`), but they were
+        // forgiven, not billed, so there is nothing of theirs to reprice.
+        if !is_settled(input, seg) || !billed_earlier(input, seg.from) {
             continue;
         }
         for charge in &seg.plan.charges {
