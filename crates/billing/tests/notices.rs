@@ -305,7 +305,7 @@ async fn summary_days(env: &Env, customer: &str) -> Vec<(String, String, bool)> 
                     .as_str()
                     .unwrap()
                     .to_string(),
-                e.payload["backfilled"].as_bool().unwrap(),
+                e.payload["backfilled"] == true,
             )
         })
         .collect()
