@@ -7,7 +7,9 @@
 //!   its alert settings; once per customer, period and amount;
 //! - `usage.daily_summary`: per customer with usage on the UTC day that just
 //!   ended, its features' usage; once per customer and day, and only when
-//!   someone asked for it (an endpoint naming the type, or e-mail).
+//!   someone asked for it (an endpoint naming the type, or e-mail); days
+//!   missed during downtime are written afterwards, at most
+//!   [`SUMMARY_BACKFILL_DAYS`] back.
 //!
 //! Each is written with `NotifyStore::insert_events` under a dedup key, so a
 //! tick repeated (or a restart) fires each once. Rules: `docs/alerts.md`.
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
+use jiff::{SignedDuration, Span, Timestamp};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tollgate_core::billing::compute::BillingError;
@@ -39,6 +41,10 @@ pub const UPCOMING_ABOVE: &str = "invoice.upcoming_above";
 /// The event type of the daily usage summary (opt-in: delivered only to
 /// endpoints and e-mail lists that name it).
 pub const DAILY_SUMMARY: &str = "usage.daily_summary";
+
+/// How many days before the latest ended day missed daily summaries are
+/// still written (after downtime): 7.
+pub const SUMMARY_BACKFILL_DAYS: i64 = 7;
 
 /// `trial.ending` of a customer's trial ending at `ends`.
 fn trial_ending(customer: &str, plan: &str, ends: Timestamp, now: Timestamp) -> OutboxEvent {
@@ -104,12 +110,12 @@ impl Billing {
     pub async fn notify_due(&self, now: Timestamp) -> Result<usize> {
         let mut events = self.overdue_and_trials(now).await?;
         events.extend(self.upcoming_above(now).await?);
-        let (summaries, day) = self.daily_summaries(now).await?;
-        events.extend(summaries);
-        let written = self.store.notify().insert_events(&events).await?.len();
-        if let Some(day) = day {
-            // After the events: a crash in between redoes the day, and the
-            // dedup keys drop what was written.
+        let mut written = self.store.notify().insert_events(&events).await?.len();
+        for day in self.summary_days(now).await? {
+            let summaries = self.daily_summaries(day, now).await?;
+            written += self.store.notify().insert_events(&summaries).await?.len();
+            // After the day's events: a crash in between redoes the day (and
+            // the days after it), and the dedup keys drop what was written.
             self.store
                 .notify()
                 .set_notice_mark(DAILY_SUMMARY, &day.to_string())
@@ -197,25 +203,62 @@ impl Billing {
         Ok(endpoints.iter().any(|e| e.receives(DAILY_SUMMARY)))
     }
 
-    /// The daily summaries of the UTC day before `now`'s, unless that day is
-    /// done already (the `usage.daily_summary` mark) or nobody receives
-    /// them; with the day to mark done once they are written. One summary per
-    /// subscribed, live customer with usage recorded for that day (event
-    /// time); figures of the current windows as of `now` (the engine's).
-    async fn daily_summaries(&self, now: Timestamp) -> Result<(Vec<OutboxEvent>, Option<Date>)> {
-        let today = now.to_zoned(TimeZone::UTC).date();
-        let day = today.yesterday().map_err(invalid)?;
-        let mark = self.store.notify().notice_mark(DAILY_SUMMARY).await?;
-        if mark
-            .and_then(|m| m.parse::<Date>().ok())
-            .is_some_and(|done| done >= day)
-        {
-            return Ok((Vec::new(), None));
+    /// The UTC days whose summaries are due at `now`, oldest first: the days
+    /// after the `usage.daily_summary` mark up to the latest ended one (the
+    /// day before `now`'s), at most [`SUMMARY_BACKFILL_DAYS`] before it (older
+    /// missed days are skipped); only the latest ended day without a mark (a
+    /// first start); none when nobody receives them.
+    async fn summary_days(&self, now: Timestamp) -> Result<Vec<Date>> {
+        let latest = now
+            .to_zoned(TimeZone::UTC)
+            .date()
+            .yesterday()
+            .map_err(invalid)?;
+        let mark = self
+            .store
+            .notify()
+            .notice_mark(DAILY_SUMMARY)
+            .await?
+            .and_then(|m| m.parse::<Date>().ok());
+        if mark.is_some_and(|done| done >= latest) {
+            return Ok(Vec::new());
         }
         if !self.daily_summary_wanted().await? {
-            return Ok((Vec::new(), None));
+            return Ok(Vec::new());
         }
-        let (from, to) = (day_start(day)?, day_start(today)?);
+        let oldest = latest
+            .checked_sub(Span::new().days(SUMMARY_BACKFILL_DAYS))
+            .map_err(invalid)?;
+        let first = match mark {
+            None => latest,
+            Some(done) => {
+                let next = done.tomorrow().map_err(invalid)?;
+                if next < oldest {
+                    tracing::warn!(first_missed = %next, first_written = %oldest,
+                        "daily summaries missed too long ago are skipped");
+                    oldest
+                } else {
+                    next
+                }
+            }
+        };
+        let mut days = vec![first];
+        while let Some(&last) = days.last()
+            && last < latest
+        {
+            days.push(last.tomorrow().map_err(invalid)?);
+        }
+        Ok(days)
+    }
+
+    /// The daily summaries of the UTC `day` (ended before `now`). One summary
+    /// per subscribed, live customer with usage recorded for that day (event
+    /// time); figures of the current windows as of `now` (the engine's), so a
+    /// day before the latest ended one is marked `backfilled`.
+    async fn daily_summaries(&self, day: Date, now: Timestamp) -> Result<Vec<OutboxEvent>> {
+        let next = day.tomorrow().map_err(invalid)?;
+        let backfilled = next < now.to_zoned(TimeZone::UTC).date();
+        let (from, to) = (day_start(day)?, day_start(next)?);
         let no_groups = Arc::new(HashMap::new());
         let windows: Vec<UsageWindow> = self
             .store
@@ -241,13 +284,13 @@ impl Billing {
                 let sum: Decimal = t.buckets.values().sum();
                 *on_day.entry(t.feature.as_str()).or_default() += sum;
             }
-            match self.daily_summary(&w.customer_id, day, &on_day, now) {
+            match self.daily_summary(&w.customer_id, day, &on_day, backfilled, now) {
                 Ok(e) => events.push(e),
                 Err(e) => tracing::warn!(customer = %w.customer_id, error = %e,
                     "no daily summary for this customer"),
             }
         }
-        Ok((events, Some(day)))
+        Ok(events)
     }
 
     /// One customer's `usage.daily_summary` of `day`: per metered and gauge
@@ -258,6 +301,7 @@ impl Billing {
         customer: &str,
         day: Date,
         on_day: &BTreeMap<&str, Decimal>,
+        backfilled: bool,
         now: Timestamp,
     ) -> Result<OutboxEvent> {
         let summary = self.engine.entitlements(customer)?;
@@ -300,6 +344,7 @@ impl Billing {
                 "plan": summary.plan_key,
                 "period": period,
                 "as_of": now,
+                "backfilled": backfilled,
                 "features": features,
             }),
             created_at: now,

@@ -291,3 +291,107 @@ async fn daily_summaries_once_per_customer_and_day_for_subscribers_only() {
         env.cleanup().await;
     }
 }
+
+/// The `usage.daily_summary` events of a customer, as (day, calls used on the
+/// day, backfilled) in the order written.
+async fn summary_days(env: &Env, customer: &str) -> Vec<(String, String, bool)> {
+    events_of(env, customer, "usage.daily_summary")
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e.payload["day"].as_str().unwrap().to_string(),
+                feature(e, "calls")["used_on_day"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                e.payload["backfilled"] == true,
+            )
+        })
+        .collect()
+}
+
+fn days(rows: &[(&str, &str, bool)]) -> Vec<(String, String, bool)> {
+    rows.iter()
+        .map(|(d, u, b)| (d.to_string(), u.to_string(), *b))
+        .collect()
+}
+
+#[tokio::test]
+async fn daily_summaries_backfill_missed_days_oldest_first_up_to_seven() {
+    for env in envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        for c in ["a", "b"] {
+            env.customer(c, "pro", json!({})).await;
+        }
+        env.store
+            .notify()
+            .put_endpoint(&endpoint(
+                "whe_daily",
+                &["usage.daily_summary"],
+                env.engine.now(),
+            ))
+            .await
+            .unwrap();
+        // First start (no mark): only the latest ended day (Nov 2), not Nov 1.
+        consume_at(&env, "2026-11-01T10:00:00Z", "a", "calls", dec!(1)).await;
+        consume_at(&env, "2026-11-02T10:00:00Z", "a", "calls", dec!(2)).await;
+        env.clock.set(ts("2026-11-03T00:00:01Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 1);
+        assert_eq!(
+            summary_days(&env, "a").await,
+            days(&[("2026-11-02", "2", false)])
+        );
+
+        // Down over Nov 3, 4 and 5: each day's own usage.
+        consume_at(&env, "2026-11-03T10:00:00Z", "a", "calls", dec!(100)).await;
+        consume_at(&env, "2026-11-04T10:00:00Z", "a", "calls", dec!(200)).await;
+        consume_at(&env, "2026-11-04T11:00:00Z", "b", "calls", dec!(7)).await;
+        consume_at(&env, "2026-11-05T23:59:59Z", "a", "calls", dec!(300)).await;
+        env.clock.set(ts("2026-11-06T08:00:00Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 4);
+        assert_eq!(
+            summary_days(&env, "a").await,
+            days(&[
+                ("2026-11-02", "2", false),
+                ("2026-11-03", "100", true),
+                ("2026-11-04", "200", true),
+                ("2026-11-05", "300", false),
+            ])
+        );
+        assert_eq!(
+            summary_days(&env, "b").await,
+            days(&[("2026-11-04", "7", true)])
+        );
+        // The window figures are the tick's, for every day written by it.
+        let a = events_of(&env, "a", "usage.daily_summary").await;
+        for e in &a[1..] {
+            assert_eq!(e.payload["as_of"], "2026-11-06T08:00:00Z");
+            assert_eq!(feature(e, "calls")["used"], "603");
+        }
+        let notify = env.store.notify();
+        assert_eq!(
+            notify.notice_mark("usage.daily_summary").await.unwrap(),
+            Some("2026-11-05".to_string())
+        );
+        // A crash after Nov 3 was marked: the redo writes nothing twice.
+        notify
+            .set_notice_mark("usage.daily_summary", "2026-11-03")
+            .await
+            .unwrap();
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 0);
+        assert_eq!(summary_days(&env, "a").await.len(), 4);
+
+        // Down from Nov 6 to Nov 20: Nov 12 to 19 are written (7 days before
+        // the latest ended day, Nov 19); Nov 7 is skipped.
+        consume_at(&env, "2026-11-07T10:00:00Z", "a", "calls", dec!(1000)).await;
+        consume_at(&env, "2026-11-12T00:00:00Z", "a", "calls", dec!(12)).await;
+        consume_at(&env, "2026-11-19T10:00:00Z", "a", "calls", dec!(19)).await;
+        env.clock.set(ts("2026-11-20T00:00:01Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 2);
+        assert_eq!(
+            summary_days(&env, "a").await[4..],
+            days(&[("2026-11-12", "12", true), ("2026-11-19", "19", false)])
+        );
+        env.cleanup().await;
+    }
+}
