@@ -119,9 +119,17 @@ pub fn summarize(event: &OutboxEvent) -> Summary {
         }
         "usage.daily_summary" => {
             let day = field(data, &["day"]).unwrap_or_default();
+            // Written late, after downtime (docs/alerts.md, "Missed days").
+            let late = if data.get("backfilled") == Some(&Value::Bool(true)) {
+                " Sent late (the service was down when the day ended): the period figures are as of now."
+            } else {
+                ""
+            };
             (
                 format!("usage of {customer} on {day}"),
-                format!("Usage of customer {customer} on {day} (UTC), and in its current periods."),
+                format!(
+                    "Usage of customer {customer} on {day} (UTC), and in its current periods.{late}"
+                ),
             )
         }
         other => (
@@ -391,6 +399,14 @@ mod tests {
         assert!(
             text.contains("minutes   30.5 used (no limit), 30.5 on the day"),
             "{text}"
+        );
+        assert!(!s.headline.contains("late"), "{}", s.headline);
+        // A day summarized after downtime says so.
+        e.payload["backfilled"] = json!(true);
+        let s = summarize(&e);
+        assert_eq!(
+            s.headline,
+            "Usage of customer acme on 2026-11-22 (UTC), and in its current periods. Sent late (the service was down when the day ended): the period figures are as of now."
         );
     }
 
