@@ -148,6 +148,16 @@ fn item_id(change: &str, n: usize) -> String {
 
 /// Mints `prefix_…` ids: unique across restarts (wall clock at first use,
 /// process id, counter); they carry no meaning, but sort in minting order.
+/// The id of what a keyed request writes (`prefix_k` and 24 hex digits of
+/// the SHA-256 of the customer and the idempotency key): a repeat of the
+/// request finds it by its key even when its answer was never stored.
+fn keyed_id(prefix: &str, customer: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{customer}\n{key}").as_bytes());
+    let hex = hex::encode(digest);
+    format!("{prefix}_k{}", &hex[..24])
+}
+
 pub(crate) fn mint(prefix: &str) -> String {
     static STEM: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -584,10 +594,22 @@ impl Billing {
             .await?
             .into_iter()
             .find(|c| c.details["idempotency_key"].as_str() == Some(key));
-        let (outcome, replayed) = match made {
-            Some(c) if c.details["request"] != request => return Err(reused()),
-            Some(c) => (self.outcome_of(c).await?, true),
+        // A change at period end is only its scheduled change, under an id
+        // derived from the key.
+        let scheduled = match made {
+            Some(_) => None,
             None => {
+                self.store
+                    .changes()
+                    .scheduled_change(&keyed_id("sch", customer, key))
+                    .await?
+            }
+        };
+        let (outcome, replayed) = match (made, scheduled) {
+            (Some(c), _) if c.details["request"] != request => return Err(reused()),
+            (Some(c), _) => (self.outcome_of(c).await?, true),
+            (None, Some(s)) => (self.scheduled_outcome(customer, req, s).await?, true),
+            (None, None) => {
                 let outcome = self
                     .change_plan_unlocked(customer, req, actor, Some((key, &request)))
                     .await?;
@@ -671,8 +693,44 @@ impl Billing {
         })
     }
 
+    /// The answer of a keyed change at period end whose scheduled change `s`
+    /// was written but whose answer was never stored (see
+    /// [`Billing::change_plan_once`]): the preview as the request computes
+    /// it now, the scheduled change as it is now. Another target than the
+    /// one scheduled is another request: refused (field `Idempotency-Key`).
+    async fn scheduled_outcome(
+        &self,
+        customer: &str,
+        req: &ChangeRequest,
+        s: ScheduledChangeRecord,
+    ) -> Result<ChangeOutcome> {
+        let cur = self.current(customer).await?;
+        let (to, view) = self.target(&cur, req).await?;
+        if s.to_plan.as_deref() != Some(to.key.as_str()) || s.to_version != Some(to.version) {
+            return Err(ChangeError::Invalid {
+                field: "Idempotency-Key",
+                message: format!(
+                    "the key was already used for another change of {customer:?} ({})",
+                    s.id
+                ),
+            });
+        }
+        Ok(ChangeOutcome {
+            state: ChangeState::Scheduled,
+            excess: view.preview.blockers.clone(),
+            view,
+            change: None,
+            scheduled: Some(s),
+            pending_items: Vec::new(),
+            invoice_id: None,
+            superseded: None,
+            subscription: cur.sub,
+        })
+    }
+
     /// `once`: the request's idempotency key and the request as stored with
-    /// it, recorded in the history entry of a change now.
+    /// it, recorded in the history entry of a change now (or, at period end,
+    /// in the id of its scheduled change).
     async fn change_plan_unlocked(
         &self,
         customer: &str,
@@ -706,7 +764,11 @@ impl Billing {
             }
             self.refuse_if_scheduled(customer).await?;
             let scheduled = ScheduledChangeRecord {
-                id: mint("sch"),
+                // Keyed: found by its key if the answer is never stored.
+                id: match once {
+                    Some((key, _)) => keyed_id("sch", customer, key),
+                    None => mint("sch"),
+                },
                 customer_id: customer.to_string(),
                 action: ACTION_CHANGE_PLAN.to_string(),
                 to_plan: Some(to.key.clone()),
@@ -722,6 +784,7 @@ impl Billing {
                 .changes()
                 .put_scheduled_change(&scheduled)
                 .await?;
+            self.crash_point()?;
             return Ok(ChangeOutcome {
                 state: ChangeState::Scheduled,
                 view,

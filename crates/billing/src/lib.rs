@@ -109,7 +109,8 @@ impl Billing {
     /// or migrated) fails right after writing its history entry, before the
     /// engine's change, as a crash there would
     /// leave it. Recovery then completes it (`docs/plan-changes.md`,
-    /// "Crashes between the writes").
+    /// "Crashes between the writes"). A change at period end fails right
+    /// after writing its scheduled change, before its answer is stored.
     #[doc(hidden)]
     pub fn crash_after_next_history_entry(&self) {
         self.crash_after_history

@@ -1040,3 +1040,63 @@ async fn a_keyed_change_cut_off_after_its_entry_is_answered_on_retry() {
         srv.stop().await;
     }
 }
+
+/// A keyed downgrade at period end is only its scheduled change, written
+/// under an id derived from the key: cut off after that write (its answer
+/// never stored), the retry with the key answers it, as replayed, instead of
+/// a 409 "already scheduled"; the key with another target is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_change_at_period_end_cut_off_after_it_is_scheduled_is_answered_on_retry() {
+    for backend in backends("sub_idempotency_scheduled_cutoff") {
+        let name = backend.name;
+        let srv = start(backend).await;
+        subscribed(&srv, "acme", "pro").await;
+        subscribed(&srv, "twin", "pro").await;
+        srv.clock.set(ts("2025-11-10T00:00:00Z"));
+
+        let downgrade = json!({"plan": "basic"});
+        let twin = change_keyed(&srv, "twin", "chg-1", downgrade.clone()).await;
+        assert_eq!(twin.status, 200, "{name}: {twin}");
+        assert_eq!(twin.body["state"], "scheduled");
+        srv.state.billing.crash_after_next_history_entry();
+        let cut = change_keyed(&srv, "acme", "chg-1", downgrade.clone()).await;
+        assert_ne!(cut.status, 200, "{name}: {cut}");
+        let pending = srv
+            .get("/v1/customers/acme/subscription/scheduled", &srv.admin_key)
+            .await;
+        let scheduled = pending.body["scheduled"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        let again = change_keyed(&srv, "acme", "chg-1", downgrade.clone()).await;
+        assert_eq!(again.status, 200, "{name}: {again}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.body["scheduled"]["id"], scheduled.as_str(), "{name}");
+        assert_eq!(again.body["effective_at"], "2025-12-01T00:00:00Z");
+        let same = |b: &Value| {
+            let mut b = b.clone();
+            for k in ["customer_id", "scheduled", "subscription"] {
+                b.as_object_mut().unwrap().remove(k);
+            }
+            b
+        };
+        assert_eq!(same(&again.body), same(&twin.body), "{name}");
+        // Stored now: the next repeat answers the same.
+        let third = change_keyed(&srv, "acme", "chg-1", downgrade).await;
+        assert_eq!(third.header("idempotent-replayed"), Some("true"));
+        assert_eq!(third.body, again.body, "{name}");
+        // The same key with another request: refused, naming the key.
+        let other = change_keyed(
+            &srv,
+            "acme",
+            "chg-1",
+            json!({"plan": "basic", "reason": "x"}),
+        )
+        .await;
+        assert_eq!(other.status, 422, "{name}: {other}");
+        assert_eq!(other.error_fields(), ["Idempotency-Key"]);
+        assert_eq!(plan_of(&srv, "acme").await.0, "pro", "{name}");
+        srv.stop().await;
+    }
+}
