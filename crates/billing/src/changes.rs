@@ -541,6 +541,7 @@ impl Billing {
         actor: &str,
     ) -> Result<ChangeOutcome> {
         let _changes = CHANGES.lock().await;
+        self.recover_settlements_of(Some(customer)).await?;
         self.change_plan_unlocked(customer, req, actor, None).await
     }
 
@@ -728,9 +729,10 @@ impl Billing {
         })
     }
 
-    /// `once`: the request's idempotency key and the request as stored with
-    /// it, recorded in the history entry of a change now (or, at period end,
-    /// in the id of its scheduled change).
+    /// The change itself, once the customer's cut-off change (if any) is
+    /// completed by the caller. `once`: the request's idempotency key and
+    /// the request as stored with it, recorded in the history entry of a
+    /// change now (or, at period end, in the id of its scheduled change).
     async fn change_plan_unlocked(
         &self,
         customer: &str,
@@ -738,7 +740,6 @@ impl Billing {
         actor: &str,
         once: Option<(&str, &serde_json::Value)>,
     ) -> Result<ChangeOutcome> {
-        self.recover_settlements_of(Some(customer)).await?;
         let cur = self.current(customer).await?;
         if cur.sub.status == SubscriptionStatus::Canceled {
             return Err(ChangeError::Conflict(format!(
@@ -927,11 +928,7 @@ impl Billing {
                 .await?
             {
                 if named("supersedes") == Some(s.id.as_str()) {
-                    s.state = CANCELED.to_string();
-                    s.updated_at = now;
-                    s.reason = Some(format!("superseded by {}", c.id));
-                    self.store.changes().put_scheduled_change(&s).await?;
-                    superseded = Some(s);
+                    superseded = Some(self.cancel_superseded(s, &c.id, now).await?);
                 } else if named("scheduled_change") == Some(s.id.as_str()) {
                     s.state = APPLIED.to_string();
                     s.updated_at = now;
@@ -1004,7 +1001,7 @@ impl Billing {
         now: Timestamp,
         trial_too: bool,
     ) -> Result<Option<ScheduledChangeRecord>> {
-        let Some(mut s) = self
+        let Some(s) = self
             .store
             .changes()
             .pending_scheduled_change(customer)
@@ -1015,11 +1012,21 @@ impl Billing {
         if s.action == ACTION_TRIAL_EXPIRE && !trial_too {
             return Ok(None);
         }
+        self.cancel_superseded(s, by, now).await.map(Some)
+    }
+
+    /// Cancels scheduled change `s` because the change `by` replaced it.
+    async fn cancel_superseded(
+        &self,
+        mut s: ScheduledChangeRecord,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<ScheduledChangeRecord> {
         s.state = CANCELED.to_string();
         s.updated_at = now;
         s.reason = Some(format!("superseded by {by}"));
         self.store.changes().put_scheduled_change(&s).await?;
-        Ok(Some(s))
+        Ok(s)
     }
 
     /// The customer's pending scheduled change.
@@ -1190,17 +1197,14 @@ impl Billing {
     async fn start_scheduled_changes(&self, c: &PlanChangeRecord) -> Result<()> {
         let customer = c.customer_id.as_str();
         if let Some(named) = c.details["supersedes"].as_str() {
-            if let Some(mut s) = self
+            if let Some(s) = self
                 .store
                 .changes()
                 .pending_scheduled_change(customer)
                 .await?
                 .filter(|s| s.id == named)
             {
-                s.state = CANCELED.to_string();
-                s.updated_at = self.engine.now();
-                s.reason = Some(format!("superseded by {}", c.id));
-                self.store.changes().put_scheduled_change(&s).await?;
+                self.cancel_superseded(s, &c.id, self.engine.now()).await?;
             }
         }
         let ends = c.details["trial_ends_at"]

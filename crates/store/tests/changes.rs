@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use rust_decimal_macros::dec;
 use serde_json::json;
 use tollgate_store::changes::{PendingItemRecord, PlanChangeRecord, ScheduledChangeRecord};
-use tollgate_store::{CustomerRecord, Store, StoreError};
+use tollgate_store::{Store, StoreError};
 
 on_every_backend!(
     history_is_ordered_by_effective_time_and_refuses_duplicates,
@@ -29,21 +29,7 @@ fn t(secs: i64) -> Timestamp {
 }
 
 async fn customer(store: &Arc<dyn Store>, id: &str) {
-    store
-        .insert_customer(&CustomerRecord {
-            id: id.to_string(),
-            name: None,
-            email: None,
-            currency: "USD".to_string(),
-            time_zone: "UTC".to_string(),
-            metadata: json!({}),
-            admin_bypass: false,
-            created_at: t(0),
-            updated_at: t(0),
-            deleted_at: None,
-        })
-        .await
-        .unwrap();
+    common::insert_customer(store, id, "USD", t(0)).await;
 }
 
 fn change(id: &str, customer: &str, effective: i64, kind: &str) -> PlanChangeRecord {

@@ -17,8 +17,8 @@ use tollgate_store::notify::{
     AlertSettingsRecord, AttemptRecord, DeliveryRecord, EndpointRecord, OutboxEvent,
 };
 use tollgate_store::{
-    CustomerRecord, GrantRecord, NewUsageRecord, ReservationState, Store, StoreError, UsageQuery,
-    UsageSource, WriteOp,
+    GrantRecord, NewUsageRecord, ReservationState, Store, StoreError, UsageQuery, UsageSource,
+    WriteOp,
 };
 
 on_every_backend!(
@@ -157,21 +157,7 @@ async fn failed_batch_writes_neither_usage_nor_events(store: Arc<dyn Store>) {
 /// `emergency.drawn`) are one transaction: a refused grant leaves no event,
 /// and its event's dedup key stays free for the grant that is written.
 async fn a_grant_and_its_events_are_written_together(store: Arc<dyn Store>) {
-    store
-        .insert_customer(&CustomerRecord {
-            id: "acme".to_string(),
-            name: None,
-            email: None,
-            currency: "EUR".to_string(),
-            time_zone: "UTC".to_string(),
-            metadata: json!({}),
-            admin_bypass: false,
-            created_at: t(0),
-            updated_at: t(0),
-            deleted_at: None,
-        })
-        .await
-        .unwrap();
+    common::insert_customer(&store, "acme", "EUR", t(0)).await;
     let grant = |id: &str, customer: &str| GrantRecord {
         id: id.to_string(),
         customer_id: customer.to_string(),
@@ -496,21 +482,7 @@ async fn endpoints_deliveries_and_attempts_round_trip(store: Arc<dyn Store>) {
 /// notice mark starts absent and keeps its last value.
 async fn alert_settings_and_notice_marks_round_trip(store: Arc<dyn Store>) {
     for id in ["a", "b", "c"] {
-        store
-            .insert_customer(&CustomerRecord {
-                id: id.to_string(),
-                name: None,
-                email: None,
-                currency: "EUR".to_string(),
-                time_zone: "UTC".to_string(),
-                metadata: json!({}),
-                admin_bypass: false,
-                created_at: t(0),
-                updated_at: t(0),
-                deleted_at: None,
-            })
-            .await
-            .unwrap();
+        common::insert_customer(&store, id, "EUR", t(0)).await;
     }
     let notify = store.notify();
     assert_eq!(notify.get_alert_settings("a").await.unwrap(), None);

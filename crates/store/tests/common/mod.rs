@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tollgate_store::Store;
+use jiff::Timestamp;
 use tollgate_store::postgres::PgStore;
 use tollgate_store::sqlite::SqliteStore;
+use tollgate_store::{CustomerRecord, Store};
 
 pub const PG_ENV: &str = "TOLLGATE_TEST_POSTGRES_URL";
 
@@ -70,4 +71,24 @@ macro_rules! on_every_backend {
             }
         }
     )*};
+}
+
+/// Inserts a plain customer `id` (no name, e-mail or metadata; UTC) created
+/// at `at`.
+pub async fn insert_customer(store: &Arc<dyn Store>, id: &str, currency: &str, at: Timestamp) {
+    store
+        .insert_customer(&CustomerRecord {
+            id: id.to_string(),
+            name: None,
+            email: None,
+            currency: currency.to_string(),
+            time_zone: "UTC".to_string(),
+            metadata: serde_json::json!({}),
+            admin_bypass: false,
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+        })
+        .await
+        .unwrap();
 }
