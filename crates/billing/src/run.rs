@@ -22,8 +22,8 @@ use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::compute::{
-    BillingError, Discount, InvoiceInput, Segment, UsageTotal, compute_invoice, first_period_base,
-    project_upcoming,
+    BillingError, Discount, InvoiceInput, Segment, UsageTotal, compute_invoice,
+    earlier_parts_billed, first_period_base, project_upcoming,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::discount::CustomerDiscount;
@@ -194,7 +194,7 @@ struct Prepared {
     /// The customer's discounts that cover this period.
     discounts: Vec<Discount>,
     /// The usage and minimum lines of the period's earlier parts
-    /// (`due.settled`), invoices not void.
+    /// (`due.settled`), invoices neither void nor fully credited.
     earlier_usage: Vec<InvoiceLine>,
     /// The spans those earlier parts billed.
     earlier_parts: Vec<Period>,
@@ -911,30 +911,13 @@ impl Billing {
             .into_iter()
             .filter_map(|d| d.discount_after(&earlier))
             .collect();
-        // Their usage and minimum lines, for the volume tier the whole
-        // period reaches and the minimum over the parts billed so far.
-        let billed: Vec<Invoice> = earlier
-            .into_iter()
-            .filter(|i| i.status != InvoiceStatus::Void)
-            .collect();
-        let mut earlier_parts = Vec::with_capacity(billed.len());
-        for i in &billed {
-            match Period::new(i.period_start, i.period_end) {
-                Ok(p) => earlier_parts.push(p),
-                Err(e) => return Err((due, BillingError::Invalid(e.to_string()).into())),
-            }
-        }
-        let earlier_usage = billed
-            .into_iter()
-            .flat_map(|i| i.lines)
-            .filter(|l| {
-                matches!(
-                    l.kind,
-                    tollgate_core::billing::InvoiceLineKind::Usage
-                        | tollgate_core::billing::InvoiceLineKind::Minimum
-                )
-            })
-            .collect();
+        // The spans, usage and minimum lines of the parts billed (neither
+        // void nor fully credited), for the volume tier the whole period
+        // reaches and the minimum over the parts billed so far.
+        let (earlier_parts, earlier_usage) = match earlier_parts_billed(&earlier) {
+            Ok(billed) => billed,
+            Err(e) => return Err((due, e.into())),
+        };
         let mut spans = match spans_of(plans, changes, &due.sub, due.period) {
             Ok(s) => s,
             Err(e) => return Err((due, e)),

@@ -1,8 +1,9 @@
 //! A period billed in parts (a cancellation now writes a final invoice to the
 //! cancellation, a reactivation leaves the rest to a later invoice), end to
 //! end on SQLite and PostgreSQL: customer discounts come off once per period
-//! in total, volume tiers reprice the earlier parts (a void part's units are
-//! neither repriced nor billed again), minimums are corrected across parts,
+//! in total, volume tiers reprice the earlier parts (a void or fully credited
+//! part's units are neither repriced nor billed again; a partial credit note
+//! changes nothing), minimums are corrected across parts,
 //! and the upcoming invoice projects only what the next invoice bills.
 
 #![allow(clippy::unwrap_used)]
@@ -15,6 +16,7 @@ use rust_decimal_macros::dec;
 use tollgate_billing::BillingConfig;
 use tollgate_billing::changes::CancelRequest;
 use tollgate_billing::discounts::DiscountRequest;
+use tollgate_core::billing::credit::CreditRequest;
 use tollgate_core::billing::discount::{DiscountDuration, DiscountValue};
 use tollgate_core::billing::{Invoice, InvoiceLineKind};
 use tollgate_core::money::Currency;
@@ -353,6 +355,95 @@ async fn a_void_final_invoice_is_neither_repriced_nor_billed_again_by_the_rest_o
             "{backend}: {rest:?}"
         );
         assert_eq!(fin2.totals.total + rest.totals.total, dec!(24.00));
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_fully_credited_final_invoice_is_neither_repriced_nor_billed_again_by_the_rest_of_the_period()
+{
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        // `vol`, as in the void case above: 4,000 calls each, canceled now
+        // on 11-10: final invoices of 20.00 (tier 1). `c`'s is credited in
+        // full (the customer gets the 20.00 back); `g`'s gets 5.00 of
+        // goodwill (a partial credit note).
+        for id in ["c", "g"] {
+            env.subscribed(id, "vol").await;
+        }
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        for id in ["c", "g"] {
+            env.consume(id, "calls", dec!(4000)).await;
+        }
+        env.engine.flush().await.unwrap();
+        let full = cancel_now(&env, "c", "2026-11-10T00:00:00Z").await;
+        let partial = cancel_now(&env, "g", "2026-11-10T00:00:00Z").await;
+        let (_, full) = env
+            .billing
+            .credit_invoice(&full, &CreditRequest::Full, "refunded")
+            .await
+            .unwrap();
+        assert_eq!(full.totals.amount_credited, dec!(20.00), "{backend}");
+        assert!(full.is_fully_credited(), "{backend}");
+        let (_, partial) = env
+            .billing
+            .credit_invoice(
+                &partial,
+                &CreditRequest::Amount { amount: dec!(5) },
+                "goodwill",
+            )
+            .await
+            .unwrap();
+        assert_eq!(partial.totals.amount_credited, dec!(5.00), "{backend}");
+        // Reactivated on 11-12, 4,000 calls, canceled now on 11-16: the
+        // second final invoices bill them at the tier of November's 8,000
+        // so far: 20.00.
+        for id in ["c", "g"] {
+            reactivate(&env, id, "2026-11-12T00:00:00Z").await;
+        }
+        env.clock.set(ts("2026-11-14T00:00:00Z"));
+        for id in ["c", "g"] {
+            env.consume(id, "calls", dec!(4000)).await;
+        }
+        env.engine.flush().await.unwrap();
+        let mut second = Vec::new();
+        for id in ["c", "g"] {
+            let fin = invoice(&env, &cancel_now(&env, id, "2026-11-16T00:00:00Z").await).await;
+            assert_eq!(fin.totals.total, dec!(20.00), "{backend}");
+            second.push(fin);
+        }
+        // Reactivated on 11-18, 8,000 calls: November's 16,000 reach tier
+        // 2, and the close bills the 8,000 at 0.002, 16.00.
+        for id in ["c", "g"] {
+            reactivate(&env, id, "2026-11-18T00:00:00Z").await;
+        }
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        for id in ["c", "g"] {
+            env.consume(id, "calls", dec!(8000)).await;
+        }
+        env.engine.flush().await.unwrap();
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        // `c`: the credited part is treated as void, the second part's
+        // 4,000 only are repriced: 8.00 − 20.00 = −12.00 (the old code
+        // repriced the credited 4,000 too, −24.00, refunding 12.00 of the
+        // 20.00 a second time).
+        let rest = cycle_from(&env, "c", "2026-11-16T00:00:00Z").await;
+        assert_eq!(
+            kind_lines(&rest, InvoiceLineKind::Usage),
+            [dec!(16.00), dec!(-12.00)],
+            "{backend}: {rest:?}"
+        );
+        assert_eq!(second[0].totals.total + rest.totals.total, dec!(24.00));
+        // `g`: the goodwill changes nothing: both earlier parts' 8,000
+        // units billed for 40.00 are repriced, 16.00 − 40.00 = −24.00, as
+        // without a credit note.
+        let rest = cycle_from(&env, "g", "2026-11-16T00:00:00Z").await;
+        assert_eq!(
+            kind_lines(&rest, InvoiceLineKind::Usage),
+            [dec!(16.00), dec!(-24.00)],
+            "{backend}: {rest:?}"
+        );
         env.cleanup().await;
     }
 }

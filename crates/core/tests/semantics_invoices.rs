@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate_core::billing::compute::{
-    BillingError, Discount, compute_invoice, first_period_base, project_upcoming, sum_amounts,
+    BillingError, Discount, compute_invoice, earlier_parts_billed, first_period_base,
+    project_upcoming, sum_amounts,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::invoice::format_number;
@@ -411,6 +412,54 @@ fn volume_in_parts(calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
 
 /// [`volume_in_parts`] with the charge's body `charge`.
 fn volume_in_parts_priced(charge: &str, calls: &[Decimal], billed: &[bool]) -> Vec<Invoice> {
+    let fates: Vec<Fate> = billed
+        .iter()
+        .map(|b| if *b { Fate::Billed } else { Fate::Void })
+        .collect();
+    volume_in_parts_after(charge, calls, &fates)
+}
+
+/// What became of a part's invoice before the parts after it were closed.
+#[derive(Clone, Debug)]
+enum Fate {
+    /// Issued, as it is.
+    Billed,
+    /// Voided.
+    Void,
+    /// Issued, then credited by these notes, in order.
+    Credited(Vec<CreditRequest>),
+}
+
+/// Issues `invoice` (its number: `n`) and applies `fate` to it.
+fn settle(mut invoice: Invoice, n: u64, fate: &Fate) -> Invoice {
+    invoice.status = InvoiceStatus::Open;
+    invoice.number = Some(format_number("INV", n));
+    match fate {
+        Fate::Billed => {}
+        Fate::Void => invoice.status = InvoiceStatus::Void,
+        Fate::Credited(requests) => {
+            for (i, request) in requests.iter().enumerate() {
+                let cn = credit_note(
+                    &invoice,
+                    invoice.totals.amount_credited,
+                    request,
+                    format!("cn_{n}_{i}"),
+                    "credited".into(),
+                    ts("2026-05-02T00:00:00Z"),
+                )
+                .unwrap();
+                invoice.record_credit(cn.total);
+            }
+        }
+    }
+    invoice
+}
+
+/// [`volume_in_parts_priced`] with what became of each part's invoice
+/// (`fates[i]`) before the parts after it were closed: the later parts
+/// take `earlier_parts` and `earlier_usage` from the earlier invoices as
+/// they stand ([`earlier_parts_billed`]).
+fn volume_in_parts_after(charge: &str, calls: &[Decimal], fates: &[Fate]) -> Vec<Invoice> {
     let c = catalog(&Spec {
         basic_charge: charge,
         ..Spec::default()
@@ -448,28 +497,10 @@ fn volume_in_parts_priced(charge: &str, calls: &[Decimal], billed: &[bool]) -> V
         part.nominal_period = Some(p);
         if i > 0 {
             part.settled_until = Some(bounds[i]);
-            for (j, earlier) in parts.iter().enumerate() {
-                if billed[j] {
-                    part.earlier_parts.push(
-                        tollgate_core::period::Period::new(
-                            earlier.period_start,
-                            earlier.period_end,
-                        )
-                        .unwrap(),
-                    );
-                    part.earlier_usage.extend(
-                        earlier
-                            .lines
-                            .iter()
-                            .filter(|l| {
-                                matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum)
-                            })
-                            .cloned(),
-                    );
-                }
-            }
+            (part.earlier_parts, part.earlier_usage) = earlier_parts_billed(&parts).unwrap();
         }
-        parts.push(compute_invoice(&part).unwrap());
+        let invoice = compute_invoice(&part).unwrap();
+        parts.push(settle(invoice, i as u64 + 1, &fates[i]));
     }
     parts
 }
@@ -532,20 +563,163 @@ fn semantics_invoice_a_void_part_is_neither_repriced_nor_billed_again() {
     assert_eq!(parts[1].totals.total + parts[2].totals.total, dec!(66.67));
 }
 
+#[test]
+fn semantics_invoice_a_fully_credited_part_is_neither_repriced_nor_billed_again() {
+    // The three volume parts of the void case above (4,000, 4,000 and 8,000
+    // calls), the first part's invoice (20.00) credited in full instead of
+    // voided: the customer got all of it back, so the later parts treat it
+    // exactly as a void part. The second bills its 4,000 in tier 1, 20.00;
+    // the third bills its 8,000 in tier 2, 16.00, and reprices the second
+    // part's 4,000 only: −12.00. (The old code counted the credited part as
+    // billed and repriced its 4,000 too, −24.00: the customer got 12.00 of
+    // the 20.00 refunded by the credit note a second time.)
+    let calls = [dec!(4000), dec!(4000), dec!(8000)];
+    let full = Fate::Credited(vec![CreditRequest::Full]);
+    let parts = volume_in_parts_after(VOLUME_BASIC, &calls, &[full, Fate::Billed, Fate::Billed]);
+    assert!(parts[0].is_fully_credited());
+    assert!(!parts[0].counts_as_billed());
+    assert_eq!(parts[0].totals.amount_credited, dec!(20.00));
+    assert_eq!(amounts(&parts[1]), ["20.00"]);
+    assert_eq!(amounts(&parts[2]), ["16.00", "-12.00"]);
+    assert!(
+        parts[2].lines[1]
+            .description
+            .contains("4000 units billed earlier in the period for 20.00"),
+        "{}",
+        parts[2].lines[1].description
+    );
+    // The credited part's 4,000 still count toward the tier (16,000 in
+    // April: tier 2), as a void part's do: the same invoices as with the
+    // first part void.
+    let void = volume_in_parts_after(
+        VOLUME_BASIC,
+        &calls,
+        &[Fate::Void, Fate::Billed, Fate::Billed],
+    );
+    assert_eq!(amounts(&parts[2]), amounts(&void[2]));
+    // Credited in full by two notes (5.00, then the 15.00 left): what
+    // counts is that the notes add up to the invoice's total.
+    let two_notes = Fate::Credited(vec![
+        CreditRequest::Amount { amount: dec!(5) },
+        CreditRequest::Full,
+    ]);
+    let parts = volume_in_parts_after(
+        VOLUME_BASIC,
+        &calls,
+        &[two_notes, Fate::Billed, Fate::Billed],
+    );
+    assert!(parts[0].is_fully_credited());
+    assert_eq!(amounts(&parts[2]), ["16.00", "-12.00"]);
+    // Two parts, the first credited in full: the rest bills its 8,000 at
+    // the tier of the period's 12,000, 16.00, and reprices nothing (the old
+    // code: −12.00 more).
+    let two = volume_in_parts_after(
+        VOLUME_BASIC,
+        &[dec!(4000), dec!(8000)],
+        &[Fate::Credited(vec![CreditRequest::Full]), Fate::Billed],
+    );
+    assert_eq!(amounts(&two[1]), ["16.00"]);
+    // With a 100.00 monthly minimum, the first part (20.00 + a true-up of
+    // 13.33) credited in full: its days and usage count for no minimum, as
+    // a void part's. The second part owes 100 × 10/30 = 33.33, a true-up of
+    // 13.33; the third: the parts billed (04-11 to the end) owe 66.67, their
+    // usage with the repricing came to 24.00: 29.34. 66.67 for the parts
+    // billed, as with the first part void.
+    let minimum = format!("minimum = \"100.00\"\n{VOLUME_BASIC}");
+    let parts = volume_in_parts_after(
+        &minimum,
+        &calls,
+        &[
+            Fate::Credited(vec![CreditRequest::Full]),
+            Fate::Billed,
+            Fate::Billed,
+        ],
+    );
+    assert_eq!(amounts(&parts[0]), ["20.00", "13.33"]);
+    assert_eq!(parts[0].totals.amount_credited, dec!(33.33));
+    assert_eq!(amounts(&parts[1]), ["20.00", "13.33"]);
+    assert_eq!(amounts(&parts[2]), ["16.00", "29.34", "-12.00"]);
+    assert_eq!(parts[1].totals.total + parts[2].totals.total, dec!(66.67));
+    // Calls at 0.01 and the 100.00 minimum, 1,000 calls to 04-11 (10.00 and
+    // a true-up of 23.33, all of it credited), then 9,000 (90.00): the rest
+    // of April compares its own usage with its own share, 66.67, and owes
+    // nothing more; it does not credit the first part's true-up (the old
+    // code did, −23.33: the customer got it back twice).
+    let (_, rest) = minimum_in_parts_after(
+        PER_UNIT_MINIMUM,
+        dec!(1000),
+        "2026-04-11T00:00:00Z",
+        dec!(9000),
+        &Fate::Credited(vec![CreditRequest::Full]),
+    );
+    assert_eq!(amounts(&rest), ["90.00"]);
+}
+
+#[test]
+fn semantics_invoice_a_partially_credited_part_is_billed_as_invoiced() {
+    // The same three volume parts, 5.00 of goodwill credited on the first
+    // part's 20.00: a partial credit note is an adjustment of its own. The
+    // part counts as billed as it was invoiced: the third part reprices the
+    // 8,000 units billed earlier for 40.00, −24.00, exactly as with no
+    // credit note; the 5.00 is neither clawed back nor given again.
+    let calls = [dec!(4000), dec!(4000), dec!(8000)];
+    let none = volume_in_parts(&calls, &[true, true, true]);
+    let goodwill = Fate::Credited(vec![CreditRequest::Amount { amount: dec!(5) }]);
+    let parts = volume_in_parts_after(
+        VOLUME_BASIC,
+        &calls,
+        &[goodwill, Fate::Billed, Fate::Billed],
+    );
+    assert_eq!(parts[0].totals.amount_credited, dec!(5.00));
+    assert!(!parts[0].is_fully_credited());
+    assert!(parts[0].counts_as_billed());
+    assert_eq!(amounts(&parts[2]), ["16.00", "-24.00"]);
+    assert!(
+        parts[2].lines[1]
+            .description
+            .contains("8000 units billed earlier in the period for 40.00"),
+        "{}",
+        parts[2].lines[1].description
+    );
+    assert_eq!(amounts(&parts[2]), amounts(&none[2]));
+    // A disputed line credited (4.00 of the first part's usage line): the
+    // same.
+    let disputed = Fate::Credited(vec![CreditRequest::Lines {
+        lines: vec![(0, dec!(4))],
+    }]);
+    let parts = volume_in_parts_after(
+        VOLUME_BASIC,
+        &calls,
+        &[disputed, Fate::Billed, Fate::Billed],
+    );
+    assert_eq!(amounts(&parts[2]), ["16.00", "-24.00"]);
+    // The minimum: 1,000 calls to 04-11 (10.00 and a true-up of 23.33:
+    // 33.33), 5.00 of it credited, then 9,000 (90.00): the rest credits the
+    // first part's true-up, −23.33, as with no credit note.
+    let goodwill = Fate::Credited(vec![CreditRequest::Amount { amount: dec!(5) }]);
+    let (part1, rest) = minimum_in_parts_after(
+        PER_UNIT_MINIMUM,
+        dec!(1000),
+        "2026-04-11T00:00:00Z",
+        dec!(9000),
+        &goodwill,
+    );
+    assert_eq!(part1.totals.amount_credited, dec!(5.00));
+    assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
+}
+
+/// Calls at 0.01 with a 100.00 monthly minimum (the charge of
+/// [`minimum_in_parts`]).
+const PER_UNIT_MINIMUM: &str = r#"minimum = "100.00"
+price = { model = "per_unit", unit_price = "0.01" }"#;
+
 /// Basic with a 100.00 monthly minimum and calls at 0.01, April (30 days)
 /// billed in two parts: `first` calls on the final invoice of a
 /// cancellation on 04-11 (10 days), then, reactivated at `back` (04-11: no
 /// gap), `second` calls on the rest of April. `void`: the first part's
 /// invoice was voided (it billed nothing). Returns both invoices.
 fn minimum_in_parts(first: Decimal, back: &str, second: Decimal, void: bool) -> (Invoice, Invoice) {
-    minimum_in_parts_priced(
-        r#"minimum = "100.00"
-price = { model = "per_unit", unit_price = "0.01" }"#,
-        first,
-        back,
-        second,
-        void,
-    )
+    minimum_in_parts_priced(PER_UNIT_MINIMUM, first, back, second, void)
 }
 
 /// [`minimum_in_parts`] with the charge's body `charge`.
@@ -555,6 +729,19 @@ fn minimum_in_parts_priced(
     back: &str,
     second: Decimal,
     void: bool,
+) -> (Invoice, Invoice) {
+    let fate = if void { Fate::Void } else { Fate::Billed };
+    minimum_in_parts_after(charge, first, back, second, &fate)
+}
+
+/// [`minimum_in_parts_priced`] with what became of the first part's
+/// invoice (`fate`) before the rest of April was closed.
+fn minimum_in_parts_after(
+    charge: &str,
+    first: Decimal,
+    back: &str,
+    second: Decimal,
+    fate: &Fate,
 ) -> (Invoice, Invoice) {
     let c = catalog(&Spec {
         basic_charge: charge,
@@ -571,7 +758,7 @@ fn minimum_in_parts_priced(
         vec![segment(basic, p.start, cut, calls(first))],
     );
     part1.nominal_period = Some(p);
-    let part1 = compute_invoice(&part1).unwrap();
+    let part1 = settle(compute_invoice(&part1).unwrap(), 1, fate);
     let mut segments = vec![segment(basic, p.start, cut, calls(first))];
     if back > cut {
         let mut gap = segment(basic, cut, back, Vec::new());
@@ -581,15 +768,8 @@ fn minimum_in_parts_priced(
     segments.push(segment(basic, back, p.end, calls(second)));
     let mut rest = input(Currency::USD, p, segments);
     rest.settled_until = Some(cut);
-    if !void {
-        rest.earlier_parts = vec![period("2026-04-01T00:00:00Z", "2026-04-11T00:00:00Z")];
-        rest.earlier_usage = part1
-            .lines
-            .iter()
-            .filter(|l| matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum))
-            .cloned()
-            .collect();
-    }
+    (rest.earlier_parts, rest.earlier_usage) =
+        earlier_parts_billed(std::slice::from_ref(&part1)).unwrap();
     (part1, compute_invoice(&rest).unwrap())
 }
 
@@ -1637,5 +1817,32 @@ fn semantics_customer_discount_over_the_parts_of_a_period() {
     assert_eq!(left(&twenty, &[part.clone(), second.clone()]), None);
     // A void part gave nothing.
     second.status = InvoiceStatus::Void;
-    assert_eq!(left(&twenty, &[part, second]), Some(dec!(6.77)));
+    assert_eq!(left(&twenty, &[part.clone(), second]), Some(dec!(6.77)));
+    // A part credited in full gave nothing either (treated as void): 20,000
+    // calls, 38.00, the whole 20.00 off, 18.00 due; the credit note gives
+    // back the 18.00, so a later part takes the 20.00 again (the old code
+    // took none). A partial credit note (goodwill) changes nothing: the
+    // 20.00 was used. (`part` above, 0.00 after its discounts, cannot be
+    // credited and counts as billed.)
+    let mut credited = whole(
+        Currency::USD,
+        period("2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z"),
+        plan(&c, "basic"),
+        vec![usage("api_calls", &[("plan", dec!(20000))])],
+    );
+    credited.discounts = vec![twenty.discount()];
+    let mut credited = compute_invoice(&credited).unwrap();
+    credited.status = InvoiceStatus::Open;
+    assert_eq!(credited.totals.total, dec!(18.00));
+    assert!(part.counts_as_billed() && !part.is_fully_credited());
+    let mut goodwill = credited.clone();
+    goodwill.record_credit(dec!(5.00));
+    assert_eq!(left(&twenty, std::slice::from_ref(&goodwill)), None);
+    credited.record_credit(dec!(18.00));
+    assert!(credited.is_fully_credited());
+    assert_eq!(
+        left(&twenty, std::slice::from_ref(&credited)),
+        Some(dec!(20))
+    );
+    assert_eq!(left(&twenty, &[part, credited]), Some(dec!(6.77)));
 }

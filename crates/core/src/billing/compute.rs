@@ -117,14 +117,16 @@ pub struct InvoiceInput<'a> {
     /// segment boundary inside the period. `None`: nothing was billed yet.
     pub settled_until: Option<Timestamp>,
     /// With `settled_until`: the usage lines of the invoices that billed
-    /// `[period start, settled_until)` (the earlier parts, not void). The
+    /// `[period start, settled_until)` (the earlier parts neither void nor
+    /// fully credited, [`earlier_parts_billed`]). The
     /// units a volume-priced charge billed there (in the spans of
     /// `earlier_parts`) are repriced at the tier the *period's* total
     /// reaches, and this invoice carries the difference with what those
     /// lines billed (one line per plan, charge and dimension group), so the
     /// parts of a period add up to pricing its usage once. Units with no
-    /// earlier line to compare are left as billed; a void part's units are
-    /// neither repriced nor billed (they still count toward the tier).
+    /// earlier line to compare are left as billed; a void (or fully
+    /// credited) part's units are neither repriced nor billed (they still
+    /// count toward the tier).
     ///
     /// Their `minimum` lines too: a charge's minimum is compared with the
     /// usage of every part billed so far (`earlier_parts` and this one),
@@ -133,17 +135,47 @@ pub struct InvoiceInput<'a> {
     /// part's true-up).
     pub earlier_usage: Vec<InvoiceLine>,
     /// With `settled_until`: the spans `[start, end)` the earlier parts
-    /// (invoices not void) billed. A settled segment owes its minimum share
+    /// (invoices neither void nor fully credited) billed. A settled segment owes its minimum share
     /// only where an earlier part billed it, only the earlier lines of
     /// these spans count toward the minimum (usage lines starting in one,
     /// minimum lines overlapping one), and only the volume units of settled
-    /// segments starting in one are repriced: a void part billed nothing.
-    /// Empty: no earlier part billed anything (every one was void).
+    /// segments starting in one are repriced: a void part billed nothing,
+    /// and a fully credited one gave it all back. Empty: no earlier part
+    /// billed anything (every one was void or fully credited).
     pub earlier_parts: Vec<Period>,
     pub tax: TaxRule,
     pub issuer: Party,
     pub bill_to: Party,
     pub created_at: Timestamp,
+}
+
+/// `InvoiceInput::earlier_parts` and `InvoiceInput::earlier_usage` from
+/// `earlier`, the invoices that billed the period up to `settled_until`:
+/// the spans of those a later part counts as billed
+/// ([`Invoice::counts_as_billed`]: neither void nor fully credited), and
+/// their usage and minimum lines. A void or fully credited part is left
+/// out of both: its units still count toward the period's tiers (they are
+/// in the segments) but are neither repriced nor counted as billed toward
+/// the minimum. A partially credited part counts as invoiced: its credit
+/// notes are adjustments of their own, neither undone nor applied again.
+pub fn earlier_parts_billed(
+    earlier: &[Invoice],
+) -> Result<(Vec<Period>, Vec<InvoiceLine>), BillingError> {
+    let mut parts = Vec::new();
+    let mut lines = Vec::new();
+    for invoice in earlier.iter().filter(|i| i.counts_as_billed()) {
+        let span = Period::new(invoice.period_start, invoice.period_end)
+            .map_err(|e| BillingError::Invalid(format!("invoice {}: {e}", invoice.id)))?;
+        parts.push(span);
+        lines.extend(
+            invoice
+                .lines
+                .iter()
+                .filter(|l| matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum))
+                .cloned(),
+        );
+    }
+    Ok((parts, lines))
 }
 
 /// Why an invoice could not be computed (a catalog or input inconsistency,
@@ -845,8 +877,10 @@ fn is_settled(input: &InvoiceInput<'_>, seg: &Segment<'_>) -> bool {
     input.settled_until.is_some_and(|t| seg.to <= t)
 }
 
-/// Whether `at` lies in a span an earlier part billed (an invoice not void,
-/// `InvoiceInput::earlier_parts`): what a void part covered was not billed.
+/// Whether `at` lies in a span an earlier part billed (an invoice neither
+/// void nor fully credited, `InvoiceInput::earlier_parts`): what a void
+/// part covered was not billed, what a fully credited one covered was given
+/// back.
 fn billed_earlier(input: &InvoiceInput<'_>, at: Timestamp) -> bool {
     input
         .earlier_parts
@@ -939,7 +973,7 @@ fn earlier_minimums(
     }
     // A later part's minimum line spans the parts before it too: it counts
     // whole when it overlaps a part billed (the earlier lines are those of
-    // invoices not void).
+    // invoices neither void nor fully credited).
     for line in &input.earlier_usage {
         let billed = input
             .earlier_parts
@@ -1063,8 +1097,9 @@ struct Repriced {
 /// parts (`InvoiceInput::earlier_usage`): `Σ segment units at the period's
 /// tier − Σ what the earlier usage lines of that plan, charge and group
 /// billed`, one line each, when it is not zero once rounded. Only the
-/// segments of parts not void (`InvoiceInput::earlier_parts`): a void
-/// part's units count toward the tier but were forgiven, not billed. Per-unit,
+/// segments of parts neither void nor fully credited
+/// (`InvoiceInput::earlier_parts`): such a part's units count toward the
+/// tier but were forgiven (or given back), not billed. Per-unit,
 /// package and graduated prices need none: a segment's price depends only on
 /// the units before it, which later parts do not change.
 fn volume_repricing(
@@ -1078,9 +1113,9 @@ fn volume_repricing(
     type Key = (String, u32, String, BTreeMap<String, String>);
     let mut repriced: BTreeMap<Key, Repriced> = BTreeMap::new();
     for (i, seg) in input.segments.iter().enumerate() {
-        // Only the units a part not void billed: a void part's units still
-        // count toward the period's tier (in `ctx.groups`), but they were
-        // forgiven, not billed, so there is nothing of theirs to reprice.
+        // Only the units a part billed: a void (or fully credited) part's
+        // units still count toward the period's tier (in `ctx.groups`), but
+        // they were forgiven, not billed, so there is nothing to reprice.
         if !is_settled(input, seg) || !billed_earlier(input, seg.from) {
             continue;
         }

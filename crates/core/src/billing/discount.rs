@@ -14,7 +14,7 @@ use crate::money::Currency;
 use crate::period::{BillingCycle, Period};
 
 use super::compute::Discount;
-use super::invoice::{Invoice, InvoiceLineKind, InvoiceStatus};
+use super::invoice::{Invoice, InvoiceLineKind};
 
 /// What a discount takes off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +148,8 @@ impl CustomerDiscount {
     /// already written (a cancellation's final invoice, the cancellation
     /// since undone). A fixed amount comes off at most once per period in
     /// total: what its lines on `earlier` took off (lines naming this
-    /// discount, on invoices not void) is taken from the amount, and nothing
+    /// discount, on invoices neither void nor fully credited:
+    /// [`Invoice::counts_as_billed`]) is taken from the amount, and nothing
     /// is applied once it is used up (`None`). A percent applies to each
     /// part's subtotal as it is (10 % of each part is 10 % of the period).
     /// The "N periods" count is by period, not by part
@@ -166,7 +167,7 @@ impl CustomerDiscount {
         };
         let used: Decimal = earlier
             .iter()
-            .filter(|i| i.status != InvoiceStatus::Void)
+            .filter(|i| i.counts_as_billed())
             .flat_map(|i| &i.lines)
             .filter(|l| {
                 l.kind == InvoiceLineKind::Discount && l.discount_id.as_deref() == Some(&self.id)

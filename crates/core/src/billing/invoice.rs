@@ -393,6 +393,24 @@ impl Invoice {
         self.status == InvoiceStatus::Open && self.due_at.is_some_and(|due| now > due)
     }
 
+    /// Whether credit notes gave all of it back: what they credited
+    /// (`amount_credited`, the sum of their totals) is the invoice's total,
+    /// and that total is not zero.
+    pub fn is_fully_credited(&self) -> bool {
+        !self.totals.total.is_zero() && self.totals.amount_credited == self.totals.total
+    }
+
+    /// Whether a later part of a period billed in parts counts this
+    /// earlier part as billed: neither void nor fully credited (a fully
+    /// credited part is treated exactly as a void one: not repriced, not
+    /// counted toward the minimum nor a fixed discount). A partial credit
+    /// note is an adjustment of its own and changes nothing here.
+    /// `docs/billing-semantics.md`, "Usage across a plan change: the
+    /// cumulative rule" ("A credited part").
+    pub fn counts_as_billed(&self) -> bool {
+        self.status != InvoiceStatus::Void && !self.is_fully_credited()
+    }
+
     /// What can still be credited: the total less earlier credit notes.
     pub fn creditable(&self, already_credited: Decimal) -> Decimal {
         (self.totals.total - already_credited).max(zero(self.currency))
