@@ -469,22 +469,24 @@ pub enum PlansCommand {
     /// Compare two plans of a catalog (--from/--to), or the same plans across two
     /// versions of a catalog file (OLD NEW): what a new version would change.
     Diff(DiffArgs),
-    /// Check a catalog file against the plans a running server serves.
+    /// Apply a catalog file to a running server (PUT /v1/catalog, admin key).
     ///
-    /// The server has no route to replace its catalog at runtime: this validates
-    /// FILE, compares it with the served plans (GET /v1/plans) and says which
-    /// plans would get a new version. The served catalog changes when the
-    /// server restarts with `tollgate serve --catalog FILE`: plans are versioned
-    /// on start, and existing subscribers keep the version they have.
-    ///
-    /// The comparison covers what the API shows of a plan (name, tier, price,
-    /// interval, entitlement summaries, charges); `tollgate plans diff OLD NEW`
-    /// on two catalog files is exact. Exit status: 0 (nothing is changed).
+    /// Validates FILE, then sends it: new and changed plans get new published
+    /// versions and are offered at once; subscribers keep the version they
+    /// have; a plan left out is no longer offered. The server refuses to
+    /// remove a served feature or change its kind (that needs the catalog
+    /// file and a restart). A restart keeps serving the applied catalog until
+    /// the catalog file itself is edited. With --dry-run, only says what would
+    /// change. Changed plans are listed with what the API shows of their
+    /// differences; `tollgate plans diff OLD NEW` on two files is exact.
     Apply {
         #[command(flatten)]
         client: ClientArgs,
         /// Catalog file (TOML).
         file: PathBuf,
+        /// Only say what would change; apply nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

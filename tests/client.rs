@@ -282,11 +282,11 @@ fn customers_usage_and_plans_from_the_command_line() {
     assert_eq!(code, 2);
     assert!(err.contains("422") && err.contains("from:"), "{err}");
 
-    // plans apply: validates, compares, and says how to apply
+    // plans apply: the served file again changes nothing
     let (code, out, err) = server.run(&["plans", "apply", catalog().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("starter      unchanged (stays v1)"), "{out}");
-    assert!(out.contains("tollgate serve --catalog"), "{out}");
+    assert!(out.contains("already serves this catalog"), "{out}");
     let changed = dir.path().join("voca-v2.toml");
     std::fs::write(
         &changed,
@@ -295,19 +295,50 @@ fn customers_usage_and_plans_from_the_command_line() {
             .replace("base_price = \"29.00\"", "base_price = \"39.00\""),
     )
     .unwrap();
+    let starter_of = |out: &str| {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        let starter = v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["plan"] == "starter")
+            .unwrap()
+            .clone();
+        (v, starter)
+    };
+    // a dry run says what would change, and changes nothing
+    let (code, out, _) = server.run(&[
+        "plans",
+        "apply",
+        changed.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let (v, starter) = starter_of(&out);
+    assert_eq!(v["applied"], false);
+    assert_eq!(starter["change"], "changed");
+    assert_eq!(
+        (
+            starter["from_version"].clone(),
+            starter["to_version"].clone()
+        ),
+        (1.into(), 2.into())
+    );
+    assert_eq!(starter["differences"][0], "base_price: 29.00 → 39.00");
+    let (_, out, _) = server.run(&["plans", "apply", changed.to_str().unwrap(), "--dry-run"]);
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    // applied: starter v2 is offered at once
+    let (code, out, err) = server.run(&["plans", "apply", changed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("starter      changed: v1 → v2"), "{out}");
+    assert!(out.contains("applied to"), "{out}");
     let (code, out, _) = server.run(&["plans", "apply", changed.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["applied"], false);
-    let starter = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["plan"] == "starter")
-        .unwrap();
-    assert_eq!(starter["change"], "changed");
-    assert_eq!(starter["next_version"], 2);
-    assert_eq!(starter["differences"][0], "base_price: 29.00 → 39.00");
+    let (v, starter) = starter_of(&out);
+    assert_eq!(v["applied"], false, "{out}");
+    assert_eq!(starter["change"], "unchanged");
+    assert_eq!(starter["to_version"], 2);
     let broken = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broken/ten-mistakes.toml");
     let (code, _, err) = server.run(&["plans", "apply", broken.to_str().unwrap()]);
     assert_eq!(code, 2);

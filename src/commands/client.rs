@@ -399,9 +399,6 @@ pub struct ServedPlan {
     pub key: String,
     pub name: String,
     pub tier: u32,
-    pub version: u32,
-    #[serde(default)]
-    pub versions: Option<Vec<u32>>,
     pub public: bool,
     pub currency: String,
     pub base_price: Money,

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tollgate_billing::Billing;
 use tollgate_billing::run::{RunOptions, RunReport, parse_month};
 use tollgate_core::billing::{Invoice, InvoiceStatus};
-use tollgate_engine::{Engine, SystemClock};
+use tollgate_engine::SystemClock;
 use tollgate_server::app;
 use tollgate_store::billing::InvoiceFilter;
 
@@ -27,11 +27,11 @@ fn err(e: impl std::fmt::Display) -> CliError {
 /// The billing service on the configured store and catalog.
 async fn billing(args: &ServeArgs) -> Result<Billing, CliError> {
     let settings = config(&args.config, Some(args))?.resolve().map_err(err)?;
-    let catalog = app::read_catalog(&settings.catalog).map_err(err)?;
+    app::read_catalog(&settings.catalog).map_err(err)?;
     let store = app::open_store(&settings).await.map_err(err)?;
-    let engine = Engine::open(
+    let engine = app::open_engine(
         store.clone(),
-        catalog,
+        &settings.catalog,
         Arc::new(SystemClock),
         settings.engine.clone(),
     )

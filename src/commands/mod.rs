@@ -63,7 +63,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => server::serve(args),
         Command::Migrate(args) => server::migrate(&args),
         Command::Keys(cmd) => server::keys(cmd),
-        Command::Plans(PlansCommand::Apply { client, file }) => remote::apply(&client, &file),
+        Command::Plans(PlansCommand::Apply {
+            client,
+            file,
+            dry_run,
+        }) => remote::apply(&client, &file, dry_run),
         Command::Customers(cmd) => remote::customers(cmd),
         Command::Usage(cmd) => remote::usage(cmd),
         Command::Subscriptions(cmd) => subscriptions::run(cmd),

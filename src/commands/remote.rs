@@ -510,18 +510,6 @@ async fn export(
 
 // --- plans apply -------------------------------------------------------------
 
-/// How a plan of the file compares with the served one.
-#[derive(Debug, serde::Serialize)]
-struct PlanChange {
-    plan: String,
-    /// `new`, `unchanged`, `changed` or `not_in_file`.
-    change: &'static str,
-    served_version: Option<u32>,
-    /// The version the plan would get on a restart with this file.
-    next_version: Option<u32>,
-    differences: Vec<String>,
-}
-
 fn same_number(a: &str, b: &str) -> bool {
     match (Decimal::from_str(a), Decimal::from_str(b)) {
         (Ok(x), Ok(y)) => x == y,
@@ -643,73 +631,78 @@ fn same_charge(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// `tollgate plans apply FILE`.
-pub fn apply(args: &ClientArgs, file: &Path) -> Result<ExitCode, CliError> {
+/// One plan of the server's answer to `PUT /v1/catalog`.
+#[derive(Debug, serde::Deserialize)]
+struct AppliedPlan {
+    plan: String,
+    change: String,
+    from_version: Option<u32>,
+    to_version: u32,
+}
+
+/// The server's answer to `PUT /v1/catalog`.
+#[derive(Debug, serde::Deserialize)]
+struct CatalogApplied {
+    applied: bool,
+    changes: Vec<AppliedPlan>,
+}
+
+/// `tollgate plans apply FILE [--dry-run]`.
+pub fn apply(args: &ClientArgs, file: &Path, dry_run: bool) -> Result<ExitCode, CliError> {
     let catalog = load(file)?;
+    let text = std::fs::read_to_string(file).map_err(|source| CliError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().to_string(),
+    );
     let c = connect(args)?;
     let rt = runtime()?;
+    // What the API shows of the served plans, for the differences of changed ones.
     let served = rt.block_on(c.get("/v1/plans"))?;
     let served: client::ServedPlans = client::view(&served, "plan list")?;
-    let mut changes = Vec::new();
-    for s in &served.data {
-        let latest = s
-            .versions
-            .as_ref()
-            .and_then(|v| v.iter().max().copied())
-            .unwrap_or(s.version);
-        if catalog.plan(&s.key).is_none() {
-            changes.push(PlanChange {
-                plan: s.key.clone(),
-                change: "not_in_file",
-                served_version: Some(s.version),
-                next_version: None,
-                differences: vec![
-                    "not in the file: new subscriptions could no longer pick it".into(),
-                ],
-            });
-            continue;
-        }
-        let differences = compare(&catalog, s);
-        changes.push(PlanChange {
-            plan: s.key.clone(),
-            change: if differences.is_empty() {
-                "unchanged"
-            } else {
-                "changed"
-            },
-            served_version: Some(s.version),
-            next_version: Some(if differences.is_empty() {
-                s.version
-            } else {
-                latest + 1
-            }),
-            differences,
-        });
+    let req = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/catalog?dry_run={dry_run}&name={}", client::enc(&name)),
+        )
+        .header(reqwest::header::CONTENT_TYPE, "application/toml")
+        .body(text);
+    let answer = rt.block_on(c.send(req))?;
+    if !answer.status.is_success() {
+        return Err(Problem::of(answer.status, &answer.body).into_error());
     }
-    for p in &catalog.plans {
-        if !served.data.iter().any(|s| s.key == p.key) {
-            changes.push(PlanChange {
-                plan: p.key.clone(),
-                change: "new",
-                served_version: None,
-                next_version: Some(1),
-                differences: Vec::new(),
-            });
-        }
-    }
-    let restart = format!(
-        "tollgate serve --catalog {} (plans are versioned on start; subscribers keep their version)",
-        file.display()
-    );
+    let result: CatalogApplied = client::view(&answer.body, "catalog apply answer")?;
+    let differences = |plan: &str| -> Vec<String> {
+        served
+            .data
+            .iter()
+            .find(|s| s.key == plan)
+            .map(|s| compare(&catalog, s))
+            .unwrap_or_default()
+    };
     if args.json {
-        print_json(&json!({
-            "file": file.display().to_string(),
-            "valid": true,
-            "server": c.base(),
-            "applied": false,
-            "changes": changes,
-            "to_apply": restart,
-        }))?;
+        let mut out = answer.body.clone();
+        if let Some(changes) = out.get_mut("changes").and_then(Value::as_array_mut) {
+            for ch in changes {
+                let changed = ch.get("change").and_then(Value::as_str) == Some("changed");
+                let plan = ch
+                    .get("plan")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if changed && let Some(o) = ch.as_object_mut() {
+                    o.insert("differences".into(), json!(differences(&plan)));
+                }
+            }
+        }
+        if let Some(o) = out.as_object_mut() {
+            o.insert("file".into(), json!(file.display().to_string()));
+            o.insert("server".into(), json!(c.base()));
+        }
+        print_json(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -719,37 +712,34 @@ pub fn apply(args: &ClientArgs, file: &Path) -> Result<ExitCode, CliError> {
         catalog.features.len(),
         catalog.plans.len()
     );
-    println!("compared with the plans served by {}:", c.base());
-    for ch in &changes {
-        match ch.change {
-            "new" => println!("  {:<12} new plan (version 1)", ch.plan),
-            "unchanged" => println!(
-                "  {:<12} unchanged (stays v{})",
-                ch.plan,
-                ch.served_version.unwrap_or(1)
-            ),
-            "not_in_file" => println!(
-                "  {:<12} served (v{}) but not in the file",
-                ch.plan,
-                ch.served_version.unwrap_or(1)
+    for ch in &result.changes {
+        let from = ch.from_version.unwrap_or(ch.to_version);
+        match ch.change.as_str() {
+            "new" => println!("  {:<12} new plan (version {})", ch.plan, ch.to_version),
+            "unchanged" => println!("  {:<12} unchanged (stays v{})", ch.plan, ch.to_version),
+            "removed" => println!(
+                "  {:<12} not in the file: no longer offered (subscribers keep v{})",
+                ch.plan, ch.to_version
             ),
             _ => {
-                println!(
-                    "  {:<12} changed: v{} → v{}",
-                    ch.plan,
-                    ch.served_version.unwrap_or(1),
-                    ch.next_version.unwrap_or(1)
-                );
-                for d in &ch.differences {
+                println!("  {:<12} changed: v{from} → v{}", ch.plan, ch.to_version);
+                for d in differences(&ch.plan) {
                     println!("               {d}");
                 }
             }
         }
     }
     println!();
-    println!(
-        "nothing was changed: the server has no route to replace its catalog at runtime. \
-         To serve this file, restart the server with:\n  {restart}"
-    );
+    if dry_run {
+        println!("dry run: nothing was changed on {}", c.base());
+    } else if result.applied {
+        println!(
+            "applied to {}: new subscriptions and plan changes get these versions now; \
+             subscribers keep theirs",
+            c.base()
+        );
+    } else {
+        println!("{} already serves this catalog: nothing to apply", c.base());
+    }
     Ok(ExitCode::SUCCESS)
 }

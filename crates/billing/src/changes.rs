@@ -409,7 +409,8 @@ impl Billing {
                     .join(", ")
             ),
         };
-        let latest = self.engine.catalog().plan(key).ok_or_else(unknown)?;
+        let catalog = self.engine.catalog();
+        let latest = catalog.plan(key).ok_or_else(unknown)?;
         let v = match version {
             None => return Ok(latest.clone()),
             Some(v) if v == latest.version => return Ok(latest.clone()),

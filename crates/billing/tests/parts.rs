@@ -361,7 +361,7 @@ async fn a_void_final_invoice_is_neither_repriced_nor_billed_again_by_the_rest_o
 
 #[tokio::test]
 async fn a_fully_credited_final_invoice_is_neither_repriced_nor_billed_again_by_the_rest_of_the_period()
-{
+ {
     for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
         let backend = env.backend();
         // `vol`, as in the void case above: 4,000 calls each, canceled now

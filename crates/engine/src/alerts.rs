@@ -129,26 +129,26 @@ pub enum RecommendedAction {
 }
 
 /// The entitlement facts every event of a feature carries.
-struct Subject<'a> {
+struct Subject {
     feature: usize,
-    key: &'a str,
+    key: Arc<str>,
     kind: Kind,
     window: (Timestamp, Timestamp),
     limit: Option<Decimal>,
     hard: bool,
 }
 
-impl<'a> Subject<'a> {
+impl Subject {
     /// Feature `f` of `st` now: its entitlement's limit and enforcement and its
     /// alert window (metered: `window`, else the current usage window; gauges:
     /// the billing period). `None` for other kinds.
     fn of(
-        inner: &'a Inner,
+        inner: &Inner,
         st: &CustomerState,
         f: usize,
         window: Option<(Timestamp, Timestamp)>,
         now: Timestamp,
-    ) -> Option<Subject<'a>> {
+    ) -> Option<Subject> {
         let (kind, limit, hard, window) = match st.ent(f).0 {
             Ent::Metered {
                 limit, hard, reset, ..
@@ -173,7 +173,7 @@ impl<'a> Subject<'a> {
     }
 }
 
-impl Subject<'_> {
+impl Subject {
     /// The usage now: the window's (metered) or the level (gauges).
     fn usage(&self, st: &CustomerState) -> Decimal {
         match st.slot(self.feature) {
@@ -240,7 +240,7 @@ fn emergency_available(
 fn recommend(
     inner: &Inner,
     st: &CustomerState,
-    s: &Subject<'_>,
+    s: &Subject,
     used: Decimal,
 ) -> Option<RecommendedAction> {
     let pool = if s.kind == Kind::Metered {
@@ -255,19 +255,20 @@ fn recommend(
     let upgrade = s.limit.and_then(|current| {
         let tier = st.sub.as_ref().map_or(0, |sub| sub.plan.tier);
         let more = |e: &Entitlement| e.limit().is_some_and(|l| l > Limit::Finite(current));
+        let served = inner.served();
         let plan = if st.sub.is_some() {
-            inner
+            served
                 .catalog
-                .cheapest_plan_allowing(s.key, &more, tier, true)
+                .cheapest_plan_allowing(&s.key, &more, tier, true)
         } else {
-            inner
+            served
                 .catalog
                 .public_plans()
-                .find(|p| p.entitlement(s.key).is_some_and(more))
+                .find(|p| p.entitlement(&s.key).is_some_and(more))
         }?;
         Some(RecommendedAction::Upgrade {
             plan: plan.key.clone(),
-            limit: plan.entitlement(s.key).and_then(|e| e.limit()?.finite()),
+            limit: plan.entitlement(&s.key).and_then(|e| e.limit()?.finite()),
         })
     });
     upgrade.or(pool.map(|units| RecommendedAction::DrawEmergencyPool { units }))
@@ -277,7 +278,7 @@ fn recommend(
 fn event(
     inner: &Inner,
     st: &CustomerState,
-    s: &Subject<'_>,
+    s: &Subject,
     event_type: &str,
     what: &str,
     mut fields: Map<String, Value>,
@@ -285,7 +286,7 @@ fn event(
 ) -> WriteOp {
     let customer = &*st.id;
     fields.insert("customer".into(), json!(customer));
-    fields.insert("feature".into(), json!(s.key));
+    fields.insert("feature".into(), json!(&*s.key));
     fields.insert("feature_kind".into(), json!(s.kind.as_str()));
     fields.insert(
         "period".into(),
@@ -318,7 +319,7 @@ fn event(
 fn usage_fields(
     inner: &Inner,
     st: &CustomerState,
-    s: &Subject<'_>,
+    s: &Subject,
     used: Decimal,
 ) -> Map<String, Value> {
     let mut m = Map::new();
@@ -355,7 +356,7 @@ impl Change {
 fn crossings(
     inner: &Inner,
     st: &CustomerState,
-    s: &Subject<'_>,
+    s: &Subject,
     alerts: Option<&Alerts>,
     c: Change,
     first_overage: bool,
@@ -578,6 +579,7 @@ impl Engine {
     ) -> Result<Option<RecommendedAction>, EngineError> {
         let inner = &*self.inner;
         let f = inner
+            .served()
             .features
             .get(feature)
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;

@@ -2,7 +2,7 @@
 //! writer, and the low-rate admin operations (customers, subscriptions,
 //! overrides, grants).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
@@ -23,7 +23,8 @@ use crate::error::EngineError;
 use crate::grants::{GrantState, insert_sorted};
 use crate::hash::{CustKey, FxBuild};
 use crate::ids::IdGen;
-use crate::model::{CompiledPlan, Ent, Features, Kind};
+use crate::model::{CompiledPlan, Ent, Kind};
+use crate::served::Served;
 use crate::state::{CustomerState, Meter, Slot, SubState, cycle_for};
 use crate::types::{CustomerUpdate, NewCustomer, NewGrant};
 use crate::writer::{Msg, Ops, WriterConfig};
@@ -76,11 +77,10 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub config: EngineConfig,
-    pub catalog: Catalog,
-    pub features: Features,
-    pub plans: HashMap<(String, u32), Arc<CompiledPlan>>,
-    pub latest: HashMap<String, Arc<CompiledPlan>>,
-    pub plan_keys: HashMap<String, Arc<str>>,
+    /// The served catalog, compiled (`crate::served`).
+    pub served: arc_swap::ArcSwap<Served>,
+    /// Serializes [`Engine::apply_catalog`].
+    pub catalog_apply: tokio::sync::Mutex<()>,
     /// Boxed states keep the map's buckets small (cache-friendly probing).
     pub customers: DashMap<CustKey, Box<Mutex<CustomerState>>, FxBuild>,
     /// Open reservation id → customer.
@@ -100,7 +100,7 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Engine")
             .field("backend", &self.store.backend())
             .field("customers", &self.customers.len())
-            .field("features", &self.features.defs.len())
+            .field("features", &self.served().features.defs.len())
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +118,11 @@ impl Inner {
         self.clock.now()
     }
 
+    /// The served catalog (one atomic load; a later apply does not change it).
+    pub(crate) fn served(&self) -> arc_swap::Guard<Arc<Served>> {
+        self.served.load()
+    }
+
     /// The feature index and kind, checking the kind for an operation.
     pub(crate) fn feature(
         &self,
@@ -125,11 +130,12 @@ impl Inner {
         expected: Kind,
         operation: &'static str,
     ) -> Result<usize, EngineError> {
-        let idx = self
+        let served = self.served();
+        let idx = served
             .features
             .get(key)
             .ok_or_else(|| EngineError::UnknownFeature(key.to_string()))?;
-        let kind = self.features.defs[idx].kind;
+        let kind = served.features.defs[idx].kind;
         if kind != expected {
             return Err(EngineError::WrongFeatureKind {
                 feature: key.to_string(),
@@ -141,8 +147,8 @@ impl Inner {
         Ok(idx)
     }
 
-    pub(crate) fn feature_key(&self, idx: usize) -> &Arc<str> {
-        &self.features.defs[idx].key
+    pub(crate) fn feature_key(&self, idx: usize) -> Arc<str> {
+        self.served().features.defs[idx].key.clone()
     }
 
     /// The cheapest public plan above the customer's tier whose entitlement
@@ -154,22 +160,24 @@ impl Inner {
         needed: Decimal,
     ) -> Option<Arc<str>> {
         let tier = st.sub.as_ref().map_or(0, |s| s.plan.tier);
-        let key = self.feature_key(feature);
+        let served = self.served();
+        let key = &*served.features.defs[feature].key;
         // Tiers start at 0 or above; "above the current tier" excludes the
         // customer's own plan. Without a subscription every tier qualifies.
         let plan = if st.sub.is_some() {
-            self.catalog.cheapest_plan_allowing(
+            served.catalog.cheapest_plan_allowing(
                 key,
                 &|e: &Entitlement| e.allows(needed),
                 tier,
                 true,
             )
         } else {
-            self.catalog
+            served
+                .catalog
                 .plans_by_tier()
                 .find(|p| p.public && p.entitlement(key).is_some_and(|e| e.allows(needed)))
         }?;
-        self.plan_keys.get(&plan.key).cloned()
+        served.plan_keys.get(&plan.key).cloned()
     }
 
     /// Sends writes to the group-commit writer. Call it while holding the
@@ -257,7 +265,10 @@ impl Inner {
     }
 
     pub(crate) fn plan(&self, key: &str, version: u32) -> Option<Arc<CompiledPlan>> {
-        self.plans.get(&(key.to_string(), version)).cloned()
+        self.served()
+            .plans
+            .get(&(key.to_string(), version))
+            .cloned()
     }
 
     pub(crate) fn sub_state(
@@ -282,11 +293,12 @@ impl Inner {
         feature: &str,
         entitlement: &serde_json::Value,
     ) -> Result<(usize, Ent), EngineError> {
-        let idx = self
+        let served = self.served();
+        let idx = served
             .features
             .get(feature)
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
-        let def = self
+        let def = served
             .catalog
             .feature(feature)
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
@@ -364,15 +376,17 @@ impl Engine {
         self.inner.now()
     }
 
-    /// The catalog the engine was opened with.
-    pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+    /// The catalog being served (the one the engine was opened with, or the
+    /// one applied last: [`Engine::apply_catalog`]).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner.served().catalog.clone()
     }
 
     /// Published versions of a plan held in memory, ascending.
     pub fn plan_versions(&self, plan_key: &str) -> Vec<u32> {
         let mut v: Vec<u32> = self
             .inner
+            .served()
             .plans
             .keys()
             .filter(|(k, _)| k == plan_key)
@@ -384,7 +398,7 @@ impl Engine {
 
     /// The latest published version of a plan.
     pub fn latest_version(&self, plan_key: &str) -> Option<u32> {
-        self.inner.latest.get(plan_key).map(|p| p.version)
+        self.inner.served().latest.get(plan_key).map(|p| p.version)
     }
 
     /// The group-commit writer's counters (batches, writes, commit time).
@@ -612,7 +626,7 @@ impl Engine {
     ) -> Result<SubscriptionRecord, EngineError> {
         let plan = match opts.version {
             Some(v) => self.inner.plan(plan_key, v),
-            None => self.inner.latest.get(plan_key).cloned(),
+            None => self.inner.served().latest.get(plan_key).cloned(),
         }
         .ok_or_else(|| EngineError::UnknownPlan(plan_key.to_string()))?;
         let current = self.inner.with_customer(customer, |st| {
@@ -630,6 +644,7 @@ impl Engine {
             .unwrap_or(now);
         let trial_days = self
             .inner
+            .served()
             .catalog
             .plan(plan_key)
             .and_then(|p| p.trial_days)
@@ -771,6 +786,7 @@ impl Engine {
         let _admin = self.inner.admin.lock().await;
         let idx = self
             .inner
+            .served()
             .features
             .get(feature)
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
@@ -1014,7 +1030,7 @@ impl Engine {
         let now = self.inner.now();
         let targets: Vec<(usize, tollgate_core::period::Period)> =
             self.inner.with_customer(customer, |st| {
-                (0..self.inner.features.defs.len())
+                (0..self.inner.served().features.defs.len())
                     .filter_map(|f| match st.ent(f).0 {
                         Ent::Metered { reset, .. } => st.window_at(*reset, now).map(|w| (f, w)),
                         _ => None,
@@ -1027,7 +1043,7 @@ impl Engine {
             let used = self
                 .inner
                 .store
-                .sum_usage(customer, key, w.start, w.end)
+                .sum_usage(customer, &key, w.start, w.end)
                 .await?;
             sums.push((*f, *w, used));
         }

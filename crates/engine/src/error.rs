@@ -68,6 +68,10 @@ pub enum EngineError {
     TooManyEvents { count: usize, max: usize },
     #[error("catalog error: {0}")]
     Catalog(String),
+    /// A catalog the running engine cannot take ([`crate::Engine::apply_catalog`]):
+    /// every problem at its path in the catalog document.
+    #[error("catalog refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    CatalogRefused(Vec<tollgate_core::catalog::CatalogError>),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
     #[error("storage error: {0}")]
@@ -112,6 +116,7 @@ impl EngineError {
             EngineError::EmergencyAlreadyDrawn { .. } => "emergency_already_drawn",
             EngineError::TooManyEvents { .. } => "too_many_events",
             EngineError::Catalog(_) => "catalog",
+            EngineError::CatalogRefused(_) => "catalog_refused",
             EngineError::Corrupt(_) => "corrupt",
             EngineError::Store(_) => "storage",
             EngineError::ShutDown => "shut_down",

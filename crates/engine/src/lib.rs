@@ -29,6 +29,7 @@ mod model;
 mod others;
 mod rate;
 mod recover;
+mod served;
 mod state;
 mod summary;
 mod sweep;

@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
-use tollgate_core::catalog::{Catalog, Plan, VersionChangeKind, assign_versions};
+use tollgate_core::catalog::Catalog;
 use tollgate_store::{
     NewUsageRecord, PlanVersionRecord, ReservationState, Store, UsageSource, WriteOp,
 };
@@ -23,8 +23,9 @@ use crate::engine::{Engine, EngineConfig, Inner, parse_tz, set_meter};
 use crate::error::EngineError;
 use crate::grants::{GrantState, insert_sorted};
 use crate::ids::{IdGen, is_grant_id};
-use crate::model::{CompiledPlan, Ent, Kind};
+use crate::model::{Ent, Kind};
 use crate::rate::RateLog;
+use crate::served::{Served, publish};
 use crate::state::{Answer, CustomerState, Idem, OpenResv, Slot};
 use crate::types::Decision;
 use crate::writer::{Aggregate, Counted, GAUGE_LEVEL, LIFETIME_END, LIFETIME_START, Ops, Writer};
@@ -39,47 +40,6 @@ pub struct OpenStats {
     pub idempotency_keys: usize,
     pub open_reservations: usize,
     pub published_versions: usize,
-}
-
-/// Publishes the catalog's plans through the core's `assign_versions` against
-/// the versions in the store: a new or changed plan gets a new version, which
-/// is stored; an unchanged plan keeps its version. Returns the catalog with
-/// versions set and the records to store.
-fn publish(
-    catalog: Catalog,
-    existing: &[PlanVersionRecord],
-    now: Timestamp,
-) -> Result<(Catalog, Vec<PlanVersionRecord>), EngineError> {
-    let mut published = Vec::with_capacity(existing.len());
-    for r in existing {
-        match serde_json::from_value::<Plan>(r.definition.clone()) {
-            Ok(mut p) => {
-                p.version = r.version;
-                published.push(p);
-            }
-            Err(e) => tracing::warn!(plan = %r.plan_key, version = r.version, error = %e,
-                "a published plan version is not readable"),
-        }
-    }
-    let (catalog, changes) = assign_versions(&published, catalog);
-    let mut out = Vec::new();
-    for c in changes {
-        if !matches!(c.kind, VersionChangeKind::New | VersionChangeKind::Changed) {
-            continue;
-        }
-        let Some(plan) = catalog.plan(&c.plan) else {
-            continue;
-        };
-        let definition =
-            serde_json::to_value(plan).map_err(|e| EngineError::Catalog(e.to_string()))?;
-        out.push(PlanVersionRecord {
-            plan_key: plan.key.clone(),
-            version: plan.version,
-            definition,
-            published_at: now,
-        });
-    }
-    Ok((catalog, out))
 }
 
 impl Engine {
@@ -108,45 +68,22 @@ impl Engine {
 
         // ---- plan versions ------------------------------------------------------
         let existing = store.plan_versions().await?;
-        let (catalog, new_versions) = publish(catalog, &existing, now)?;
+        let (catalog, new_versions, _) = publish(catalog, &existing, now)?;
         for r in &new_versions {
             store.put_plan_version(r).await?;
         }
         stats.published_versions = new_versions.len();
         let features = compile::features(&catalog);
-        let mut plans: HashMap<(String, u32), Arc<CompiledPlan>> = HashMap::new();
-        for r in existing.iter().chain(new_versions.iter()) {
-            let plan: Plan = match serde_json::from_value(r.definition.clone()) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(plan = %r.plan_key, version = r.version, error = %e,
-                        "a published plan version is not readable; subscriptions pinning it will fail");
-                    continue;
-                }
-            };
-            let mut plan = plan;
-            plan.version = r.version;
-            let c = compile::compile_plan(&catalog, &plan, &features);
-            plans.insert((r.plan_key.clone(), r.version), Arc::new(c));
-        }
-        let mut latest = HashMap::new();
-        for p in &catalog.plans {
-            if let Some(c) = plans.get(&(p.key.clone(), p.version)) {
-                latest.insert(p.key.clone(), c.clone());
-            }
-        }
-        let plan_keys = compile::plan_keys(&catalog);
+        let versions: Vec<PlanVersionRecord> = existing.into_iter().chain(new_versions).collect();
+        let served = Served::build(catalog, features, HashMap::new(), &versions);
 
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             store: store.clone(),
             clock: clock.clone(),
             config: config.clone(),
-            catalog,
-            features,
-            plans,
-            latest,
-            plan_keys,
+            served: arc_swap::ArcSwap::from_pointee(served),
+            catalog_apply: tokio::sync::Mutex::new(()),
             // Many shards: the two cores rarely touch the same shard lock.
             customers: DashMap::with_hasher_and_shard_amount(crate::hash::FxBuild::default(), 256),
             reservations: DashMap::new(),
@@ -186,7 +123,7 @@ impl Engine {
         for g in store.all_grants().await? {
             let (Some(st), Some(idx)) = (
                 states.get_mut(&g.customer_id),
-                inner.features.get(&g.feature),
+                inner.served().features.get(&g.feature),
             ) else {
                 continue;
             };
@@ -209,7 +146,7 @@ impl Engine {
             let lifetime = row.window_start == LIFETIME_START && row.window_end == LIFETIME_END;
             if let (Some(st), Some(idx)) = (
                 states.get_mut(&row.customer_id),
-                inner.features.get(&row.feature),
+                inner.served().features.get(&row.feature),
             ) {
                 if lifetime {
                     for (bucket, q) in &row.used {
@@ -259,7 +196,7 @@ impl Engine {
         for r in store.open_reservations().await? {
             let (Some(st), Some(idx)) = (
                 states.get_mut(&r.customer_id),
-                inner.features.get(&r.feature),
+                inner.served().features.get(&r.feature),
             ) else {
                 continue;
             };
@@ -301,11 +238,11 @@ impl Engine {
             let r = &rec.record;
             let (Some(st), Some(idx)) = (
                 states.get_mut(&r.customer_id),
-                inner.features.get(&r.feature),
+                inner.served().features.get(&r.feature),
             ) else {
                 continue;
             };
-            if inner.features.defs[idx].kind == Kind::Rate {
+            if inner.served().features.defs[idx].kind == Kind::Rate {
                 if let Ent::Rate { window, .. } = st.ent(idx).0.clone() {
                     let edge = now.checked_sub(window).unwrap_or(Timestamp::MIN);
                     if r.timestamp > edge {
@@ -407,7 +344,7 @@ pub(crate) fn commit_key(reservation_id: &str) -> String {
 
 fn max_rate_window(inner: &Inner, states: &HashMap<String, CustomerState>) -> SignedDuration {
     let mut max = SignedDuration::ZERO;
-    for p in inner.plans.values() {
+    for p in inner.served().plans.values() {
         for e in &p.ents {
             if let Ent::Rate { window, .. } = e {
                 max = max.max(*window);
@@ -432,13 +369,13 @@ fn replay_one(
     rec: &NewUsageRecord,
     now: Timestamp,
 ) -> Counted {
-    let Some(idx) = inner.features.get(&rec.feature) else {
+    let Some(idx) = inner.served().features.get(&rec.feature) else {
         return Counted::Nothing;
     };
     let Some(st) = states.get_mut(&rec.customer_id) else {
         return Counted::Nothing;
     };
-    match inner.features.defs[idx].kind {
+    match inner.served().features.defs[idx].kind {
         Kind::Metered => {
             let reset = match st.ent(idx).0 {
                 Ent::Metered { reset, .. } => *reset,
@@ -478,8 +415,9 @@ fn replay_one(
 /// The feature's own reset period (for records of a feature the customer's
 /// plan no longer includes).
 fn compile_reset(inner: &Inner, idx: usize) -> tollgate_core::period::ResetPeriod {
-    let key = inner.feature_key(idx);
-    match inner.catalog.feature(key).map(|f| &f.kind) {
+    let served = inner.served();
+    let key = &served.features.defs[idx].key;
+    match served.catalog.feature(key).map(|f| &f.kind) {
         Some(tollgate_core::catalog::FeatureKind::Metered { reset }) => *reset,
         _ => tollgate_core::period::ResetPeriod::BillingPeriod,
     }

@@ -24,8 +24,9 @@ impl Engine {
                 .sub
                 .as_ref()
                 .and_then(|s| s.cycle.period_containing(now).ok());
-            let mut features = Vec::with_capacity(inner.features.defs.len());
-            for (f, def) in inner.features.defs.iter().enumerate() {
+            let served = inner.served();
+            let mut features = Vec::with_capacity(served.features.defs.len());
+            for (f, def) in served.features.defs.iter().enumerate() {
                 let (ent, overridden) = st.ent(f);
                 let ent = ent.clone();
                 let access = bypass || (gate.is_none() && !ent.is_excluded());
@@ -139,12 +140,14 @@ impl Engine {
     pub async fn verify(&self, customer: &str, feature: &str) -> Result<VerifyReport, EngineError> {
         let inner = &*self.inner;
         let f = inner
+            .served()
             .features
             .get(feature)
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
         inner.flush().await?;
         let now = inner.now();
-        match inner.features.defs[f].kind {
+        let kind = inner.served().features.defs[f].kind;
+        match kind {
             Kind::Metered => {
                 let (window, memory) = inner.with_customer(customer, |st| {
                     let reset = match st.ent(f).0 {
@@ -252,6 +255,7 @@ impl Engine {
         for id in ids {
             let features: Vec<String> = inner.with_customer(&id, |st| {
                 inner
+                    .served()
                     .features
                     .defs
                     .iter()

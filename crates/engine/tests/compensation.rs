@@ -41,6 +41,19 @@ impl Store for Flaky {
     async fn plan_versions(&self) -> Result<Vec<PlanVersionRecord>> {
         self.inner.plan_versions().await
     }
+    async fn publish_catalog(
+        &self,
+        document: &tollgate_store::CatalogDocumentRecord,
+        versions: &[PlanVersionRecord],
+    ) -> Result<()> {
+        self.inner.publish_catalog(document, versions).await
+    }
+    async fn latest_catalog_document(
+        &self,
+        source: Option<tollgate_store::CatalogSource>,
+    ) -> Result<Option<tollgate_store::CatalogDocumentRecord>> {
+        self.inner.latest_catalog_document(source).await
+    }
     async fn insert_customer(&self, c: &CustomerRecord) -> Result<()> {
         self.inner.insert_customer(c).await
     }

@@ -41,6 +41,8 @@ pub enum StartError {
     },
     #[error("the catalog {path} is invalid:\n{errors}")]
     Catalog { path: String, errors: CatalogErrors },
+    #[error("cannot read or record the served catalog documents: {0}")]
+    CatalogDocuments(StoreError),
     #[error("cannot open the engine: {0}")]
     Engine(EngineError),
     #[error("cannot read the API keys: {0}")]
@@ -73,6 +75,15 @@ pub struct App {
 
 /// Reads and validates a catalog file, with every error at its path.
 pub fn read_catalog(path: &std::path::Path) -> Result<Catalog, StartError> {
+    let (name, text) = read_catalog_text(path)?;
+    load_catalog(&name, &text).map_err(|errors| StartError::Catalog {
+        path: path.display().to_string(),
+        errors,
+    })
+}
+
+/// A catalog file's name (for messages) and text.
+pub fn read_catalog_text(path: &std::path::Path) -> Result<(String, String), StartError> {
     let text = std::fs::read_to_string(path).map_err(|source| StartError::CatalogRead {
         path: path.display().to_string(),
         source,
@@ -81,10 +92,26 @@ pub fn read_catalog(path: &std::path::Path) -> Result<Catalog, StartError> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| path.display().to_string());
-    load_catalog(&name, &text).map_err(|errors| StartError::Catalog {
-        path: path.display().to_string(),
-        errors,
-    })
+    Ok((name, text))
+}
+
+/// Opens the engine on `store` with the catalog a start serves (the file at
+/// `path`, or the one applied last through the API: [`crate::catalog`]), and
+/// records the file when it is served for the first time since it changed.
+pub async fn open_engine(
+    store: Arc<dyn Store>,
+    path: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    config: tollgate_engine::EngineConfig,
+) -> Result<Engine, StartError> {
+    let (name, text) = read_catalog_text(path)?;
+    store.migrate().await.map_err(StartError::Migrate)?;
+    let chosen = crate::catalog::to_serve(store.as_ref(), &name, &text, clock.now()).await?;
+    let engine = Engine::open(store.clone(), chosen.catalog, clock, config)
+        .await
+        .map_err(StartError::Engine)?;
+    crate::catalog::record(store.as_ref(), chosen.record.as_ref()).await?;
+    Ok(engine)
 }
 
 /// Opens the configured store and migrates it.
@@ -114,11 +141,21 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Builds the application from the configuration: the configured store, the
-/// catalog file and the system clock.
+/// catalog it serves (the catalog file, or the one applied last through the
+/// API: [`crate::catalog`]) and the system clock.
 pub async fn build(settings: &Settings) -> Result<App, StartError> {
-    let catalog = read_catalog(&settings.catalog)?;
+    // The file must read and validate even when an applied catalog is served.
+    read_catalog(&settings.catalog)?;
     let store = open_store(settings).await?;
-    start(store, catalog, Arc::new(SystemClock), settings).await
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = open_engine(
+        store.clone(),
+        &settings.catalog,
+        clock.clone(),
+        settings.engine.clone(),
+    )
+    .await?;
+    assemble(store, engine, clock, settings).await
 }
 
 /// Builds the application on a given store, catalog and clock (tests run it on
@@ -138,6 +175,16 @@ pub async fn start(
     )
     .await
     .map_err(StartError::Engine)?;
+    assemble(store, engine, clock, settings).await
+}
+
+/// The application around an open engine.
+async fn assemble(
+    store: Arc<dyn Store>,
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    settings: &Settings,
+) -> Result<App, StartError> {
     let keys = load_keys(store.as_ref())
         .await
         .map_err(|e| StartError::Keys(e.to_string()))?;

@@ -200,6 +200,12 @@ impl From<EngineError> for ApiError {
             | E::NoSubscription(_)
             | E::NoEmergencyAllowance { .. }
             | E::EmergencyAlreadyDrawn { .. } => ApiError::Conflict(e.to_string()),
+            E::CatalogRefused(errors) => ApiError::Validation(
+                errors
+                    .into_iter()
+                    .map(|e| FieldError::new(e.path, e.message))
+                    .collect(),
+            ),
             E::ShutDown => ApiError::Unavailable,
             E::Catalog(_) | E::Corrupt(_) | E::Store(_) => ApiError::Internal(e.to_string()),
         }

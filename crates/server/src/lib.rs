@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod dispatch;
 pub mod error;

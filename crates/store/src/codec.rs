@@ -13,9 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    ApiKeyRecord, CounterSnapshot, CustomerRecord, GrantRecord, NewUsageRecord, OverrideRecord,
-    PlanVersionRecord, ReservationRecord, ReservationState, StoreError, SubscriptionRecord,
-    SubscriptionStatus, UsageRecord, UsageSource,
+    ApiKeyRecord, CatalogDocumentRecord, CatalogSource, CounterSnapshot, CustomerRecord,
+    GrantRecord, NewUsageRecord, OverrideRecord, PlanVersionRecord, ReservationRecord,
+    ReservationState, StoreError, SubscriptionRecord, SubscriptionStatus, UsageRecord, UsageSource,
 };
 
 /// Microseconds since the Unix epoch (sub-microsecond precision is dropped).
@@ -156,6 +156,46 @@ impl TryFrom<RawCustomer> for CustomerRecord {
             currency: r.currency,
             time_zone: r.time_zone,
             admin_bypass: r.admin_bypass,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RawCatalogDocument {
+    pub id: i64,
+    pub source: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub document: String,
+    pub applied_at: i64,
+}
+
+impl TryFrom<RawCatalogDocument> for CatalogDocumentRecord {
+    type Error = StoreError;
+    fn try_from(r: RawCatalogDocument) -> Result<Self, StoreError> {
+        Ok(CatalogDocumentRecord {
+            source: CatalogSource::parse(&r.source).ok_or_else(|| {
+                corrupt("catalog_documents.source", format_args!("{:?}", r.source))
+            })?,
+            applied_at: timestamp("catalog_documents.applied_at", r.applied_at)?,
+            id: r.id,
+            name: r.name,
+            fingerprint: r.fingerprint,
+            document: r.document,
+        })
+    }
+}
+
+/// A plan version already published under `plan`'s key and version: the
+/// same definition is a no-op, another one a `Conflict`.
+pub(crate) fn same_definition(plan: &PlanVersionRecord, stored: &str) -> Result<(), StoreError> {
+    let stored: serde_json::Value = json("plan_versions.definition", stored)?;
+    if stored == plan.definition {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            what: "plan version",
+            id: format!("{}@{}", plan.plan_key, plan.version),
         })
     }
 }

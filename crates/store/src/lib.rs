@@ -40,6 +40,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub mod billing;
+mod catalog;
 pub mod changes;
 mod codec;
 pub mod notify;
@@ -248,6 +249,48 @@ pub struct PlanVersionRecord {
     /// The plan, serialized by the core crate (opaque to the store).
     pub definition: serde_json::Value,
     pub published_at: Timestamp,
+}
+
+/// Where a served catalog document came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogSource {
+    /// The catalog file given to `tollgate serve`.
+    File,
+    /// `PUT /v1/catalog` (or `tollgate plans apply`).
+    Api,
+}
+
+impl CatalogSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatalogSource::File => "file",
+            CatalogSource::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CatalogSource> {
+        match s {
+            "file" => Some(CatalogSource::File),
+            "api" => Some(CatalogSource::Api),
+            _ => None,
+        }
+    }
+}
+
+/// A catalog document the server served (TOML text, as given), recorded when
+/// it began to be served. Immutable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogDocumentRecord {
+    /// Ascending in recording order (assigned by the store; ignored on insert).
+    pub id: i64,
+    pub source: CatalogSource,
+    /// The file name, or the name the API caller gave.
+    pub name: String,
+    /// SHA-256 of `document`, hex.
+    pub fingerprint: String,
+    pub document: String,
+    pub applied_at: Timestamp,
 }
 
 /// A per-customer override of one feature's entitlement (the entitlement as JSON,
@@ -486,6 +529,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()>;
     /// Every published version of every plan.
     async fn plan_versions(&self) -> Result<Vec<PlanVersionRecord>>;
+    /// Publishes the plan versions a catalog document introduces and records
+    /// the document, in one transaction: a version published before with the
+    /// same definition is kept; a different definition under a published
+    /// `(plan_key, version)` is a `Conflict` and nothing is written.
+    async fn publish_catalog(
+        &self,
+        document: &CatalogDocumentRecord,
+        versions: &[PlanVersionRecord],
+    ) -> Result<()>;
+    /// The catalog document recorded last (of `source`, or of any source).
+    async fn latest_catalog_document(
+        &self,
+        source: Option<CatalogSource>,
+    ) -> Result<Option<CatalogDocumentRecord>>;
 
     // ---- customers and subscriptions -------------------------------------------
     /// Creates a customer; `Conflict` if the id exists (deleted or not).

@@ -334,13 +334,8 @@ fn live(state: &AppState, id: &str) -> Result<CustomerRecord, ApiError> {
 fn check_plan(state: &AppState, field: &str, plan: &str, version: Option<u32>) -> Vec<FieldError> {
     let versions = state.engine.plan_versions(plan);
     if versions.is_empty() {
-        let known: Vec<&str> = state
-            .engine
-            .catalog()
-            .plans
-            .iter()
-            .map(|p| p.key.as_str())
-            .collect();
+        let catalog = state.engine.catalog();
+        let known: Vec<&str> = catalog.plans.iter().map(|p| p.key.as_str()).collect();
         return vec![FieldError::new(
             field,
             format!("unknown plan {plan:?}; plans: {}", known.join(", ")),

@@ -521,11 +521,11 @@ pub fn idempotency_key(
 }
 
 /// The kind of a catalog feature; an unknown feature is a 422 naming `feature`.
-pub fn feature_kind<'a>(engine: &'a Engine, feature: &str) -> Result<&'a FeatureKind, ApiError> {
+pub fn feature_kind(engine: &Engine, feature: &str) -> Result<FeatureKind, ApiError> {
     engine
         .catalog()
         .feature(feature)
-        .map(|f| &f.kind)
+        .map(|f| f.kind.clone())
         .ok_or_else(|| ApiError::field("feature", format!("unknown feature {feature:?}")))
 }
 
@@ -653,7 +653,7 @@ pub async fn check(
     principal.require_server()?;
     let key = idempotency_key(&headers, req.idempotency_key.clone())?;
     let engine = &*state.engine;
-    let kind = feature_kind(engine, &req.feature)?.clone();
+    let kind = feature_kind(engine, &req.feature)?;
     let quantity = req.quantity.map_or(Decimal::ONE, |q| q.0);
     let usage = UsageRequest {
         customer: req.customer.clone(),
@@ -1443,7 +1443,7 @@ pub async fn feature_entitlement(
 ) -> Result<Json<FeatureOut>, ApiError> {
     principal.require_read(&customer)?;
     let engine = &*state.engine;
-    let kind = feature_kind(engine, &feature)?.clone();
+    let kind = feature_kind(engine, &feature)?;
     ensure_customer(engine, &customer)?;
     let v = feature_view(engine, &customer, &feature)?;
     let s = v.summary;

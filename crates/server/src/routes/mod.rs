@@ -8,6 +8,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod alerts;
+pub mod catalog;
 pub mod customers;
 pub mod discounts;
 pub mod enforcement;
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(alerts::routes())
         .merge(plans::routes())
+        .merge(catalog::routes())
         .merge(admin::routes())
         .merge(subscriptions::routes())
         .merge(runs::routes())

@@ -457,13 +457,13 @@ pub async fn list_plans(
         .filter(|p| admin || p.public)
         .map(|p| {
             let versions = admin.then(|| engine.plan_versions(&p.key));
-            plan_out(catalog, p, versions)
+            plan_out(&catalog, p, versions)
         })
         .collect();
     Ok(Json(PlanList {
         data,
         has_more: false,
-        features: feature_info(catalog),
+        features: feature_info(&catalog),
     }))
 }
 
@@ -496,7 +496,7 @@ pub async fn get_plan(
             id: key.clone(),
         })?;
     let versions = admin.then(|| engine.plan_versions(&plan.key));
-    Ok(Json(plan_out(catalog, plan, versions)))
+    Ok(Json(plan_out(&catalog, plan, versions)))
 }
 
 /// Usage of one metric to price.

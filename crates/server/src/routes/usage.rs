@@ -811,7 +811,7 @@ async fn cost(
     let mut so_far = Vec::new();
     let mut projected = Vec::new();
     for ((metric, dims), q) in &sums {
-        if !metered_feature(catalog, metric) {
+        if !metered_feature(&catalog, metric) {
             continue;
         }
         so_far.push(UsageQuantity {

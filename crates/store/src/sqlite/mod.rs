@@ -77,9 +77,10 @@ use crate::codec::{
     opt_micros,
 };
 use crate::{
-    ApiKeyRecord, CounterSnapshot, CustomerFilter, CustomerRecord, GrantRecord, OverrideRecord,
-    PlanVersionRecord, ReservationRecord, ReservationState, Result, Store, StoreError,
-    SubscriptionRecord, UsageQuery, UsageRecord, WriteOp, notify,
+    ApiKeyRecord, CatalogDocumentRecord, CatalogSource, CounterSnapshot, CustomerFilter,
+    CustomerRecord, GrantRecord, OverrideRecord, PlanVersionRecord, ReservationRecord,
+    ReservationState, Result, Store, StoreError, SubscriptionRecord, UsageQuery, UsageRecord,
+    WriteOp, notify,
 };
 
 /// The embedded migrations (compiled in; no database needed at build time).
@@ -626,42 +627,31 @@ impl Store for SqliteStore {
     }
 
     async fn put_plan_version(&self, plan: &PlanVersionRecord) -> Result<()> {
-        let definition = codec::to_json("plan_versions.definition", &plan.definition)?;
         let mut tx = self.begin_write().await?;
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT definition FROM plan_versions WHERE plan_key = $1 AND version = $2",
-        )
-        .bind(&plan.plan_key)
-        .bind(i64::from(plan.version))
-        .fetch_optional(&mut *tx)
-        .await?;
-        match existing {
-            None => {
-                sqlx::query(
-                    "INSERT INTO plan_versions (plan_key, version, definition, published_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&plan.plan_key)
-                .bind(i64::from(plan.version))
-                .bind(definition)
-                .bind(micros(plan.published_at))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            Some(stored) => {
-                let stored: serde_json::Value = codec::json("plan_versions.definition", &stored)?;
-                if stored == plan.definition {
-                    Ok(())
-                } else {
-                    Err(StoreError::Conflict {
-                        what: "plan version",
-                        id: format!("{}@{}", plan.plan_key, plan.version),
-                    })
-                }
-            }
+        put_version(&mut tx, plan).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn publish_catalog(
+        &self,
+        document: &CatalogDocumentRecord,
+        versions: &[PlanVersionRecord],
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for v in versions {
+            put_version(&mut tx, v).await?;
         }
+        crate::catalog::insert::<sqlx::Sqlite>(&mut tx, document).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn latest_catalog_document(
+        &self,
+        source: Option<CatalogSource>,
+    ) -> Result<Option<CatalogDocumentRecord>> {
+        crate::catalog::latest(&self.reader, source).await
     }
 
     async fn plan_versions(&self) -> Result<Vec<PlanVersionRecord>> {
@@ -1210,6 +1200,37 @@ impl Store for SqliteStore {
 
     fn changes(&self) -> &dyn crate::changes::ChangeStore {
         self
+    }
+}
+
+/// Publishes one plan version inside `tx` (see [`Store::put_plan_version`]).
+async fn put_version(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    plan: &PlanVersionRecord,
+) -> Result<()> {
+    let definition = codec::to_json("plan_versions.definition", &plan.definition)?;
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT definition FROM plan_versions WHERE plan_key = $1 AND version = $2",
+    )
+    .bind(&plan.plan_key)
+    .bind(i64::from(plan.version))
+    .fetch_optional(&mut **tx)
+    .await?;
+    match existing {
+        None => {
+            sqlx::query(
+                "INSERT INTO plan_versions (plan_key, version, definition, published_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&plan.plan_key)
+            .bind(i64::from(plan.version))
+            .bind(definition)
+            .bind(micros(plan.published_at))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+        Some(stored) => codec::same_definition(plan, &stored),
     }
 }
 

@@ -1,0 +1,219 @@
+//! The catalog the engine serves, and applying a new one to a running engine.
+//!
+//! Everything the engine knows of the catalog (the catalog itself, the
+//! features interned to indices, every published plan version compiled, the
+//! latest version of each plan offered) is one immutable [`Served`] value
+//! behind an `ArcSwap`: a decision loads it once (one atomic load, no lock)
+//! and sees one consistent catalog, and [`Engine::apply_catalog`] replaces it
+//! whole.
+//!
+//! Applying a catalog never changes what a subscriber has: published versions
+//! are immutable, every subscription pins one, and a subscriber moves to a new
+//! version only by a migration. What changes at once is what is *offered*: the
+//! latest version of each plan (new subscriptions and plan changes), the plan
+//! list, tiers and `public`, and the features new plans can use. Feature
+//! indices only grow (a feature keeps its index for the engine's lifetime), so
+//! counters, overrides and compiled versions stay valid across the swap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tollgate_core::catalog::{
+    Catalog, CatalogError, Plan, VersionChange, VersionChangeKind, assign_versions,
+};
+use tollgate_store::{CatalogDocumentRecord, PlanVersionRecord};
+
+use crate::compile;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::model::{CompiledPlan, FeatureDef, Features};
+
+/// The catalog being served, compiled (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub catalog: Arc<Catalog>,
+    pub features: Features,
+    /// Every published version, by `(plan key, version)`.
+    pub plans: HashMap<(String, u32), Arc<CompiledPlan>>,
+    /// The version of each plan in the catalog that new subscriptions get.
+    pub latest: HashMap<String, Arc<CompiledPlan>>,
+    /// Interned plan keys.
+    pub plan_keys: HashMap<String, Arc<str>>,
+}
+
+impl Served {
+    /// Compiles `versions` (every published version, already numbered)
+    /// against `features`, and takes the latest of each plan from `catalog`
+    /// (whose plans carry their published versions).
+    pub(crate) fn build(
+        catalog: Catalog,
+        features: Features,
+        mut plans: HashMap<(String, u32), Arc<CompiledPlan>>,
+        versions: &[PlanVersionRecord],
+    ) -> Served {
+        for r in versions {
+            if plans.contains_key(&(r.plan_key.clone(), r.version)) {
+                continue;
+            }
+            let mut plan: Plan = match serde_json::from_value(r.definition.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(plan = %r.plan_key, version = r.version, error = %e,
+                        "a published plan version is not readable; subscriptions pinning it will fail");
+                    continue;
+                }
+            };
+            plan.version = r.version;
+            let c = compile::compile_plan(&catalog, &plan, &features);
+            plans.insert((r.plan_key.clone(), r.version), Arc::new(c));
+        }
+        let mut latest = HashMap::new();
+        for p in &catalog.plans {
+            if let Some(c) = plans.get(&(p.key.clone(), p.version)) {
+                latest.insert(p.key.clone(), c.clone());
+            }
+        }
+        let plan_keys = compile::plan_keys(&catalog);
+        Served {
+            catalog: Arc::new(catalog),
+            features,
+            plans,
+            latest,
+            plan_keys,
+        }
+    }
+}
+
+/// Publishes the catalog's plans through the core's `assign_versions` against
+/// the versions in the store: a new or changed plan gets a new version; an
+/// unchanged plan keeps its version. Returns the catalog with versions set,
+/// the records to store, and one change per plan (removed plans included).
+pub(crate) fn publish(
+    catalog: Catalog,
+    existing: &[PlanVersionRecord],
+    now: Timestamp,
+) -> Result<(Catalog, Vec<PlanVersionRecord>, Vec<VersionChange>), EngineError> {
+    let mut published = Vec::with_capacity(existing.len());
+    for r in existing {
+        match serde_json::from_value::<Plan>(r.definition.clone()) {
+            Ok(mut p) => {
+                p.version = r.version;
+                published.push(p);
+            }
+            Err(e) => tracing::warn!(plan = %r.plan_key, version = r.version, error = %e,
+                "a published plan version is not readable"),
+        }
+    }
+    let (catalog, changes) = assign_versions(&published, catalog);
+    let mut out = Vec::new();
+    for c in &changes {
+        if !matches!(c.kind, VersionChangeKind::New | VersionChangeKind::Changed) {
+            continue;
+        }
+        let Some(plan) = catalog.plan(&c.plan) else {
+            continue;
+        };
+        let definition =
+            serde_json::to_value(plan).map_err(|e| EngineError::Catalog(e.to_string()))?;
+        out.push(PlanVersionRecord {
+            plan_key: plan.key.clone(),
+            version: plan.version,
+            definition,
+            published_at: now,
+        });
+    }
+    Ok((catalog, out, changes))
+}
+
+/// What a running engine cannot take from a new catalog: a served feature
+/// removed, or its kind or kind settings changed (counters, windows and
+/// compiled versions depend on them; such a change is made in the catalog
+/// file and takes effect at a restart). Every problem, at its path.
+fn incompatibilities(served: &Catalog, incoming: &Catalog) -> Vec<CatalogError> {
+    let mut errors = Vec::new();
+    for (key, f) in &served.features {
+        match incoming.features.get(key) {
+            None => errors.push(CatalogError::new(
+                format!("features.{key}"),
+                "a served feature cannot be removed from a running server (published plan \
+                 versions and counters use it); remove it from the catalog file and restart",
+            )),
+            Some(g) if g.kind != f.kind => errors.push(CatalogError::new(
+                format!("features.{key}.kind"),
+                format!(
+                    "a served feature's kind and its settings cannot change on a running server \
+                     (served: {}); change the catalog file and restart",
+                    serde_json::to_string(&f.kind).unwrap_or_default()
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    errors
+}
+
+/// The served features, then the incoming catalog's new ones (in key order)
+/// after them: no served feature changes its index.
+fn extend_features(served: &Features, incoming: &Catalog) -> Features {
+    let mut f = served.clone();
+    for (key, feature) in &incoming.features {
+        if f.index.contains_key(key) {
+            continue;
+        }
+        f.index.insert(key.clone(), f.defs.len());
+        f.defs.push(FeatureDef {
+            key: Arc::from(key.as_str()),
+            kind: compile::kind_of(&feature.kind),
+        });
+    }
+    f
+}
+
+impl Engine {
+    /// Applies a catalog to the running engine: checks it against the served
+    /// one (see [`EngineError::CatalogRefused`]), publishes the new and
+    /// changed plans' versions and records `document` in one store
+    /// transaction, then serves it. With `dry_run`, only answers what would
+    /// change. Applies are serialized; decisions go on throughout.
+    ///
+    /// Returns one change per plan, and whether anything was applied: a
+    /// catalog equal to the served one (same plans, versions, tiers, features)
+    /// changes nothing and records nothing.
+    pub async fn apply_catalog(
+        &self,
+        catalog: Catalog,
+        document: CatalogDocumentRecord,
+        dry_run: bool,
+    ) -> Result<(Vec<VersionChange>, bool), EngineError> {
+        let inner = &self.inner;
+        let _guard = inner.catalog_apply.lock().await;
+        let served = inner.served.load_full();
+        let errors = incompatibilities(&served.catalog, &catalog);
+        if !errors.is_empty() {
+            return Err(EngineError::CatalogRefused(errors));
+        }
+        let existing = inner.store.plan_versions().await?;
+        let (catalog, new_versions, changes) = publish(catalog, &existing, inner.now())?;
+        if dry_run || (new_versions.is_empty() && *served.catalog == catalog) {
+            return Ok((changes, false));
+        }
+        inner
+            .store
+            .publish_catalog(&document, &new_versions)
+            .await?;
+        let features = extend_features(&served.features, &catalog);
+        // Versions compiled before keep their `Arc`s (subscribers hold them);
+        // the new ones are compiled against the extended features.
+        let next = Served::build(catalog, features, served.plans.clone(), &new_versions);
+        inner.served.store(Arc::new(next));
+        tracing::info!(
+            source = document.source.as_str(),
+            name = %document.name,
+            fingerprint = %document.fingerprint,
+            published = new_versions.len(),
+            "catalog applied"
+        );
+        Ok((changes, true))
+    }
+}

@@ -1,0 +1,349 @@
+//! Applying a catalog to a running server (`PUT /v1/catalog`), and which
+//! catalog a restart serves — on SQLite and (when configured) PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::json;
+use tollgate_engine::{Engine, EngineConfig, SubscribeOptions, TestClock};
+use tollgate_store::{CatalogSource, Store};
+
+/// Pro's API calls go from 1,000 to 1,500; a new feature (`reports`, a flag)
+/// and a new plan using it (`team`) are added.
+fn edited() -> String {
+    CATALOG.replace(
+        "api_calls = { limit = 1000, emergency_allowance = 100 }",
+        "api_calls = { limit = 1500, emergency_allowance = 100 }",
+    ) + r#"
+[features.reports]
+kind = "flag"
+name = "Reports"
+
+[plans.team]
+name = "Team"
+tier = 3
+base_price = "300"
+
+[plans.team.entitlements]
+api_calls = 200000
+reports = true
+"#
+}
+
+async fn put_catalog(srv: &TestServer, query: &str, key: &str, text: &str) -> Reply {
+    srv.call_raw(
+        M::PUT,
+        &format!("/v1/catalog{query}"),
+        key,
+        "application/toml",
+        text.to_string(),
+    )
+    .await
+}
+
+fn change_of(r: &Reply, plan: &str) -> (String, serde_json::Value, serde_json::Value) {
+    let c = r.body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["plan"] == plan)
+        .unwrap_or_else(|| panic!("no change for {plan}: {r}"));
+    (
+        c["change"].as_str().unwrap().to_string(),
+        c["from_version"].clone(),
+        c["to_version"].clone(),
+    )
+}
+
+async fn consume(srv: &TestServer, key: &str, customer: &str, feature: &str, n: u32) -> Reply {
+    srv.post(
+        "/v1/check",
+        key,
+        json!({"customer": customer, "feature": feature, "quantity": n, "consume": true}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_catalog_is_offered_at_once_and_subscribers_keep_their_version() {
+    for backend in backends("catalog_apply") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let server = srv.server_key().await;
+        srv.customer("old", Some("pro")).await;
+
+        // A dry run says what would change and changes nothing.
+        let r = put_catalog(&srv, "?dry_run=true", &admin, &edited()).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(
+            (r.body["dry_run"].clone(), r.body["applied"].clone()),
+            (json!(true), json!(false))
+        );
+        assert_eq!(
+            change_of(&r, "pro"),
+            ("changed".into(), json!(1), json!(2)),
+            "{name}"
+        );
+        assert_eq!(
+            change_of(&r, "free"),
+            ("unchanged".into(), json!(1), json!(1)),
+            "{name}"
+        );
+        assert_eq!(
+            change_of(&r, "team"),
+            ("new".into(), json!(null), json!(1)),
+            "{name}"
+        );
+        let pro = srv.get("/v1/plans/pro", &admin).await;
+        assert_eq!(pro.body["version"], 1, "{name}: {pro}");
+
+        // Applied: Pro v2 and Team are offered now.
+        let r = put_catalog(&srv, "?name=voca-2026-12", &admin, &edited()).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["applied"], true, "{name}: {r}");
+        let pro = srv.get("/v1/plans/pro", &admin).await;
+        assert_eq!(pro.body["version"], 2, "{name}: {pro}");
+        assert_eq!(pro.body["versions"], json!([1, 2]), "{name}: {pro}");
+        let served = srv.get("/v1/catalog", &admin).await;
+        assert_eq!(served.status, 200, "{name}: {served}");
+        assert_eq!(served.body["source"], "api");
+        assert_eq!(served.body["name"], "voca-2026-12");
+        assert_eq!(served.body["document"], edited());
+        assert_eq!(served.body["fingerprint"], r.body["fingerprint"]);
+
+        // A new subscriber gets 1,500 calls; the old one keeps Pro v1's 1,000.
+        srv.customer("new", Some("pro")).await;
+        let r = consume(&srv, &server, "new", "api_calls", 1200).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = consume(&srv, &server, "old", "api_calls", 1200).await;
+        assert_eq!(r.status, 429, "{name}: {r}");
+        assert_eq!(r.body["limit"], "1000", "{name}: {r}");
+        let sub = srv.get("/v1/customers/old/subscription", &admin).await;
+        assert_eq!(sub.body["plan_version"], 1, "{name}: {sub}");
+
+        // The new feature works for the new plan, and is not in Pro.
+        srv.customer("t", Some("team")).await;
+        let r = srv
+            .post(
+                "/v1/check",
+                &server,
+                json!({"customer": "t", "feature": "reports"}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["allowed"].clone()),
+            (200, json!(true)),
+            "{name}: {r}"
+        );
+        let r = srv
+            .post(
+                "/v1/check",
+                &server,
+                json!({"customer": "old", "feature": "reports"}),
+            )
+            .await;
+        assert_eq!(
+            (
+                r.status,
+                r.body["allowed"].clone(),
+                r.body["reason"].clone()
+            ),
+            (200, json!(false), json!("feature_not_in_plan")),
+            "{name}: {r}"
+        );
+        assert_eq!(r.body["upgrade_to"], "team", "{name}: {r}");
+
+        // The same document again: nothing to apply.
+        let r = put_catalog(&srv, "", &admin, &edited()).await;
+        assert_eq!(
+            (r.status, r.body["applied"].clone()),
+            (200, json!(false)),
+            "{name}: {r}"
+        );
+        assert_eq!(
+            change_of(&r, "pro"),
+            ("unchanged".into(), json!(2), json!(2)),
+            "{name}"
+        );
+
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_the_running_server_cannot_take_is_refused_naming_each_problem() {
+    for backend in backends("catalog_refused") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let before = srv.get("/v1/plans/pro", &admin).await;
+
+        // A served feature removed, another's kind changed: both named.
+        let text = CATALOG
+            .replace(
+                "[features.file_mb]\nkind = \"cap\"\nname = \"Max file size\"\n",
+                "",
+            )
+            .replace("file_mb = 50\n", "")
+            .replace("file_mb = 200\n", "")
+            .replace("file_mb = 500\n", "")
+            .replace("reset = \"day\"", "reset = \"hour\"");
+        let r = put_catalog(&srv, "", &admin, &text).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert_eq!(r.content_type(), "application/problem+json");
+        let mut fields = r.error_fields();
+        fields.sort();
+        assert_eq!(
+            fields,
+            ["features.file_mb", "features.minutes.kind"],
+            "{name}: {r}"
+        );
+
+        // Invalid catalogs: the loader's errors, each at its path.
+        let r = put_catalog(&srv, "", &admin, "this is not toml").await;
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["body".to_string()]),
+            "{name}: {r}"
+        );
+        let r = put_catalog(
+            &srv,
+            "",
+            &admin,
+            &CATALOG.replace(
+                "tier = 1\nbase_price = \"20\"",
+                "tier = 0\nbase_price = \"20\"",
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+        assert!(
+            r.error_fields().iter().any(|f| f == "plans.pro.tier"),
+            "{name}: {r}"
+        );
+
+        // Wrong media type, wrong key, bad name.
+        let r = srv
+            .call_raw(M::PUT, "/v1/catalog", &admin, "application/json", "{}")
+            .await;
+        assert_eq!(r.status, 415, "{name}: {r}");
+        let server = srv.server_key().await;
+        let r = put_catalog(&srv, "", &server, &edited()).await;
+        assert_eq!(r.status, 403, "{name}: {r}");
+        let r = srv.get("/v1/catalog", &server).await;
+        assert_eq!(r.status, 403, "{name}: {r}");
+        let r = put_catalog(&srv, "?name=%20", &admin, &edited()).await;
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["name".to_string()]),
+            "{name}: {r}"
+        );
+        let r = put_catalog(&srv, "?dryrun=true", &admin, &edited()).await;
+        assert_eq!(r.status, 422, "{name}: {r}");
+
+        // Nothing changed.
+        let after = srv.get("/v1/plans/pro", &admin).await;
+        assert_eq!(before.body, after.body, "{name}");
+        assert_eq!(srv.engine.plan_versions("pro"), vec![1], "{name}");
+        let r = srv.get("/v1/catalog", &admin).await;
+        assert_eq!(r.status, 404, "{name}: no document was recorded: {r}");
+        srv.stop().await;
+    }
+}
+
+/// The engine opened the way `tollgate serve` opens it, on the catalog file
+/// at `path`.
+async fn open(store: Arc<dyn Store>, path: &std::path::Path, clock: &TestClock) -> Engine {
+    tollgate_server::app::open_engine(
+        store,
+        path,
+        Arc::new(clock.clone()),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_serves_the_applied_catalog_until_the_file_is_edited() {
+    for backend in backends("catalog_restart") {
+        let name = backend.name;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("catalog.toml");
+        std::fs::write(&file, CATALOG).unwrap();
+        let clock = TestClock::new(t0());
+        let store = backend.store().await;
+
+        // First start: the file is served and recorded.
+        let engine = open(store.clone(), &file, &clock).await;
+        let doc = store.latest_catalog_document(None).await.unwrap().unwrap();
+        assert_eq!(
+            (doc.source, doc.name.as_str()),
+            (CatalogSource::File, "catalog.toml"),
+            "{name}"
+        );
+        let first_id = doc.id;
+        // The same file again: nothing new recorded.
+        engine.close().await.unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        let doc = store.latest_catalog_document(None).await.unwrap().unwrap();
+        assert_eq!(
+            doc.id, first_id,
+            "{name}: an unchanged file is not recorded again"
+        );
+
+        // Applied through the API, then a restart with the unchanged file:
+        // the applied catalog is still served (Pro v2, Team offered).
+        let applied = tollgate_core::catalog::load_catalog("api", &edited()).unwrap();
+        let document =
+            tollgate_server::catalog::document(CatalogSource::Api, "api", &edited(), t0());
+        let (_, done) = engine
+            .apply_catalog(applied, document, false)
+            .await
+            .unwrap();
+        assert!(done, "{name}");
+        engine.close().await.unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        assert_eq!(engine.latest_version("pro"), Some(2), "{name}");
+        assert!(engine.catalog().plan("team").is_some(), "{name}");
+        engine
+            .create_customer(tollgate_engine::NewCustomer::new("t"))
+            .await
+            .unwrap();
+        engine
+            .subscribe("t", "team", SubscribeOptions::default())
+            .await
+            .unwrap();
+        engine.close().await.unwrap();
+
+        // The file is edited: it wins again (Pro back to 1,000 calls is a
+        // new version, v3), and it is recorded.
+        std::fs::write(
+            &file,
+            CATALOG.replace("base_price = \"100\"", "base_price = \"120\""),
+        )
+        .unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        assert_eq!(engine.latest_version("pro"), Some(3), "{name}");
+        assert_eq!(engine.latest_version("business"), Some(2), "{name}");
+        assert!(
+            engine.catalog().plan("team").is_none(),
+            "{name}: Team is no longer offered"
+        );
+        let doc = store.latest_catalog_document(None).await.unwrap().unwrap();
+        assert_eq!(doc.source, CatalogSource::File, "{name}");
+        // Team's subscriber keeps its version, and the engine still serves it.
+        let ents = engine.entitlements("t").unwrap();
+        assert_eq!(
+            (ents.plan_key.as_deref(), ents.plan_version),
+            (Some("team"), Some(1)),
+            "{name}"
+        );
+        engine.close().await.unwrap();
+        backend.cleanup().await;
+    }
+}
