@@ -92,6 +92,9 @@ pub(crate) fn compile_plan(
     let mut ents = vec![Ent::Excluded; features.defs.len()];
     for (key, ent) in &plan.entitlements {
         let (Some(idx), Some(feature)) = (features.get(key), catalog_features.feature(key)) else {
+            tracing::warn!(plan = %plan.key, version = plan.version, feature = %key,
+                "a published plan version grants a feature the served catalog does not define: \
+                 its subscribers are refused it until the feature is back in the catalog");
             continue;
         };
         if let Some(e) = compile_ent(feature, ent, &plan.alert_thresholds) {

@@ -382,6 +382,13 @@ impl Engine {
         self.inner.served().catalog.clone()
     }
 
+    /// Runs `f` on the catalog being served without taking a reference count
+    /// (for request paths: [`Engine::catalog`] clones an `Arc` every request
+    /// shares).
+    pub fn with_catalog<R>(&self, f: impl FnOnce(&Catalog) -> R) -> R {
+        f(&self.inner.served().catalog)
+    }
+
     /// Published versions of a plan held in memory, ascending.
     pub fn plan_versions(&self, plan_key: &str) -> Vec<u32> {
         let mut v: Vec<u32> = self

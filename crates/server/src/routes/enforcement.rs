@@ -523,9 +523,7 @@ pub fn idempotency_key(
 /// The kind of a catalog feature; an unknown feature is a 422 naming `feature`.
 pub fn feature_kind(engine: &Engine, feature: &str) -> Result<FeatureKind, ApiError> {
     engine
-        .catalog()
-        .feature(feature)
-        .map(|f| f.kind.clone())
+        .with_catalog(|c| c.feature(feature).map(|f| f.kind.clone()))
         .ok_or_else(|| ApiError::field("feature", format!("unknown feature {feature:?}")))
 }
 
