@@ -159,8 +159,8 @@ impl Inner {
         feature: usize,
         needed: Decimal,
     ) -> Option<Arc<str>> {
-        let tier = st.sub.as_ref().map_or(0, |s| s.plan.tier);
         let served = self.served();
+        let tier = st.sub.as_ref().map_or(0, |s| served.tier_of(&s.plan));
         let key = &*served.features.defs[feature].key;
         // Tiers start at 0 or above; "above the current tier" excludes the
         // customer's own plan. Without a subscription every tier qualifies.

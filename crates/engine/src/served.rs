@@ -43,6 +43,14 @@ pub(crate) struct Served {
 }
 
 impl Served {
+    /// A published version's tier as served: the catalog's tier for its plan
+    /// (a new `tier` applies to every version in place, see
+    /// `tollgate_core::catalog::versioning`), else the tier it was published
+    /// with (a plan the served catalog no longer has).
+    pub(crate) fn tier_of(&self, plan: &CompiledPlan) -> u32 {
+        self.catalog.plan(&plan.key).map_or(plan.tier, |p| p.tier)
+    }
+
     /// Compiles `versions` (every published version, already numbered)
     /// against `features`, and takes the latest of each plan from `catalog`
     /// (whose plans carry their published versions).

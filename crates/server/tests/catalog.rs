@@ -347,3 +347,105 @@ async fn a_restart_serves_the_applied_catalog_until_the_file_is_edited() {
         backend.cleanup().await;
     }
 }
+
+/// The catalog without the Pro plan.
+fn without_pro() -> String {
+    let start = CATALOG.find("[plans.pro]").unwrap();
+    let end = CATALOG.find("[plans.business]").unwrap();
+    format!("{}{}", &CATALOG[..start], &CATALOG[end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_a_plan_the_applied_catalog_removes_keeps_a_working_account() {
+    for backend in backends("catalog_removed_plan") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let server = srv.server_key().await;
+        srv.customer("p", Some("pro")).await;
+        let r = consume(&srv, &server, "p", "api_calls", 10).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = put_catalog(&srv, "", &admin, &without_pro()).await;
+        assert_eq!(change_of(&r, "pro").0, "removed", "{name}: {r}");
+
+        // The usage view still shows Pro v1 and its usage.
+        let r = srv.get("/v1/customers/p/usage", &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(
+            (
+                r.body["plan"]["key"].clone(),
+                r.body["plan"]["version"].clone()
+            ),
+            (json!("pro"), json!(1)),
+            "{name}: {r}"
+        );
+
+        // The customer can be moved off it: a preview, then the change.
+        let r = srv
+            .post(
+                "/v1/customers/p/subscription/change/preview",
+                &admin,
+                json!({"plan": "business"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/customers/p/subscription/change",
+                &admin,
+                json!({"plan": "business"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let sub = srv.get("/v1/customers/p/subscription", &admin).await;
+        assert_eq!(sub.body["plan"], "business", "{name}: {sub}");
+
+        // A removed plan is not offered: nobody can be moved onto it.
+        let r = srv
+            .post(
+                "/v1/customers/p/subscription/change",
+                &admin,
+                json!({"plan": "pro", "version": 1}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["plan".to_string()]),
+            "{name}: {r}"
+        );
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tier_applied_to_a_plan_counts_for_its_subscribers_upgrade_recommendations() {
+    for backend in backends("catalog_tiers") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let server = srv.server_key().await;
+        srv.customer("p", Some("pro")).await;
+        // Pro moves up to tier 2 with more calls (v2); Business to tier 3.
+        let text = CATALOG
+            .replace(
+                "tier = 2\nbase_price = \"100\"",
+                "tier = 3\nbase_price = \"100\"",
+            )
+            .replace(
+                "tier = 1\nbase_price = \"20\"",
+                "tier = 2\nbase_price = \"20\"",
+            )
+            .replace(
+                "api_calls = { limit = 1000, emergency_allowance = 100 }",
+                "api_calls = { limit = 1500, emergency_allowance = 100 }",
+            );
+        let r = put_catalog(&srv, "", &admin, &text).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        // The Pro v1 subscriber is denied 1,200 calls: the plan above Pro is
+        // Business, not Pro itself.
+        let r = consume(&srv, &server, "p", "api_calls", 1200).await;
+        assert_eq!(r.status, 429, "{name}: {r}");
+        assert_eq!(r.body["upgrade_to"], "business", "{name}: {r}");
+        srv.stop().await;
+    }
+}
