@@ -244,6 +244,28 @@ async fn a_catalog_the_running_server_cannot_take_is_refused_naming_each_problem
         );
         let r = put_catalog(&srv, "?dryrun=true", &admin, &edited()).await;
         assert_eq!(r.status, 422, "{name}: {r}");
+        // The name's limit counts characters, not bytes.
+        let accented = "é".repeat(150);
+        let r = put_catalog(
+            &srv,
+            &format!("?dry_run=true&name={accented}"),
+            &admin,
+            &edited(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = put_catalog(
+            &srv,
+            &format!("?dry_run=true&name={}", "é".repeat(201)),
+            &admin,
+            &edited(),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["name".to_string()]),
+            "{name}: {r}"
+        );
 
         // Nothing changed.
         let after = srv.get("/v1/plans/pro", &admin).await;
@@ -379,6 +401,10 @@ async fn a_subscriber_on_a_plan_the_applied_catalog_removes_keeps_a_working_acco
             (json!("pro"), json!(1)),
             "{name}: {r}"
         );
+        // Still billed for Pro, so still in the MRR.
+        let r = srv.get("/v1/admin/billing/mrr", &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body[0]["by_plan"]["pro"], "20.00", "{name}: {r}");
 
         // The customer can be moved off it: a preview, then the change.
         let r = srv
