@@ -40,6 +40,9 @@ pub(crate) struct Served {
     pub latest: HashMap<String, Arc<CompiledPlan>>,
     /// Interned plan keys.
     pub plan_keys: HashMap<String, Arc<str>>,
+    /// Feature indices in feature key order (the catalog's order; after an
+    /// apply, new features' indices follow the served ones instead).
+    pub by_key: Vec<usize>,
 }
 
 impl Served {
@@ -83,12 +86,15 @@ impl Served {
             }
         }
         let plan_keys = compile::plan_keys(&catalog);
+        let mut by_key: Vec<usize> = (0..features.defs.len()).collect();
+        by_key.sort_by(|a, b| features.defs[*a].key.cmp(&features.defs[*b].key));
         Served {
             catalog: Arc::new(catalog),
             features,
             plans,
             latest,
             plan_keys,
+            by_key,
         }
     }
 }

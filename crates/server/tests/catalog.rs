@@ -475,3 +475,34 @@ async fn a_new_tier_applied_to_a_plan_counts_for_its_subscribers_upgrade_recomme
         srv.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_list_features_in_key_order_after_an_apply_adds_one() {
+    for backend in backends("catalog_feature_order") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        srv.customer("c", Some("pro")).await;
+        // `analytics` sorts before every served feature.
+        let text =
+            format!("{CATALOG}\n[features.analytics]\nkind = \"flag\"\nname = \"Analytics\"\n");
+        let r = put_catalog(&srv, "", &admin, &text).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = srv.get("/v1/customers/c/entitlements", &admin).await;
+        let keys: Vec<String> = r.body["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["feature"].as_str().unwrap().to_string())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(
+            keys.first().map(String::as_str),
+            Some("analytics"),
+            "{name}: {r}"
+        );
+        assert_eq!(keys, sorted, "{name}: {r}");
+        srv.stop().await;
+    }
+}
