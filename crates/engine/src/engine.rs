@@ -624,9 +624,11 @@ impl Engine {
         plan_key: &str,
         opts: &SubscribeOptions,
     ) -> Result<SubscriptionRecord, EngineError> {
+        // One catalog for the version and its trial (an apply may swap it).
+        let served = self.inner.served();
         let plan = match opts.version {
-            Some(v) => self.inner.plan(plan_key, v),
-            None => self.inner.served().latest.get(plan_key).cloned(),
+            Some(v) => served.plans.get(&(plan_key.to_string(), v)).cloned(),
+            None => served.latest.get(plan_key).cloned(),
         }
         .ok_or_else(|| EngineError::UnknownPlan(plan_key.to_string()))?;
         let current = self.inner.with_customer(customer, |st| {
@@ -642,9 +644,7 @@ impl Engine {
             .anchor
             .or(current.1.as_ref().map(|s| s.anchor))
             .unwrap_or(now);
-        let trial_days = self
-            .inner
-            .served()
+        let trial_days = served
             .catalog
             .plan(plan_key)
             .and_then(|p| p.trial_days)

@@ -401,6 +401,24 @@ async fn a_subscriber_on_a_plan_the_applied_catalog_removes_keeps_a_working_acco
             (json!("pro"), json!(1)),
             "{name}: {r}"
         );
+        // Still counted on Pro (no longer offered) by the plan distribution.
+        let r = srv.get("/v1/admin/plans/distribution", &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let pro = r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["plan"] == "pro")
+            .unwrap_or_else(|| panic!("{name}: no share for pro: {r}"));
+        assert_eq!(
+            (
+                pro["customers"].clone(),
+                pro["public"].clone(),
+                pro["by_version"].clone()
+            ),
+            (json!(1), json!(false), json!({"1": 1})),
+            "{name}: {r}"
+        );
         // Still billed for Pro, so still in the MRR.
         let r = srv.get("/v1/admin/billing/mrr", &admin).await;
         assert_eq!(r.status, 200, "{name}: {r}");
