@@ -396,6 +396,15 @@ impl Engine {
         v
     }
 
+    /// A published version's tier as served: the catalog's tier for the plan
+    /// (a new tier applies to every version), else the tier the version was
+    /// published with (a plan the catalog no longer offers).
+    pub fn plan_tier(&self, plan_key: &str, version: u32) -> Option<u32> {
+        let served = self.inner.served();
+        let plan = served.plans.get(&(plan_key.to_string(), version))?;
+        Some(served.tier_of(plan))
+    }
+
     /// The latest published version of a plan.
     pub fn latest_version(&self, plan_key: &str) -> Option<u32> {
         self.inner.served().latest.get(plan_key).map(|p| p.version)

@@ -424,6 +424,24 @@ async fn a_subscriber_on_a_plan_the_applied_catalog_removes_keeps_a_working_acco
         assert_eq!(r.status, 200, "{name}: {r}");
         assert_eq!(r.body[0]["by_plan"]["pro"], "20.00", "{name}: {r}");
 
+        // An upgrade recommended to Pro's subscriber is above Pro's tier, even
+        // where Free now allows more than Pro v1 (50 snapshots a minute).
+        let more_free = without_pro().replace("snapshots = 1\n", "snapshots = 50\n");
+        let r = put_catalog(&srv, "", &admin, &more_free).await;
+        assert_eq!(change_of(&r, "free").0, "changed", "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/check",
+                &server,
+                json!({"customer": "p", "feature": "snapshots", "quantity": 20, "consume": false}),
+            )
+            .await;
+        assert_eq!(
+            (r.body["allowed"].clone(), r.body["upgrade_to"].clone()),
+            (json!(false), json!("business")),
+            "{name}: {r}"
+        );
+
         // The customer can be moved off it: a preview, then the change.
         let r = srv
             .post(
