@@ -542,3 +542,51 @@ async fn entitlements_list_features_in_key_order_after_an_apply_adds_one() {
         srv.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_run_with_an_undeployed_file_does_not_undo_an_apply_at_the_next_start() {
+    for backend in backends("catalog_invoice_run") {
+        let name = backend.name;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("catalog.toml");
+        std::fs::write(&file, CATALOG).unwrap();
+        let clock = TestClock::new(t0());
+        let store = backend.store().await;
+        let engine = open(store.clone(), &file, &clock).await;
+        let applied = tollgate_core::catalog::load_catalog("api", &edited()).unwrap();
+        let document =
+            tollgate_server::catalog::document(CatalogSource::Api, "api", &edited(), t0());
+        engine
+            .apply_catalog(applied, document, false)
+            .await
+            .unwrap();
+        engine.close().await.unwrap();
+
+        // `tollgate invoices run` on the data while the file holds an edit
+        // that is not deployed (the run itself bills from the store).
+        std::fs::write(
+            &file,
+            CATALOG.replace("base_price = \"100\"", "base_price = \"120\""),
+        )
+        .unwrap();
+        let run = tollgate_server::app::open_engine_unrecorded(
+            store.clone(),
+            &file,
+            Arc::new(clock.clone()),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        run.close().await.unwrap();
+        let doc = store.latest_catalog_document(None).await.unwrap().unwrap();
+        assert_eq!(doc.source, CatalogSource::Api, "{name}: nothing recorded");
+
+        // The edit is dropped; the server starts on the file it was started
+        // with: the applied catalog is still served.
+        std::fs::write(&file, CATALOG).unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        assert!(engine.catalog().plan("team").is_some(), "{name}");
+        engine.close().await.unwrap();
+        backend.cleanup().await;
+    }
+}
