@@ -29,7 +29,7 @@ async fn billing(args: &ServeArgs) -> Result<Billing, CliError> {
     let settings = config(&args.config, Some(args))?.resolve().map_err(err)?;
     app::read_catalog(&settings.catalog).map_err(err)?;
     let store = app::open_store(&settings).await.map_err(err)?;
-    let engine = app::open_engine(
+    let engine = app::open_engine_unrecorded(
         store.clone(),
         &settings.catalog,
         Arc::new(SystemClock),

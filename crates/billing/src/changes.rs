@@ -394,9 +394,26 @@ impl Billing {
     }
 
     /// A published plan version: the catalog's when it is the latest (or no
-    /// version is asked), else the frozen definition from the store.
+    /// version is asked), else the frozen definition from the store, with the
+    /// catalog's `tier` and `public` (they apply to every version in place).
+    /// The plan must be in the served catalog: this is what a change may move
+    /// a customer *to*.
     pub async fn plan_version(&self, key: &str, version: Option<u32>) -> Result<Plan> {
-        let unknown = || ChangeError::Invalid {
+        if self.engine.catalog().plan(key).is_none() {
+            return Err(self.unknown_plan(key));
+        }
+        self.published_version(key, version).await
+    }
+
+    /// A version a subscription pins (or a scheduled change was accepted
+    /// for): [`Billing::plan_version`], also when a catalog applied since no
+    /// longer has the plan (its subscribers keep their version).
+    pub async fn pinned_version(&self, key: &str, version: u32) -> Result<Plan> {
+        self.published_version(key, Some(version)).await
+    }
+
+    fn unknown_plan(&self, key: &str) -> ChangeError {
+        ChangeError::Invalid {
             field: "plan",
             message: format!(
                 "unknown plan {key:?}; plans: {}",
@@ -408,13 +425,17 @@ impl Billing {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        };
+        }
+    }
+
+    async fn published_version(&self, key: &str, version: Option<u32>) -> Result<Plan> {
         let catalog = self.engine.catalog();
-        let latest = catalog.plan(key).ok_or_else(unknown)?;
-        let v = match version {
-            None => return Ok(latest.clone()),
-            Some(v) if v == latest.version => return Ok(latest.clone()),
-            Some(v) => v,
+        let latest = catalog.plan(key);
+        let v = match (version, latest) {
+            (None, Some(l)) => return Ok(l.clone()),
+            (Some(v), Some(l)) if v == l.version => return Ok(l.clone()),
+            (None, None) => return Err(self.unknown_plan(key)),
+            (Some(v), _) => v,
         };
         let record = self
             .store
@@ -422,17 +443,24 @@ impl Billing {
             .await?
             .into_iter()
             .find(|r| r.plan_key == key && r.version == v)
-            .ok_or_else(|| ChangeError::Invalid {
-                field: "version",
-                message: format!(
-                    "plan {key:?} has no version {v}; versions: {:?}",
-                    self.engine.plan_versions(key)
-                ),
+            .ok_or_else(|| match latest {
+                None => self.unknown_plan(key),
+                Some(_) => ChangeError::Invalid {
+                    field: "version",
+                    message: format!(
+                        "plan {key:?} has no version {v}; versions: {:?}",
+                        self.engine.plan_versions(key)
+                    ),
+                },
             })?;
         let mut plan: Plan = serde_json::from_value(record.definition).map_err(|e| {
             StoreError::Corrupt(format!("published plan {key} v{v} is not readable: {e}"))
         })?;
         plan.version = v;
+        if let Some(l) = latest {
+            plan.tier = l.tier;
+            plan.public = l.public;
+        }
         Ok(plan)
     }
 
@@ -446,9 +474,7 @@ impl Billing {
     /// features in their current window and the gauge levels.
     async fn current(&self, customer: &str) -> Result<Current> {
         let sub = self.subscription_of(customer)?;
-        let plan = self
-            .plan_version(&sub.plan_key, Some(sub.plan_version))
-            .await?;
+        let plan = self.pinned_version(&sub.plan_key, sub.plan_version).await?;
         let summary = self.engine.entitlements(customer)?;
         let (Some(start), Some(end)) = (summary.period_start, summary.period_end) else {
             return Err(ChangeError::NoSubscription(customer.to_string()));
@@ -938,7 +964,7 @@ impl Billing {
             }
         }
         let items = self.proration_items(c).await?;
-        let to = self.plan_version(&c.to_plan, Some(c.to_version)).await?;
+        let to = self.pinned_version(&c.to_plan, c.to_version).await?;
         let subscription = self.move_to(&sub, &to, None).await?;
         Ok(Some(PlanMoved {
             subscription,
@@ -2133,10 +2159,12 @@ impl Billing {
         id: String,
         now: Timestamp,
     ) -> Result<PlanChangeRecord> {
-        let from = self
-            .plan_version(&sub.plan_key, Some(sub.plan_version))
-            .await?;
-        let to = self.plan_version(plan, version).await?;
+        let from = self.pinned_version(&sub.plan_key, sub.plan_version).await?;
+        // Scheduled for a version: it holds even if the plan was removed since.
+        let to = match version {
+            Some(v) => self.pinned_version(plan, v).await?,
+            None => self.plan_version(plan, None).await?,
+        };
         // What does not fit now is recorded as excess: the change was accepted
         // when it was scheduled. The entry first, then the engine (see
         // `recover_settlements`).

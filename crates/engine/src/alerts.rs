@@ -253,9 +253,9 @@ fn recommend(
         return Some(RecommendedAction::DrawEmergencyPool { units });
     }
     let upgrade = s.limit.and_then(|current| {
-        let tier = st.sub.as_ref().map_or(0, |sub| sub.plan.tier);
-        let more = |e: &Entitlement| e.limit().is_some_and(|l| l > Limit::Finite(current));
         let served = inner.served();
+        let tier = st.sub.as_ref().map_or(0, |sub| served.tier_of(&sub.plan));
+        let more = |e: &Entitlement| e.limit().is_some_and(|l| l > Limit::Finite(current));
         let plan = if st.sub.is_some() {
             served
                 .catalog

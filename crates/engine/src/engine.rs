@@ -159,8 +159,8 @@ impl Inner {
         feature: usize,
         needed: Decimal,
     ) -> Option<Arc<str>> {
-        let tier = st.sub.as_ref().map_or(0, |s| s.plan.tier);
         let served = self.served();
+        let tier = st.sub.as_ref().map_or(0, |s| served.tier_of(&s.plan));
         let key = &*served.features.defs[feature].key;
         // Tiers start at 0 or above; "above the current tier" excludes the
         // customer's own plan. Without a subscription every tier qualifies.
@@ -403,6 +403,15 @@ impl Engine {
         v
     }
 
+    /// A published version's tier as served: the catalog's tier for the plan
+    /// (a new tier applies to every version), else the tier the version was
+    /// published with (a plan the catalog no longer offers).
+    pub fn plan_tier(&self, plan_key: &str, version: u32) -> Option<u32> {
+        let served = self.inner.served();
+        let plan = served.plans.get(&(plan_key.to_string(), version))?;
+        Some(served.tier_of(plan))
+    }
+
     /// The latest published version of a plan.
     pub fn latest_version(&self, plan_key: &str) -> Option<u32> {
         self.inner.served().latest.get(plan_key).map(|p| p.version)
@@ -631,9 +640,11 @@ impl Engine {
         plan_key: &str,
         opts: &SubscribeOptions,
     ) -> Result<SubscriptionRecord, EngineError> {
+        // One catalog for the version and its trial (an apply may swap it).
+        let served = self.inner.served();
         let plan = match opts.version {
-            Some(v) => self.inner.plan(plan_key, v),
-            None => self.inner.served().latest.get(plan_key).cloned(),
+            Some(v) => served.plans.get(&(plan_key.to_string(), v)).cloned(),
+            None => served.latest.get(plan_key).cloned(),
         }
         .ok_or_else(|| EngineError::UnknownPlan(plan_key.to_string()))?;
         let current = self.inner.with_customer(customer, |st| {
@@ -649,9 +660,7 @@ impl Engine {
             .anchor
             .or(current.1.as_ref().map(|s| s.anchor))
             .unwrap_or(now);
-        let trial_days = self
-            .inner
-            .served()
+        let trial_days = served
             .catalog
             .plan(plan_key)
             .and_then(|p| p.trial_days)

@@ -40,9 +40,20 @@ pub(crate) struct Served {
     pub latest: HashMap<String, Arc<CompiledPlan>>,
     /// Interned plan keys.
     pub plan_keys: HashMap<String, Arc<str>>,
+    /// Feature indices in feature key order (the catalog's order; after an
+    /// apply, new features' indices follow the served ones instead).
+    pub by_key: Vec<usize>,
 }
 
 impl Served {
+    /// A published version's tier as served: the catalog's tier for its plan
+    /// (a new `tier` applies to every version in place, see
+    /// `tollgate_core::catalog::versioning`), else the tier it was published
+    /// with (a plan the served catalog no longer has).
+    pub(crate) fn tier_of(&self, plan: &CompiledPlan) -> u32 {
+        self.catalog.plan(&plan.key).map_or(plan.tier, |p| p.tier)
+    }
+
     /// Compiles `versions` (every published version, already numbered)
     /// against `features`, and takes the latest of each plan from `catalog`
     /// (whose plans carry their published versions).
@@ -75,12 +86,15 @@ impl Served {
             }
         }
         let plan_keys = compile::plan_keys(&catalog);
+        let mut by_key: Vec<usize> = (0..features.defs.len()).collect();
+        by_key.sort_by(|a, b| features.defs[*a].key.cmp(&features.defs[*b].key));
         Served {
             catalog: Arc::new(catalog),
             features,
             plans,
             latest,
             plan_keys,
+            by_key,
         }
     }
 }

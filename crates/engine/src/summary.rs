@@ -13,7 +13,7 @@ use crate::state::Slot;
 use crate::types::{EntitlementsSummary, FeatureSummary, VerifyReport};
 
 impl Engine {
-    /// Every catalog feature with what the customer may do now.
+    /// Every catalog feature, in key order, with what the customer may do now.
     pub fn entitlements(&self, customer: &str) -> Result<EntitlementsSummary, EngineError> {
         let inner = &*self.inner;
         let now = inner.now();
@@ -26,7 +26,8 @@ impl Engine {
                 .and_then(|s| s.cycle.period_containing(now).ok());
             let served = inner.served();
             let mut features = Vec::with_capacity(served.features.defs.len());
-            for (f, def) in served.features.defs.iter().enumerate() {
+            for &f in &served.by_key {
+                let def = &served.features.defs[f];
                 let (ent, overridden) = st.ent(f);
                 let ent = ent.clone();
                 let access = bypass || (gate.is_none() && !ent.is_excluded());

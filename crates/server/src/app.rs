@@ -104,13 +104,39 @@ pub async fn open_engine(
     clock: Arc<dyn Clock>,
     config: tollgate_engine::EngineConfig,
 ) -> Result<Engine, StartError> {
+    open_engine_with(store, path, clock, config, true).await
+}
+
+/// [`open_engine`] for a command working on a server's data
+/// (`tollgate invoices`): the same catalog a start would serve, but nothing
+/// is recorded, so such a command never changes which catalog the server's
+/// next start serves (an edited file not yet deployed would otherwise count as
+/// served, and a restart with the deployed file would undo an apply).
+pub async fn open_engine_unrecorded(
+    store: Arc<dyn Store>,
+    path: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    config: tollgate_engine::EngineConfig,
+) -> Result<Engine, StartError> {
+    open_engine_with(store, path, clock, config, false).await
+}
+
+async fn open_engine_with(
+    store: Arc<dyn Store>,
+    path: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    config: tollgate_engine::EngineConfig,
+    record: bool,
+) -> Result<Engine, StartError> {
     let (name, text) = read_catalog_text(path)?;
     store.migrate().await.map_err(StartError::Migrate)?;
     let chosen = crate::catalog::to_serve(store.as_ref(), &name, &text, clock.now()).await?;
     let engine = Engine::open(store.clone(), chosen.catalog, clock, config)
         .await
         .map_err(StartError::Engine)?;
-    crate::catalog::record(store.as_ref(), chosen.record.as_ref()).await?;
+    if record {
+        crate::catalog::record(store.as_ref(), chosen.record.as_ref()).await?;
+    }
     Ok(engine)
 }
 

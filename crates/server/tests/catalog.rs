@@ -244,6 +244,28 @@ async fn a_catalog_the_running_server_cannot_take_is_refused_naming_each_problem
         );
         let r = put_catalog(&srv, "?dryrun=true", &admin, &edited()).await;
         assert_eq!(r.status, 422, "{name}: {r}");
+        // The name's limit counts characters, not bytes.
+        let accented = "é".repeat(150);
+        let r = put_catalog(
+            &srv,
+            &format!("?dry_run=true&name={accented}"),
+            &admin,
+            &edited(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = put_catalog(
+            &srv,
+            &format!("?dry_run=true&name={}", "é".repeat(201)),
+            &admin,
+            &edited(),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["name".to_string()]),
+            "{name}: {r}"
+        );
 
         // Nothing changed.
         let after = srv.get("/v1/plans/pro", &admin).await;
@@ -343,6 +365,227 @@ async fn a_restart_serves_the_applied_catalog_until_the_file_is_edited() {
             (Some("team"), Some(1)),
             "{name}"
         );
+        engine.close().await.unwrap();
+        backend.cleanup().await;
+    }
+}
+
+/// The catalog without the Pro plan.
+fn without_pro() -> String {
+    let start = CATALOG.find("[plans.pro]").unwrap();
+    let end = CATALOG.find("[plans.business]").unwrap();
+    format!("{}{}", &CATALOG[..start], &CATALOG[end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_a_plan_the_applied_catalog_removes_keeps_a_working_account() {
+    for backend in backends("catalog_removed_plan") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let server = srv.server_key().await;
+        srv.customer("p", Some("pro")).await;
+        let r = consume(&srv, &server, "p", "api_calls", 10).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = put_catalog(&srv, "", &admin, &without_pro()).await;
+        assert_eq!(change_of(&r, "pro").0, "removed", "{name}: {r}");
+
+        // The usage view still shows Pro v1 and its usage.
+        let r = srv.get("/v1/customers/p/usage", &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(
+            (
+                r.body["plan"]["key"].clone(),
+                r.body["plan"]["version"].clone()
+            ),
+            (json!("pro"), json!(1)),
+            "{name}: {r}"
+        );
+        // Still counted on Pro (no longer offered) by the plan distribution.
+        let r = srv.get("/v1/admin/plans/distribution", &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let pro = r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["plan"] == "pro")
+            .unwrap_or_else(|| panic!("{name}: no share for pro: {r}"));
+        assert_eq!(
+            (
+                pro["customers"].clone(),
+                pro["public"].clone(),
+                pro["by_version"].clone()
+            ),
+            (json!(1), json!(false), json!({"1": 1})),
+            "{name}: {r}"
+        );
+        // Still billed for Pro, so still in the MRR.
+        let r = srv.get("/v1/admin/billing/mrr", &admin).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body[0]["by_plan"]["pro"], "20.00", "{name}: {r}");
+
+        // An upgrade recommended to Pro's subscriber is above Pro's tier, even
+        // where Free now allows more than Pro v1 (50 snapshots a minute).
+        let more_free = without_pro().replace("snapshots = 1\n", "snapshots = 50\n");
+        let r = put_catalog(&srv, "", &admin, &more_free).await;
+        assert_eq!(change_of(&r, "free").0, "changed", "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/check",
+                &server,
+                json!({"customer": "p", "feature": "snapshots", "quantity": 20, "consume": false}),
+            )
+            .await;
+        assert_eq!(
+            (r.body["allowed"].clone(), r.body["upgrade_to"].clone()),
+            (json!(false), json!("business")),
+            "{name}: {r}"
+        );
+
+        // The customer can be moved off it: a preview, then the change.
+        let r = srv
+            .post(
+                "/v1/customers/p/subscription/change/preview",
+                &admin,
+                json!({"plan": "business"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = srv
+            .post(
+                "/v1/customers/p/subscription/change",
+                &admin,
+                json!({"plan": "business"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let sub = srv.get("/v1/customers/p/subscription", &admin).await;
+        assert_eq!(sub.body["plan"], "business", "{name}: {sub}");
+
+        // A removed plan is not offered: nobody can be moved onto it.
+        let r = srv
+            .post(
+                "/v1/customers/p/subscription/change",
+                &admin,
+                json!({"plan": "pro", "version": 1}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.error_fields()),
+            (422, vec!["plan".to_string()]),
+            "{name}: {r}"
+        );
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tier_applied_to_a_plan_counts_for_its_subscribers_upgrade_recommendations() {
+    for backend in backends("catalog_tiers") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let server = srv.server_key().await;
+        srv.customer("p", Some("pro")).await;
+        // Pro moves up to tier 2 with more calls (v2); Business to tier 3.
+        let text = CATALOG
+            .replace(
+                "tier = 2\nbase_price = \"100\"",
+                "tier = 3\nbase_price = \"100\"",
+            )
+            .replace(
+                "tier = 1\nbase_price = \"20\"",
+                "tier = 2\nbase_price = \"20\"",
+            )
+            .replace(
+                "api_calls = { limit = 1000, emergency_allowance = 100 }",
+                "api_calls = { limit = 1500, emergency_allowance = 100 }",
+            );
+        let r = put_catalog(&srv, "", &admin, &text).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        // The Pro v1 subscriber is denied 1,200 calls: the plan above Pro is
+        // Business, not Pro itself.
+        let r = consume(&srv, &server, "p", "api_calls", 1200).await;
+        assert_eq!(r.status, 429, "{name}: {r}");
+        assert_eq!(r.body["upgrade_to"], "business", "{name}: {r}");
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_list_features_in_key_order_after_an_apply_adds_one() {
+    for backend in backends("catalog_feature_order") {
+        let name = backend.name;
+        let srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        srv.customer("c", Some("pro")).await;
+        // `analytics` sorts before every served feature.
+        let text =
+            format!("{CATALOG}\n[features.analytics]\nkind = \"flag\"\nname = \"Analytics\"\n");
+        let r = put_catalog(&srv, "", &admin, &text).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        let r = srv.get("/v1/customers/c/entitlements", &admin).await;
+        let keys: Vec<String> = r.body["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["feature"].as_str().unwrap().to_string())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(
+            keys.first().map(String::as_str),
+            Some("analytics"),
+            "{name}: {r}"
+        );
+        assert_eq!(keys, sorted, "{name}: {r}");
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_run_with_an_undeployed_file_does_not_undo_an_apply_at_the_next_start() {
+    for backend in backends("catalog_invoice_run") {
+        let name = backend.name;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("catalog.toml");
+        std::fs::write(&file, CATALOG).unwrap();
+        let clock = TestClock::new(t0());
+        let store = backend.store().await;
+        let engine = open(store.clone(), &file, &clock).await;
+        let applied = tollgate_core::catalog::load_catalog("api", &edited()).unwrap();
+        let document =
+            tollgate_server::catalog::document(CatalogSource::Api, "api", &edited(), t0());
+        engine
+            .apply_catalog(applied, document, false)
+            .await
+            .unwrap();
+        engine.close().await.unwrap();
+
+        // `tollgate invoices run` on the data while the file holds an edit
+        // that is not deployed (the run itself bills from the store).
+        std::fs::write(
+            &file,
+            CATALOG.replace("base_price = \"100\"", "base_price = \"120\""),
+        )
+        .unwrap();
+        let run = tollgate_server::app::open_engine_unrecorded(
+            store.clone(),
+            &file,
+            Arc::new(clock.clone()),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        run.close().await.unwrap();
+        let doc = store.latest_catalog_document(None).await.unwrap().unwrap();
+        assert_eq!(doc.source, CatalogSource::Api, "{name}: nothing recorded");
+
+        // The edit is dropped; the server starts on the file it was started
+        // with: the applied catalog is still served.
+        std::fs::write(&file, CATALOG).unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        assert!(engine.catalog().plan("team").is_some(), "{name}");
         engine.close().await.unwrap();
         backend.cleanup().await;
     }

@@ -491,7 +491,9 @@ pub struct PlanDistribution {
     /// Live customers.
     pub customers: usize,
     pub without_subscription: usize,
-    /// Every plan of the catalog, in tier order.
+    /// Every plan of the catalog, in tier order, then every plan the catalog
+    /// no longer offers that customers are still subscribed to (by key; not
+    /// `public`; name, tier and price of its latest published version).
     pub data: Vec<PlanShare>,
 }
 
@@ -531,10 +533,33 @@ pub async fn plan_distribution(
             )
         })
         .collect();
+    let offered = shares.len();
     let mut without = 0;
+    // Plans no longer in the catalog, by key: their latest published version.
+    let mut removed: BTreeMap<String, tollgate_core::catalog::Plan> = BTreeMap::new();
     for c in &customers {
         match engine.subscription(&c.id) {
             Ok(Some(sub)) => {
+                if catalog.plan(&sub.plan_key).is_none() && !removed.contains_key(&sub.plan_key) {
+                    let Some(last) = engine.plan_versions(&sub.plan_key).last().copied() else {
+                        continue;
+                    };
+                    let plan = state.billing.pinned_version(&sub.plan_key, last).await?;
+                    shares.push((
+                        PlanShare {
+                            plan: plan.key.clone(),
+                            name: plan.name.clone(),
+                            tier: plan.tier,
+                            public: false,
+                            customers: 0,
+                            by_status: BTreeMap::new(),
+                            by_version: BTreeMap::new(),
+                            monthly_base_revenue: Money::zero(plan.currency).into(),
+                        },
+                        0,
+                    ));
+                    removed.insert(plan.key.clone(), plan);
+                }
                 let Some((share, paying)) = shares.iter_mut().find(|(s, _)| s.plan == sub.plan_key)
                 else {
                     continue;
@@ -559,10 +584,13 @@ pub async fn plan_distribution(
             _ => without += 1,
         }
     }
+    shares[offered..].sort_by(|a, b| a.0.plan.cmp(&b.0.plan));
     let data = shares
         .into_iter()
         .filter_map(|(mut share, paying)| {
-            let plan = catalog.plan(&share.plan)?;
+            let plan = catalog
+                .plan(&share.plan)
+                .or_else(|| removed.get(&share.plan))?;
             let per_month = match plan.interval {
                 Interval::Month => plan.base_price.amount,
                 Interval::Year => plan.base_price.amount / Decimal::from(12),

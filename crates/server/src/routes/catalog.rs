@@ -220,7 +220,10 @@ pub async fn put_catalog(
 ) -> Result<axum::Json<CatalogApplied>, ApiError> {
     principal.require_admin()?;
     let name = q.name.unwrap_or_else(|| "api".to_string());
-    if name.trim().is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
         return Err(ApiError::field(
             "name",
             format!("must be 1 to {MAX_NAME} characters, without control characters"),

@@ -527,18 +527,19 @@ pub fn feature_kind(engine: &Engine, feature: &str) -> Result<FeatureKind, ApiEr
         .ok_or_else(|| ApiError::field("feature", format!("unknown feature {feature:?}")))
 }
 
-/// The cheapest public plan above `plan_key`'s tier (any public plan without a
-/// subscription) whose entitlement for `feature` satisfies `needed`.
+/// The cheapest public plan above `tier` (the subscriber's plan's, see
+/// [`Engine::plan_tier`]; any public plan without a subscription) whose
+/// entitlement for `feature` satisfies `needed`.
 pub fn upgrade_for(
     engine: &Engine,
-    plan_key: Option<&str>,
+    tier: Option<u32>,
     feature: &str,
     needed: &dyn Fn(&Entitlement) -> bool,
 ) -> Option<String> {
     let catalog = engine.catalog();
-    match plan_key.and_then(|k| catalog.plan(k)) {
-        Some(plan) => catalog
-            .cheapest_plan_allowing(feature, needed, plan.tier, true)
+    match tier {
+        Some(tier) => catalog
+            .cheapest_plan_allowing(feature, needed, tier, true)
             .map(|p| p.key.clone()),
         None => catalog
             .public_plans()
@@ -551,7 +552,8 @@ pub fn upgrade_for(
 /// blocks the whole subscription (if anything).
 struct FeatureView {
     summary: FeatureSummary,
-    plan_key: Option<String>,
+    /// The tier of the subscriber's plan, as served.
+    tier: Option<u32>,
     blocked: Option<DenyReason>,
     bypass: bool,
 }
@@ -565,7 +567,11 @@ fn feature_view(engine: &Engine, customer: &str, feature: &str) -> Result<Featur
         .ok_or_else(|| ApiError::field("feature", format!("unknown feature {feature:?}")))?;
     Ok(FeatureView {
         summary,
-        plan_key: s.plan_key,
+        tier: s
+            .plan_key
+            .as_deref()
+            .zip(s.plan_version)
+            .and_then(|(k, v)| engine.plan_tier(k, v)),
         blocked: s.blocked,
         bypass: s.admin_bypass,
     })
@@ -766,15 +772,11 @@ fn rate_dry_run(
         );
         out.limit = None;
         out.remaining = None;
-        out.upgrade_to = upgrade_for(engine, v.plan_key.as_deref(), feature, &|e| {
-            e.allows(quantity)
-        });
+        out.upgrade_to = upgrade_for(engine, v.tier, feature, &|e| e.allows(quantity));
     } else if !within && !v.bypass {
         out.reason = Some(DenyReason::RateLimited.as_str().to_string());
         let needed = s.used.unwrap_or_default().saturating_add(quantity);
-        out.upgrade_to = upgrade_for(engine, v.plan_key.as_deref(), feature, &|e| {
-            e.allows(needed)
-        });
+        out.upgrade_to = upgrade_for(engine, v.tier, feature, &|e| e.allows(needed));
     } else {
         out.allowed = true;
         out.bypassed = v.bypass && (!s.access || !within);
@@ -794,7 +796,7 @@ fn flag_dry_run(engine: &Engine, customer: &str, feature: &str) -> Result<Decisi
                 .as_str()
                 .to_string(),
         );
-        out.upgrade_to = upgrade_for(engine, v.plan_key.as_deref(), feature, &|e| e.is_enabled());
+        out.upgrade_to = upgrade_for(engine, v.tier, feature, &|e| e.is_enabled());
     }
     Ok(out)
 }
@@ -1470,7 +1472,7 @@ pub async fn feature_entitlement(
                 .as_str()
                 .to_string(),
         );
-        out.upgrade_to = upgrade_for(engine, v.plan_key.as_deref(), &feature, &|e| match e {
+        out.upgrade_to = upgrade_for(engine, v.tier, &feature, &|e| match e {
             Entitlement::Flag { enabled } => *enabled,
             _ => true,
         });
@@ -1513,7 +1515,7 @@ pub async fn feature_entitlement(
                     .as_str()
                     .to_string(),
             );
-            out.upgrade_to = upgrade_for(engine, v.plan_key.as_deref(), &feature, &|e| {
+            out.upgrade_to = upgrade_for(engine, v.tier, &feature, &|e| {
                 e.value().is_some_and(|val| val.contains(item))
             });
         } else {

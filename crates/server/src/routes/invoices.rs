@@ -1359,11 +1359,13 @@ pub async fn mrr(
             let plan = match plans.get(&key) {
                 Some(p) => p,
                 None => {
-                    // A plan no longer known is left out (as before); a
-                    // store failure is an error, not a smaller MRR.
+                    // A version the store does not have is left out; a
+                    // plan the served catalog no longer offers still counts
+                    // (its subscribers are still billed); a store failure is
+                    // an error, not a smaller MRR.
                     let p = match state
                         .billing
-                        .plan_version(&sub.plan_key, Some(sub.plan_version))
+                        .pinned_version(&sub.plan_key, sub.plan_version)
                         .await
                     {
                         Ok(p) => p,

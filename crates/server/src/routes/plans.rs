@@ -183,13 +183,14 @@ pub async fn plan_definition(
     version: Option<u32>,
 ) -> Result<Option<Plan>, ApiError> {
     let catalog = state.engine.catalog();
-    let Some(latest) = catalog.plan(key) else {
-        return Ok(None);
-    };
-    match version {
-        None => Ok(Some(latest.clone())),
-        Some(v) if v == latest.version => Ok(Some(latest.clone())),
-        Some(v) => {
+    let latest = catalog.plan(key);
+    match (version, latest) {
+        (None, None) => Ok(None),
+        (None, Some(latest)) => Ok(Some(latest.clone())),
+        (Some(v), Some(latest)) if v == latest.version => Ok(Some(latest.clone())),
+        // An older version, or one a subscription still pins of a plan the
+        // served catalog no longer has.
+        (Some(v), _) => {
             let published = state.store.plan_versions().await?;
             let Some(r) = published
                 .into_iter()
@@ -201,6 +202,11 @@ pub async fn plan_definition(
                 ApiError::Internal(format!("published plan {key} v{v} is not readable: {e}"))
             })?;
             plan.version = v;
+            // `tier` and `public` apply to every version in place.
+            if let Some(latest) = latest {
+                plan.tier = latest.tier;
+                plan.public = latest.public;
+            }
             Ok(Some(plan))
         }
     }
