@@ -131,7 +131,6 @@ pub enum RecommendedAction {
 /// The entitlement facts every event of a feature carries.
 struct Subject {
     feature: usize,
-    key: Arc<str>,
     kind: Kind,
     window: (Timestamp, Timestamp),
     limit: Option<Decimal>,
@@ -143,7 +142,6 @@ impl Subject {
     /// alert window (metered: `window`, else the current usage window; gauges:
     /// the billing period). `None` for other kinds.
     fn of(
-        inner: &Inner,
         st: &CustomerState,
         f: usize,
         window: Option<(Timestamp, Timestamp)>,
@@ -164,7 +162,6 @@ impl Subject {
         };
         Some(Subject {
             feature: f,
-            key: inner.feature_key(f),
             kind,
             window,
             limit,
@@ -174,6 +171,12 @@ impl Subject {
 }
 
 impl Subject {
+    /// The feature's key (looked up only when an event or a recommendation is
+    /// built, not on every consume).
+    fn key(&self, inner: &Inner) -> Arc<str> {
+        inner.feature_key(self.feature)
+    }
+
     /// The usage now: the window's (metered) or the level (gauges).
     fn usage(&self, st: &CustomerState) -> Decimal {
         match st.slot(self.feature) {
@@ -254,21 +257,22 @@ fn recommend(
     }
     let upgrade = s.limit.and_then(|current| {
         let served = inner.served();
+        let key = s.key(inner);
         let tier = st.sub.as_ref().map_or(0, |sub| served.tier_of(&sub.plan));
         let more = |e: &Entitlement| e.limit().is_some_and(|l| l > Limit::Finite(current));
         let plan = if st.sub.is_some() {
             served
                 .catalog
-                .cheapest_plan_allowing(&s.key, &more, tier, true)
+                .cheapest_plan_allowing(&key, &more, tier, true)
         } else {
             served
                 .catalog
                 .public_plans()
-                .find(|p| p.entitlement(&s.key).is_some_and(more))
+                .find(|p| p.entitlement(&key).is_some_and(more))
         }?;
         Some(RecommendedAction::Upgrade {
             plan: plan.key.clone(),
-            limit: plan.entitlement(&s.key).and_then(|e| e.limit()?.finite()),
+            limit: plan.entitlement(&key).and_then(|e| e.limit()?.finite()),
         })
     });
     upgrade.or(pool.map(|units| RecommendedAction::DrawEmergencyPool { units }))
@@ -285,8 +289,9 @@ fn event(
     now: Timestamp,
 ) -> WriteOp {
     let customer = &*st.id;
+    let key = s.key(inner);
     fields.insert("customer".into(), json!(customer));
-    fields.insert("feature".into(), json!(&*s.key));
+    fields.insert("feature".into(), json!(&*key));
     fields.insert("feature_kind".into(), json!(s.kind.as_str()));
     fields.insert(
         "period".into(),
@@ -305,7 +310,7 @@ fn event(
         object_seq: 0,
         dedup_key: Some(format!(
             "{customer}|{}|{}|{what}|{}",
-            s.key,
+            key,
             s.window.0,
             s.limit
                 .map_or_else(|| "unlimited".to_string(), |l| l.normalize().to_string())
@@ -422,7 +427,7 @@ pub(crate) fn metered_usage(
         return Vec::new();
     }
     let Change { after, now, .. } = c;
-    let Some(s) = Subject::of(inner, st, f, Some(window), now) else {
+    let Some(s) = Subject::of(st, f, Some(window), now) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -474,7 +479,7 @@ pub(crate) fn gauge_change(inner: &Inner, st: &CustomerState, f: usize, c: Chang
     if !crossing && !beyond {
         return Vec::new();
     }
-    let Some(s) = Subject::of(inner, st, f, None, now) else {
+    let Some(s) = Subject::of(st, f, None, now) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -496,7 +501,7 @@ pub(crate) fn denial(
     if d.allowed || d.reason != Some(DenyReason::LimitReached) {
         return None;
     }
-    let s = Subject::of(inner, st, f, window, now)?;
+    let s = Subject::of(st, f, window, now)?;
     if !st.announced.claim(f, s.window.0) {
         return None;
     }
@@ -547,7 +552,7 @@ pub(crate) fn emergency_drawn(
     units: Decimal,
     now: Timestamp,
 ) -> Option<OutboxEvent> {
-    let s = Subject::of(inner, st, f, Some(window), now)?;
+    let s = Subject::of(st, f, Some(window), now)?;
     let used = s.usage(st);
     let mut fields = Map::new();
     fields.insert("grant".into(), json!(grant_id));
@@ -585,7 +590,7 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
         let now = inner.now();
         inner.with_customer(customer, |st| {
-            let s = Subject::of(inner, st, f, None, now)?;
+            let s = Subject::of(st, f, None, now)?;
             recommend(inner, st, &s, s.usage(st))
         })
     }
