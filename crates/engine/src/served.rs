@@ -191,7 +191,9 @@ impl Engine {
     /// transaction, then serves it. With `dry_run`, only answers what would
     /// change. Applies are serialized; decisions go on throughout.
     ///
-    /// Returns one change per plan, and whether anything was applied: a
+    /// Returns one change per plan of the catalog, then one `Removed` per
+    /// served plan it leaves out (a plan removed by an earlier apply is not
+    /// listed again), and whether anything was applied: a
     /// catalog equal to the served one (same plans, versions, tiers, features)
     /// changes nothing and records nothing.
     pub async fn apply_catalog(
@@ -208,7 +210,11 @@ impl Engine {
             return Err(EngineError::CatalogRefused(errors));
         }
         let existing = inner.store.plan_versions().await?;
-        let (catalog, new_versions, changes) = publish(catalog, &existing, inner.now())?;
+        let (catalog, new_versions, mut changes) = publish(catalog, &existing, inner.now())?;
+        // `removed` is news only for a plan the served catalog still offers.
+        changes.retain(|c| {
+            c.kind != VersionChangeKind::Removed || served.catalog.plan(&c.plan).is_some()
+        });
         if dry_run || (new_versions.is_empty() && *served.catalog == catalog) {
             return Ok((changes, false));
         }

@@ -389,6 +389,16 @@ async fn a_subscriber_on_a_plan_the_applied_catalog_removes_keeps_a_working_acco
         assert_eq!(r.status, 200, "{name}: {r}");
         let r = put_catalog(&srv, "", &admin, &without_pro()).await;
         assert_eq!(change_of(&r, "pro").0, "removed", "{name}: {r}");
+        // Sent again, Pro is not news: it is no longer listed.
+        let again = put_catalog(&srv, "?dry_run=true", &admin, &without_pro()).await;
+        assert_eq!(again.status, 200, "{name}: {again}");
+        let plans: Vec<&str> = again.body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["plan"].as_str().unwrap())
+            .collect();
+        assert!(!plans.contains(&"pro"), "{name}: {again}");
 
         // The usage view still shows Pro v1 and its usage.
         let r = srv.get("/v1/customers/p/usage", &admin).await;

@@ -109,7 +109,8 @@ pub struct CatalogApplied {
     /// Hex SHA-256 of the document sent.
     pub fingerprint: String,
     /// One entry per plan of the document (in tier order), then one per
-    /// published plan it leaves out.
+    /// served plan it leaves out (a plan removed by an earlier apply is not
+    /// listed again).
     pub changes: Vec<PlanVersionChangeOut>,
 }
 
