@@ -258,18 +258,9 @@ fn recommend(
     let upgrade = s.limit.and_then(|current| {
         let served = inner.served();
         let key = s.key(inner);
-        let tier = st.sub.as_ref().map_or(0, |sub| served.tier_of(&sub.plan));
+        let tier = st.sub.as_ref().map(|sub| served.tier_of(&sub.plan));
         let more = |e: &Entitlement| e.limit().is_some_and(|l| l > Limit::Finite(current));
-        let plan = if st.sub.is_some() {
-            served
-                .catalog
-                .cheapest_plan_allowing(&key, &more, tier, true)
-        } else {
-            served
-                .catalog
-                .public_plans()
-                .find(|p| p.entitlement(&key).is_some_and(more))
-        }?;
+        let plan = served.catalog.upgrade_plan(&key, &more, tier)?;
         Some(RecommendedAction::Upgrade {
             plan: plan.key.clone(),
             limit: plan.entitlement(&key).and_then(|e| e.limit()?.finite()),

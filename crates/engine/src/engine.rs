@@ -160,23 +160,11 @@ impl Inner {
         needed: Decimal,
     ) -> Option<Arc<str>> {
         let served = self.served();
-        let tier = st.sub.as_ref().map_or(0, |s| served.tier_of(&s.plan));
+        let tier = st.sub.as_ref().map(|s| served.tier_of(&s.plan));
         let key = &*served.features.defs[feature].key;
-        // Tiers start at 0 or above; "above the current tier" excludes the
-        // customer's own plan. Without a subscription every tier qualifies.
-        let plan = if st.sub.is_some() {
-            served.catalog.cheapest_plan_allowing(
-                key,
-                &|e: &Entitlement| e.allows(needed),
-                tier,
-                true,
-            )
-        } else {
-            served
-                .catalog
-                .plans_by_tier()
-                .find(|p| p.public && p.entitlement(key).is_some_and(|e| e.allows(needed)))
-        }?;
+        let plan = served
+            .catalog
+            .upgrade_plan(key, &|e: &Entitlement| e.allows(needed), tier)?;
         served.plan_keys.get(&plan.key).cloned()
     }
 

@@ -576,6 +576,25 @@ impl Catalog {
         })
     }
 
+    /// The plan to recommend to a customer who needs more of `feature`: on a
+    /// plan of tier `tier`, the cheapest public plan above it
+    /// ([`Catalog::cheapest_plan_allowing`]); without a subscription (`None`),
+    /// the first public plan, in tier order, whose entitlement satisfies
+    /// `needed`.
+    pub fn upgrade_plan(
+        &self,
+        feature: &str,
+        needed: &dyn Fn(&Entitlement) -> bool,
+        tier: Option<u32>,
+    ) -> Option<&Plan> {
+        match tier {
+            Some(tier) => self.cheapest_plan_allowing(feature, needed, tier, true),
+            None => self
+                .public_plans()
+                .find(|p| p.entitlement(feature).is_some_and(needed)),
+        }
+    }
+
     /// The reset period of a metered feature in a plan: the entitlement's
     /// override, else the feature's. `None` if the feature is not metered or
     /// not in the plan.

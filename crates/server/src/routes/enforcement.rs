@@ -536,16 +536,7 @@ pub fn upgrade_for(
     feature: &str,
     needed: &dyn Fn(&Entitlement) -> bool,
 ) -> Option<String> {
-    let catalog = engine.catalog();
-    match tier {
-        Some(tier) => catalog
-            .cheapest_plan_allowing(feature, needed, tier, true)
-            .map(|p| p.key.clone()),
-        None => catalog
-            .public_plans()
-            .find(|p| p.entitlement(feature).is_some_and(needed))
-            .map(|p| p.key.clone()),
-    }
+    engine.with_catalog(|c| c.upgrade_plan(feature, needed, tier).map(|p| p.key.clone()))
 }
 
 /// One feature of the customer's entitlements summary, with the plan and what
