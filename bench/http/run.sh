@@ -10,7 +10,10 @@
 #   write, to separate the HTTP and engine cost from the commit), and any TOLLGATE_* setting for the server,
 #   e.g. TOLLGATE_ENGINE__GROUP_COMMIT_MAX_WAIT_MS=1; SQLITE_SYNCHRONOUS=normal runs
 #   the server on sqlite://…?synchronous=normal (process-crash durability, no fsync
-#   per commit) instead of the default FULL.
+#   per commit) instead of the default FULL. CPU_LATENCY_US=0 holds a CPU
+#   wake-up latency request (/dev/cpu_dma_latency, root) for the whole run,
+#   ceiling and Tollgate alike: idle CPUs poll instead of halting, as
+#   `tuned-adm profile latency-performance` does (bench/README.md, session 9).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$(pwd)"
@@ -45,6 +48,13 @@ run_wrk() { # name url
   echo "== $1: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s bench/http/check.lua $2"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/http/check.lua "$2" | tee "$WORK/$1.txt"
 }
+
+if [ -n "${CPU_LATENCY_US:-}" ]; then
+  # The request lasts while the descriptor is open (until this script exits).
+  exec 9>/dev/cpu_dma_latency || { echo "CPU_LATENCY_US needs root (/dev/cpu_dma_latency)" >&2; exit 1; }
+  printf '%x' "$CPU_LATENCY_US" >&9
+  echo "holding a CPU wake-up latency request of $CPU_LATENCY_US µs for this run"
+fi
 
 # (a) the ceiling
 PORT="$(free_port)"

@@ -9,7 +9,8 @@
 //!   ended, its features' usage; once per customer and day, and only when
 //!   someone asked for it (an endpoint naming the type, or e-mail); days
 //!   missed during downtime are written afterwards, at most
-//!   [`SUMMARY_BACKFILL_DAYS`] back.
+//!   [`SUMMARY_BACKFILL_DAYS`] back, but never days that ended while nobody
+//!   asked.
 //!
 //! Each is written with `NotifyStore::insert_events` under a dedup key, so a
 //! tick repeated (or a restart) fires each once. Rules: `docs/alerts.md`.
@@ -207,7 +208,10 @@ impl Billing {
     /// after the `usage.daily_summary` mark up to the latest ended one (the
     /// day before `now`'s), at most [`SUMMARY_BACKFILL_DAYS`] before it (older
     /// missed days are skipped); only the latest ended day without a mark (a
-    /// first start); none when nobody receives them.
+    /// first start); none when nobody receives them, and then the mark moves
+    /// to the latest ended day: a day is summarised by the first tick after
+    /// it ends, for whoever receives summaries then, so whoever asks later
+    /// never gets the days that ended while nobody did.
     async fn summary_days(&self, now: Timestamp) -> Result<Vec<Date>> {
         let latest = now
             .to_zoned(TimeZone::UTC)
@@ -224,6 +228,13 @@ impl Billing {
             return Ok(Vec::new());
         }
         if !self.daily_summary_wanted().await? {
+            // Nobody receives the days ended so far: they are done.
+            if mark.is_none_or(|done| done < latest) {
+                self.store
+                    .notify()
+                    .set_notice_mark(DAILY_SUMMARY, &latest.to_string())
+                    .await?;
+            }
             return Ok(Vec::new());
         }
         let oldest = latest

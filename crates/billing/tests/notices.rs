@@ -207,13 +207,13 @@ async fn daily_summaries_once_per_customer_and_day_for_subscribers_only() {
         consume_at(&env, "2026-11-01T10:00:00Z", "a", "calls", dec!(200)).await;
         consume_at(&env, "2026-11-01T23:59:59Z", "b", "minutes", dec!(30.5)).await;
 
-        // Nov 1 has ended, but nobody receives summaries: none written.
-        env.clock.set(ts("2026-11-02T00:00:01Z"));
+        // Nobody receives summaries: none written, and the days ended so far
+        // (Oct 31) are done.
         assert_eq!(env.billing.run_once().await.unwrap().notices, 0);
         let notify = env.store.notify();
         assert_eq!(
             notify.notice_mark("usage.daily_summary").await.unwrap(),
-            None
+            Some("2026-10-31".to_string())
         );
 
         // An "all events" endpoint does not ask for them; one naming the type does.
@@ -230,7 +230,7 @@ async fn daily_summaries_once_per_customer_and_day_for_subscribers_only() {
             ))
             .await
             .unwrap();
-        // Usage of Nov 2 counts in the period, not in Nov 1's day.
+        // Nov 1 ends. Usage of Nov 2 counts in the period, not in Nov 1's day.
         consume_at(&env, "2026-11-02T00:00:01Z", "a", "calls", dec!(100)).await;
         assert_eq!(env.billing.run_once().await.unwrap().notices, 2);
         assert_eq!(
@@ -391,6 +391,67 @@ async fn daily_summaries_backfill_missed_days_oldest_first_up_to_seven() {
         assert_eq!(
             summary_days(&env, "a").await[4..],
             days(&[("2026-11-12", "12", true), ("2026-11-19", "19", false)])
+        );
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn daily_summaries_of_days_nobody_received_are_not_backfilled() {
+    for env in envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        env.customer("a", "pro", json!({})).await;
+        let notify = env.store.notify();
+        let daily = endpoint("whe_daily", &["usage.daily_summary"], env.engine.now());
+        notify.put_endpoint(&daily).await.unwrap();
+        consume_at(&env, "2026-11-01T10:00:00Z", "a", "calls", dec!(1)).await;
+        env.clock.set(ts("2026-11-02T00:00:01Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 1);
+
+        // The endpoint is switched off from Nov 2 to Nov 6: the days that end
+        // meanwhile are not summarised, and not written later either.
+        notify
+            .put_endpoint(&EndpointRecord {
+                enabled: false,
+                ..daily.clone()
+            })
+            .await
+            .unwrap();
+        for (day, calls) in [("02", 2), ("03", 3), ("04", 4), ("05", 5)] {
+            consume_at(
+                &env,
+                &format!("2026-11-{day}T10:00:00Z"),
+                "a",
+                "calls",
+                Decimal::from(calls),
+            )
+            .await;
+            env.clock.set(ts(&format!("2026-11-{day}T23:00:00Z")));
+            env.billing.run_once().await.unwrap();
+        }
+        consume_at(&env, "2026-11-06T10:00:00Z", "a", "calls", dec!(6)).await;
+        env.clock.set(ts("2026-11-06T12:00:00Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 0);
+        notify.put_endpoint(&daily).await.unwrap();
+
+        // Back on: Nov 6 ends, and only Nov 6 is written (Nov 2 to 5 ended
+        // while nobody received summaries).
+        env.clock.set(ts("2026-11-07T00:00:01Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 1);
+        assert_eq!(
+            summary_days(&env, "a").await,
+            days(&[("2026-11-01", "1", false), ("2026-11-06", "6", false)])
+        );
+
+        // The worker down from Nov 7 to Nov 10, the endpoint on: the days
+        // missed are written, as missed days (the tick cannot tell when nobody
+        // was listening; only a tick that sees nobody moves the mark).
+        consume_at(&env, "2026-11-08T10:00:00Z", "a", "calls", dec!(8)).await;
+        consume_at(&env, "2026-11-09T10:00:00Z", "a", "calls", dec!(9)).await;
+        env.clock.set(ts("2026-11-10T08:00:00Z"));
+        assert_eq!(env.billing.run_once().await.unwrap().notices, 2);
+        assert_eq!(
+            summary_days(&env, "a").await[2..],
+            days(&[("2026-11-08", "8", true), ("2026-11-09", "9", false)])
         );
         env.cleanup().await;
     }
