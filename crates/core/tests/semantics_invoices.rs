@@ -15,7 +15,7 @@ use tollgate_core::billing::compute::{
     BillingError, Discount, compute_invoice, earlier_parts_billed, first_period_base,
     project_upcoming, sum_amounts,
 };
-use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::credit::{CreditBasis, CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::invoice::format_number;
 use tollgate_core::billing::{
     Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule,
@@ -1754,6 +1754,8 @@ fn semantics_credit_note_amount_and_lines() {
         ]
     );
     assert_eq!(cn.total.to_string(), "10.00");
+    // Shares of an amount name no line.
+    assert!(cn.lines.iter().all(|l| l.basis == CreditBasis::Share));
     // The rest, then nothing more.
     assert_eq!(
         note(&inv, dec!(10), CreditRequest::Full)
@@ -1771,14 +1773,18 @@ fn semantics_credit_note_amount_and_lines() {
         )
         .is_err()
     );
-    // 4.00 of the usage line, plus its VAT.
+    // 4.00 of the usage line, plus its VAT; the line is named.
     let lines = CreditRequest::Lines {
         lines: vec![(1, dec!(4))],
     };
-    assert_eq!(
-        note(&inv, Decimal::ZERO, lines).unwrap().to_string(),
-        "4.80"
-    );
+    let cn = credit(&inv, Decimal::ZERO, lines).unwrap();
+    assert_eq!(cn.total.to_string(), "4.80");
+    assert_eq!(cn.lines[0].basis, CreditBasis::Line);
+    // A note stored before `basis` existed reads as a share.
+    let mut stored = serde_json::to_value(&cn).unwrap();
+    stored["lines"][0].as_object_mut().unwrap().remove("basis");
+    let read: CreditNote = serde_json::from_value(stored).unwrap();
+    assert_eq!(read.lines[0].basis, CreditBasis::Share);
     // More than the line, a line that does not exist, a draft.
     let over = CreditRequest::Lines {
         lines: vec![(1, dec!(20)), (1, dec!(4.01))],
