@@ -22,7 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::compute::{
-    BillingError, Discount, InvoiceInput, Segment, UsageTotal, compute_invoice,
+    BillingError, Discount, EarlierParts, InvoiceInput, Segment, UsageTotal, compute_invoice,
     earlier_parts_billed, first_period_base, project_upcoming,
 };
 use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
@@ -193,11 +193,10 @@ struct Prepared {
     pending: Vec<PendingItemRecord>,
     /// The customer's discounts that cover this period.
     discounts: Vec<Discount>,
-    /// The usage and minimum lines of the period's earlier parts
-    /// (`due.settled`), invoices neither void nor fully credited.
-    earlier_usage: Vec<InvoiceLine>,
-    /// The spans those earlier parts billed.
-    earlier_parts: Vec<Period>,
+    /// The period's earlier parts (`due.settled`), invoices neither void
+    /// nor fully credited: their spans, usage and minimum lines, and what
+    /// credit notes naming those minimum lines gave back.
+    earlier: EarlierParts,
 }
 
 /// Customer id → its discounts.
@@ -914,7 +913,11 @@ impl Billing {
         // The spans, usage and minimum lines of the parts billed (neither
         // void nor fully credited), for the volume tier the whole period
         // reaches and the minimum over the parts billed so far.
-        let (earlier_parts, earlier_usage) = match earlier_parts_billed(&earlier) {
+        let notes = match self.credit_notes_of(&earlier).await {
+            Ok(n) => n,
+            Err(e) => return Err((due, e)),
+        };
+        let earlier = match earlier_parts_billed(&earlier, &notes) {
             Ok(billed) => billed,
             Err(e) => return Err((due, e.into())),
         };
@@ -959,8 +962,7 @@ impl Billing {
             advance,
             pending: items,
             discounts,
-            earlier_usage,
-            earlier_parts,
+            earlier,
         })
     }
 
@@ -1003,8 +1005,9 @@ impl Billing {
             pending: pending_lines(&p.pending)?,
             discounts: p.discounts.clone(),
             settled_until: d.settled,
-            earlier_usage: p.earlier_usage.clone(),
-            earlier_parts: p.earlier_parts.clone(),
+            earlier_usage: p.earlier.usage.clone(),
+            earlier_parts: p.earlier.parts.clone(),
+            earlier_minimum_credited: p.earlier.minimum_credited.clone(),
             tax: tax_rule(self, &d.customer)?,
             issuer: self.config.issuer.clone(),
             bill_to: bill_to(&d.customer),
@@ -1279,6 +1282,20 @@ impl Billing {
             .await?;
         parts.retain(|i| i.period_end <= settled);
         Ok(parts)
+    }
+
+    /// The credit notes of `invoices` that credited something (the
+    /// earlier parts of a period billed in parts: what they credited of a
+    /// minimum line is not handed back again, `earlier_parts_billed`).
+    async fn credit_notes_of(&self, invoices: &[Invoice]) -> Result<Vec<CreditNote>> {
+        let mut notes = Vec::new();
+        for invoice in invoices
+            .iter()
+            .filter(|i| i.counts_as_billed() && !i.totals.amount_credited.is_zero())
+        {
+            notes.extend(self.store.billing().credit_notes(&invoice.id).await?);
+        }
+        Ok(notes)
     }
 
     /// Where the billing of the period `whole` already stops for `customer`

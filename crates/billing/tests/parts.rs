@@ -3,7 +3,8 @@
 //! end on SQLite and PostgreSQL: customer discounts come off once per period
 //! in total, volume tiers reprice the earlier parts (a void or fully credited
 //! part's units are neither repriced nor billed again; a partial credit note
-//! changes nothing), minimums are corrected across parts,
+//! changes nothing), minimums are corrected across parts (a true-up a
+//! credit note handed back is not handed back again),
 //! and the upcoming invoice projects only what the next invoice bills.
 
 #![allow(clippy::unwrap_used)]
@@ -532,6 +533,127 @@ async fn a_minimum_trued_up_on_a_final_invoice_is_credited_when_the_rest_of_the_
         let dec = cycle_from(&env, "m", "2026-12-01T00:00:00Z").await;
         assert_eq!(kind_lines(&dec, InvoiceLineKind::Minimum), [dec!(25.00)]);
         assert_eq!(dec.totals.total, dec!(30.00), "{backend}");
+        env.cleanup().await;
+    }
+}
+
+/// The index of `inv`'s minimum line.
+fn minimum_line(inv: &Invoice) -> usize {
+    inv.lines
+        .iter()
+        .position(|l| l.kind == InvoiceLineKind::Minimum)
+        .unwrap_or_else(|| panic!("no minimum line: {inv:?}"))
+}
+
+#[tokio::test]
+async fn a_credited_true_up_is_not_handed_back_again_by_the_rest_of_the_period() {
+    for env in common::envs_at("2026-11-01T00:00:00Z", BillingConfig::default()).await {
+        let backend = env.backend();
+        let env = env.reopen_with(&with_minimum_plan()).await;
+        // `min`: calls at 0.01, a 30.00 minimum a month (November: 1.00 a
+        // day). Five customers, 300 calls each, canceled now on 11-10: final
+        // invoices of 3.00 of usage and a 6.00 true-up (30 × 9/30 = 9.00).
+        // The operator then credits: `t` the whole true-up line, `h` 2.00
+        // of it, `s` the whole line (its rest will stay short of the
+        // minimum), `f` the line and then the rest of the invoice (credited
+        // in full), `g` 2.00 of goodwill (an amount, no line named).
+        let ids = ["t", "h", "s", "f", "g"];
+        for id in ids {
+            env.subscribed(id, "min").await;
+        }
+        env.clock.set(ts("2026-11-05T00:00:00Z"));
+        for id in ids {
+            env.consume(id, "calls", dec!(300)).await;
+        }
+        env.engine.flush().await.unwrap();
+        let mut finals = Vec::new();
+        for id in ids {
+            let fin = invoice(&env, &cancel_now(&env, id, "2026-11-10T00:00:00Z").await).await;
+            assert_eq!(kind_lines(&fin, InvoiceLineKind::Minimum), [dec!(6.00)]);
+            assert_eq!(fin.totals.total, dec!(9.00), "{backend}");
+            finals.push(fin);
+        }
+        let line = |amount: Decimal, fin: &Invoice| CreditRequest::Lines {
+            lines: vec![(minimum_line(fin), amount)],
+        };
+        let requests = [
+            vec![line(dec!(6.00), &finals[0])],
+            vec![line(dec!(2.00), &finals[1])],
+            vec![line(dec!(6.00), &finals[2])],
+            vec![line(dec!(6.00), &finals[3]), CreditRequest::Full],
+            vec![CreditRequest::Amount { amount: dec!(2) }],
+        ];
+        let mut credited = Vec::new();
+        for (fin, requests) in finals.iter().zip(&requests) {
+            let mut after = None;
+            for request in requests {
+                let (_, inv) = env
+                    .billing
+                    .credit_invoice(&fin.id, request, "true-up waived")
+                    .await
+                    .unwrap();
+                after = Some(inv);
+            }
+            credited.push(after.unwrap().totals.amount_credited);
+        }
+        assert_eq!(
+            credited,
+            [dec!(6.00), dec!(2.00), dec!(6.00), dec!(9.00), dec!(2.00)],
+            "{backend}"
+        );
+
+        // Reactivated on 11-16; 3,000 calls (30.00) each, but `s` only 300
+        // (3.00). The parts billed (24 days) owe 24.00.
+        for id in ids {
+            reactivate(&env, id, "2026-11-16T00:00:00Z").await;
+        }
+        env.clock.set(ts("2026-11-18T00:00:00Z"));
+        for id in ids {
+            let calls = if id == "s" { dec!(300) } else { dec!(3000) };
+            env.consume(id, "calls", calls).await;
+        }
+        env.engine.flush().await.unwrap();
+        // The upcoming invoice already hands back only what no note did.
+        env.clock.set(ts("2026-11-20T00:00:00Z"));
+        let up = env.billing.upcoming_invoice("t").await.unwrap();
+        assert!(
+            kind_lines(&up, InvoiceLineKind::Minimum).is_empty(),
+            "{backend}: {up:?}"
+        );
+        env.clock.set(ts("2026-12-01T00:00:00Z"));
+        env.billing.run_once().await.unwrap();
+        let mut rests = Vec::new();
+        for id in ids {
+            rests.push(cycle_from(&env, id, "2026-11-10T00:00:00Z").await);
+        }
+        let minimum = |i: usize| kind_lines(&rests[i], InvoiceLineKind::Minimum);
+        // What November costs each customer: both invoices less the notes.
+        let net = |i: usize| finals[i].totals.total + rests[i].totals.total - credited[i];
+        // `t`: usage 33.00 above the 24.00 owed; the true-up was not due,
+        // and the note already gave it back: no minimum line (the old code
+        // credited −6.00 again). November: 9.00 + 30.00 − 6.00 = 33.00, the
+        // usage.
+        assert_eq!(minimum(0), [] as [Decimal; 0], "{backend}: {:?}", rests[0]);
+        assert_eq!(rests[0].totals.total, dec!(30.00), "{backend}");
+        assert_eq!(net(0), dec!(33.00), "{backend}");
+        // `h`: 2.00 of the 6.00 credited: the close hands back the 4.00 no
+        // note did: −4.00 (the old code: −6.00), 33.00 in all.
+        assert_eq!(minimum(1), [dec!(-4.00)], "{backend}: {:?}", rests[1]);
+        assert_eq!(net(1), dec!(33.00), "{backend}");
+        // `s`: usage 6.00, 18.00 short of the 24.00 owed, 6.00 of it billed:
+        // 12.00, as with no note; the credit stays given: November 24.00 −
+        // 6.00 = 18.00.
+        assert_eq!(minimum(2), [dec!(12.00)], "{backend}: {:?}", rests[2]);
+        assert_eq!(net(2), dec!(18.00), "{backend}");
+        // `f`: credited in full, the final invoice is void for the rest of
+        // November, which compares its own 30.00 with its own 15 days'
+        // 15.00: no minimum line; November costs 30.00.
+        assert_eq!(minimum(3), [] as [Decimal; 0], "{backend}: {:?}", rests[3]);
+        assert_eq!(net(3), dec!(30.00), "{backend}");
+        // `g`: goodwill names no line: −6.00, as with no note; November
+        // 33.00 less the 2.00 of goodwill.
+        assert_eq!(minimum(4), [dec!(-6.00)], "{backend}: {:?}", rests[4]);
+        assert_eq!(net(4), dec!(31.00), "{backend}");
         env.cleanup().await;
     }
 }

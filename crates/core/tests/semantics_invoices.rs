@@ -15,7 +15,7 @@ use tollgate_core::billing::compute::{
     BillingError, Discount, compute_invoice, earlier_parts_billed, first_period_base,
     project_upcoming, sum_amounts,
 };
-use tollgate_core::billing::credit::{CreditNote, CreditRequest, credit_note};
+use tollgate_core::billing::credit::{CreditBasis, CreditNote, CreditRequest, credit_note};
 use tollgate_core::billing::invoice::format_number;
 use tollgate_core::billing::{
     Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, TaxMode, TaxRule,
@@ -430,36 +430,58 @@ enum Fate {
     Credited(Vec<CreditRequest>),
 }
 
-/// Issues `invoice` (its number: `n`) and applies `fate` to it.
-fn settle(mut invoice: Invoice, n: u64, fate: &Fate) -> Invoice {
+/// Issues `invoice` (its number and id: `n`) and applies `fate` to it.
+/// Returns it and the credit notes issued against it.
+fn settle(mut invoice: Invoice, n: u64, fate: &Fate) -> (Invoice, Vec<CreditNote>) {
+    invoice.id = format!("inv_{n}");
     invoice.status = InvoiceStatus::Open;
     invoice.number = Some(format_number("INV", n));
+    let mut notes = Vec::new();
     match fate {
         Fate::Billed => {}
         Fate::Void => invoice.status = InvoiceStatus::Void,
         Fate::Credited(requests) => {
-            for (i, request) in requests.iter().enumerate() {
-                let cn = credit_note(
-                    &invoice,
-                    invoice.totals.amount_credited,
-                    request,
-                    format!("cn_{n}_{i}"),
-                    "credited".into(),
-                    ts("2026-05-02T00:00:00Z"),
-                )
-                .unwrap();
-                invoice.record_credit(cn.total);
+            for request in requests {
+                notes.push(credit_part(&mut invoice, request));
             }
         }
     }
-    invoice
+    (invoice, notes)
+}
+
+/// Issues a credit note of `request` against `invoice` and records it.
+fn credit_part(invoice: &mut Invoice, request: &CreditRequest) -> CreditNote {
+    let cn = credit_note(
+        invoice,
+        invoice.totals.amount_credited,
+        request,
+        format!("cn_{}_{}", invoice.id, invoice.totals.amount_credited),
+        "credited".into(),
+        ts("2026-05-02T00:00:00Z"),
+    )
+    .unwrap();
+    invoice.record_credit(cn.total);
+    cn
 }
 
 /// [`volume_in_parts_priced`] with what became of each part's invoice
 /// (`fates[i]`) before the parts after it were closed: the later parts
-/// take `earlier_parts` and `earlier_usage` from the earlier invoices as
-/// they stand ([`earlier_parts_billed`]).
+/// take `earlier_parts`, `earlier_usage` and `earlier_minimum_credited`
+/// from the earlier invoices and their credit notes as they stand
+/// ([`earlier_parts_billed`]).
 fn volume_in_parts_after(charge: &str, calls: &[Decimal], fates: &[Fate]) -> Vec<Invoice> {
+    parts_credited_later(charge, calls, fates, &[])
+}
+
+/// [`volume_in_parts_after`], and each `(part, before, request)` of
+/// `later`: a credit note of `request` issued against part `part`'s
+/// invoice after the parts before part `before` were closed.
+fn parts_credited_later(
+    charge: &str,
+    calls: &[Decimal],
+    fates: &[Fate],
+    later: &[(usize, usize, CreditRequest)],
+) -> Vec<Invoice> {
     let c = catalog(&Spec {
         basic_charge: charge,
         ..Spec::default()
@@ -487,7 +509,11 @@ fn volume_in_parts_after(charge: &str, calls: &[Decimal], fates: &[Fate]) -> Vec
         })
         .collect();
     let mut parts: Vec<Invoice> = Vec::new();
+    let mut notes: Vec<CreditNote> = Vec::new();
     for i in 0..n {
+        for (part, _, request) in later.iter().filter(|(_, before, _)| *before == i) {
+            notes.push(credit_part(&mut parts[*part], request));
+        }
         let end = if i + 1 == n { p.end } else { bounds[i + 1] };
         let mut part = input(
             Currency::USD,
@@ -497,10 +523,14 @@ fn volume_in_parts_after(charge: &str, calls: &[Decimal], fates: &[Fate]) -> Vec
         part.nominal_period = Some(p);
         if i > 0 {
             part.settled_until = Some(bounds[i]);
-            (part.earlier_parts, part.earlier_usage) = earlier_parts_billed(&parts).unwrap();
+            earlier_parts_billed(&parts, &notes)
+                .unwrap()
+                .apply_to(&mut part);
         }
         let invoice = compute_invoice(&part).unwrap();
-        parts.push(settle(invoice, i as u64 + 1, &fates[i]));
+        let (invoice, issued) = settle(invoice, i as u64 + 1, &fates[i]);
+        parts.push(invoice);
+        notes.extend(issued);
     }
     parts
 }
@@ -708,6 +738,135 @@ fn semantics_invoice_a_partially_credited_part_is_billed_as_invoiced() {
     assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
 }
 
+#[test]
+fn semantics_invoice_a_credited_true_up_is_not_handed_back_again() {
+    // 100.00 monthly minimum, calls at 0.01, April: 1,000 calls (10.00) to
+    // 04-11 and a true-up of 23.33 (line 1 of the first part's invoice).
+    let no_gap = "2026-04-11T00:00:00Z";
+    let true_up = |amount: Decimal| {
+        Fate::Credited(vec![CreditRequest::Lines {
+            lines: vec![(1, amount)],
+        }])
+    };
+    let april = |fate: &Fate, second: Decimal| {
+        minimum_in_parts_after(PER_UNIT_MINIMUM, dec!(1000), no_gap, second, fate)
+    };
+    // What April costs the customer: both invoices less the credit notes.
+    let net = |a: &Invoice, b: &Invoice| {
+        a.totals.total + b.totals.total - a.totals.amount_credited - b.totals.amount_credited
+    };
+
+    // The operator credits the whole true-up line (23.33); 9,000 calls
+    // (90.00) after: the usage reaches the minimum, the true-up was not
+    // due, but the credit note already gave it back: the rest credits
+    // nothing more. April: 33.33 + 90.00 − 23.33 = 100.00, the usage (the
+    // old code credited −23.33 again: 76.67).
+    let (part1, rest) = april(&true_up(dec!(23.33)), dec!(9000));
+    assert_eq!(amounts(&part1), ["10.00", "23.33"]);
+    assert_eq!(part1.lines[1].kind, InvoiceLineKind::Minimum);
+    assert_eq!(part1.totals.amount_credited, dec!(23.33));
+    assert!(part1.counts_as_billed());
+    assert_eq!(amounts(&rest), ["90.00"]);
+    assert_eq!(net(&part1, &rest), dec!(100.00));
+
+    // 10.00 of the 23.33 credited: the rest hands back the 13.33 the note
+    // did not: −13.33, 100.00 in all (the old code: −23.33, 90.00).
+    let (part1, rest) = april(&true_up(dec!(10)), dec!(9000));
+    assert_eq!(amounts(&rest), ["90.00", "-13.33"]);
+    assert!(
+        rest.lines[1]
+            .description
+            .contains("23.33 billed earlier in the period as minimum, 10.00 of it credited"),
+        "{}",
+        rest.lines[1].description
+    );
+    assert_eq!(net(&part1, &rest), dec!(100.00));
+
+    // The rest does not reach the minimum: 2,000 calls (20.00), 70.00
+    // short over April, 23.33 of it billed: 46.67, as with no note. The
+    // operator's credit is a concession that stays given: April comes to
+    // 100.00 − 23.33 = 76.67 (counting the credited true-up as not billed
+    // would bill 70.00 and take the credit back: 100.00); 10.00 credited:
+    // 90.00.
+    let (part1, rest) = april(&true_up(dec!(23.33)), dec!(2000));
+    assert_eq!(amounts(&rest), ["20.00", "46.67"]);
+    assert_eq!(net(&part1, &rest), dec!(76.67));
+    let (part1, rest) = april(&true_up(dec!(10)), dec!(2000));
+    assert_eq!(amounts(&rest), ["20.00", "46.67"]);
+    assert_eq!(net(&part1, &rest), dec!(90.00));
+
+    // In between: 8,000 calls (80.00), April's 90.00 are 10.00 short. The
+    // whole true-up credited covers those 10.00: nothing more either way,
+    // April 90.00, the usage (the old code: −13.33, 76.67). 10.00 credited:
+    // the 10.00 short are what the note gave back; the rest hands back the
+    // other 13.33: April 90.00 again.
+    let (part1, rest) = april(&true_up(dec!(23.33)), dec!(8000));
+    assert_eq!(amounts(&rest), ["80.00"]);
+    assert_eq!(net(&part1, &rest), dec!(90.00));
+    let (part1, rest) = april(&true_up(dec!(10)), dec!(8000));
+    assert_eq!(amounts(&rest), ["80.00", "-13.33"]);
+    assert_eq!(net(&part1, &rest), dec!(90.00));
+
+    // Two notes naming the line, 10.00 then 13.33: as one of 23.33.
+    let twice = Fate::Credited(vec![
+        CreditRequest::Lines {
+            lines: vec![(1, dec!(10))],
+        },
+        CreditRequest::Lines {
+            lines: vec![(1, dec!(13.33))],
+        },
+    ]);
+    let (part1, rest) = april(&twice, dec!(9000));
+    assert_eq!(amounts(&rest), ["90.00"]);
+    assert_eq!(net(&part1, &rest), dec!(100.00));
+
+    // The true-up credited, then the rest of the invoice (the 10.00 of
+    // usage): credited in full, the part is void for the rest of April,
+    // which compares its own usage with its own share (66.67): 90.00, or
+    // 20.00 + 46.67.
+    let then_all = Fate::Credited(vec![
+        CreditRequest::Lines {
+            lines: vec![(1, dec!(23.33))],
+        },
+        CreditRequest::Full,
+    ]);
+    let (part1, rest) = april(&then_all, dec!(9000));
+    assert!(part1.is_fully_credited());
+    assert_eq!(amounts(&rest), ["90.00"]);
+    let (_, rest) = april(&then_all, dec!(2000));
+    assert_eq!(amounts(&rest), ["20.00", "46.67"]);
+
+    // Goodwill (5.00 spread over the invoice, 3.50 of it on the true-up
+    // line) names no line: the rest credits −23.33, as with no note.
+    let (part1, rest) = april(
+        &Fate::Credited(vec![CreditRequest::Amount { amount: dec!(5) }]),
+        dec!(9000),
+    );
+    assert_eq!(amounts(&rest), ["90.00", "-23.33"]);
+    assert_eq!(net(&part1, &rest), dec!(95.00));
+
+    // A note never makes a later part bill more. Three parts, 1,000 calls
+    // to 04-11 (+23.33), 9,000 to 04-21 (the parts owe 66.67, their usage
+    // came to 100.00: −23.33), 1,000 to the end; the operator credits the
+    // first part's true-up after the second part handed it back: the third
+    // part does not bill it back (+23.33), the note stays given.
+    let parts = parts_credited_later(
+        PER_UNIT_MINIMUM,
+        &[dec!(1000), dec!(9000), dec!(1000)],
+        &[Fate::Billed, Fate::Billed, Fate::Billed],
+        &[(
+            0,
+            2,
+            CreditRequest::Lines {
+                lines: vec![(1, dec!(23.33))],
+            },
+        )],
+    );
+    assert_eq!(amounts(&parts[1]), ["90.00", "-23.33"]);
+    assert_eq!(parts[0].totals.amount_credited, dec!(23.33));
+    assert_eq!(amounts(&parts[2]), ["10.00"]);
+}
+
 /// Calls at 0.01 with a 100.00 monthly minimum (the charge of
 /// [`minimum_in_parts`]).
 const PER_UNIT_MINIMUM: &str = r#"minimum = "100.00"
@@ -758,7 +917,7 @@ fn minimum_in_parts_after(
         vec![segment(basic, p.start, cut, calls(first))],
     );
     part1.nominal_period = Some(p);
-    let part1 = settle(compute_invoice(&part1).unwrap(), 1, fate);
+    let (part1, notes) = settle(compute_invoice(&part1).unwrap(), 1, fate);
     let mut segments = vec![segment(basic, p.start, cut, calls(first))];
     if back > cut {
         let mut gap = segment(basic, cut, back, Vec::new());
@@ -768,8 +927,9 @@ fn minimum_in_parts_after(
     segments.push(segment(basic, back, p.end, calls(second)));
     let mut rest = input(Currency::USD, p, segments);
     rest.settled_until = Some(cut);
-    (rest.earlier_parts, rest.earlier_usage) =
-        earlier_parts_billed(std::slice::from_ref(&part1)).unwrap();
+    earlier_parts_billed(std::slice::from_ref(&part1), &notes)
+        .unwrap()
+        .apply_to(&mut rest);
     (part1, compute_invoice(&rest).unwrap())
 }
 
@@ -996,6 +1156,94 @@ price = { model = "per_unit", unit_price = "0.013" }"#,
             usage_total.max(dec!(100.00))
         );
         prop_assert!(rest.totals.total >= Decimal::ZERO);
+    }
+}
+
+proptest! {
+    /// A period billed in two parts (cut at any second), the first part's
+    /// invoice credited before the rest is closed: a note naming its
+    /// true-up line (any amount up to the line) is handed back once, so
+    /// the period costs the customer `max(usage, 100.00 − credited)`,
+    /// never less; goodwill spread over the invoice (any amount short of
+    /// its total) changes nothing on the invoices: `max(usage, 100.00)`
+    /// less the goodwill. To the minor unit.
+    #[test]
+    fn prop_a_credited_true_up_is_handed_back_once(
+        cut in 1i64..(30 * 86_400),
+        first in 1u32..15_000,
+        second in 0u32..15_000,
+        per_mille in 1u32..=1000,
+        named in any::<bool>(),
+    ) {
+        let c = catalog(&Spec {
+            basic_charge: r#"minimum = "100.00"
+price = { model = "per_unit", unit_price = "0.013" }"#,
+            ..Spec::default()
+        });
+        let basic = plan(&c, "basic");
+        let p = april();
+        let at = jiff::Timestamp::from_second(p.start.as_second() + cut).unwrap();
+        let calls = |q: u32| vec![usage("api_calls", &[("plan", Decimal::from(q))])];
+        let mut part1 = input(
+            Currency::USD,
+            tollgate_core::period::Period::new(p.start, at).unwrap(),
+            vec![segment(basic, p.start, at, calls(first))],
+        );
+        part1.nominal_period = Some(p);
+        let (mut part1, _) = settle(compute_invoice(&part1).unwrap(), 1, &Fate::Billed);
+        let share = |of: Decimal| {
+            (of * Decimal::from(per_mille) / dec!(1000))
+                .round_dp(2)
+                .max(dec!(0.01))
+                .min(of)
+        };
+        let true_up = part1
+            .lines
+            .iter()
+            .position(|l| l.kind == InvoiceLineKind::Minimum && l.amount > Decimal::ZERO);
+        let request = match (named, true_up) {
+            (true, Some(i)) => Some(CreditRequest::Lines {
+                lines: vec![(i, share(part1.lines[i].amount))],
+            }),
+            (false, _) if part1.totals.total > dec!(0.01) => Some(CreditRequest::Amount {
+                amount: share(part1.totals.total - dec!(0.01)),
+            }),
+            _ => None,
+        };
+        let notes: Vec<CreditNote> = request
+            .iter()
+            .map(|r| credit_part(&mut part1, r))
+            .collect();
+        prop_assert!(part1.counts_as_billed());
+        let mut rest = input(
+            Currency::USD,
+            p,
+            vec![
+                segment(basic, p.start, at, calls(first)),
+                segment(basic, at, p.end, calls(second)),
+            ],
+        );
+        rest.settled_until = Some(at);
+        earlier_parts_billed(std::slice::from_ref(&part1), &notes)
+            .unwrap()
+            .apply_to(&mut rest);
+        let rest = compute_invoice(&rest).unwrap();
+        let usage_total: Decimal = [&part1, &rest]
+            .iter()
+            .flat_map(|i| &i.lines)
+            .filter(|l| l.kind == InvoiceLineKind::Usage)
+            .map(|l| l.amount)
+            .sum();
+        let credited = part1.totals.amount_credited;
+        let invoiced = part1.totals.total + rest.totals.total;
+        if named && true_up.is_some() {
+            prop_assert_eq!(
+                invoiced - credited,
+                usage_total.max(dec!(100.00) - credited)
+            );
+        } else {
+            prop_assert_eq!(invoiced, usage_total.max(dec!(100.00)));
+        }
     }
 }
 
@@ -1506,6 +1754,8 @@ fn semantics_credit_note_amount_and_lines() {
         ]
     );
     assert_eq!(cn.total.to_string(), "10.00");
+    // Shares of an amount name no line.
+    assert!(cn.lines.iter().all(|l| l.basis == CreditBasis::Share));
     // The rest, then nothing more.
     assert_eq!(
         note(&inv, dec!(10), CreditRequest::Full)
@@ -1523,14 +1773,18 @@ fn semantics_credit_note_amount_and_lines() {
         )
         .is_err()
     );
-    // 4.00 of the usage line, plus its VAT.
+    // 4.00 of the usage line, plus its VAT; the line is named.
     let lines = CreditRequest::Lines {
         lines: vec![(1, dec!(4))],
     };
-    assert_eq!(
-        note(&inv, Decimal::ZERO, lines).unwrap().to_string(),
-        "4.80"
-    );
+    let cn = credit(&inv, Decimal::ZERO, lines).unwrap();
+    assert_eq!(cn.total.to_string(), "4.80");
+    assert_eq!(cn.lines[0].basis, CreditBasis::Line);
+    // A note stored before `basis` existed reads as a share.
+    let mut stored = serde_json::to_value(&cn).unwrap();
+    stored["lines"][0].as_object_mut().unwrap().remove("basis");
+    let read: CreditNote = serde_json::from_value(stored).unwrap();
+    assert_eq!(read.lines[0].basis, CreditBasis::Share);
     // More than the line, a line that does not exist, a draft.
     let over = CreditRequest::Lines {
         lines: vec![(1, dec!(20)), (1, dec!(4.01))],

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::json;
-use tollgate_core::billing::credit::{CreditNote, CreditNoteLine};
+use tollgate_core::billing::credit::{CreditBasis, CreditNote, CreditNoteLine};
 use tollgate_core::billing::{
     Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, InvoiceTotals, Party, TaxMode, TaxRule,
 };
@@ -196,6 +196,7 @@ fn note(id: &str, invoice: &Invoice, total: Decimal) -> CreditNote {
             invoice_line: Some(0),
             amount: total,
             tax_amount: Decimal::ZERO,
+            basis: CreditBasis::Share,
         }],
         total,
         created_at: ts("2026-12-10T00:00:00Z"),

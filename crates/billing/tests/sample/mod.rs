@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use tollgate_core::billing::credit::{CreditNote, CreditNoteLine};
+use tollgate_core::billing::credit::{CreditBasis, CreditNote, CreditNoteLine};
 use tollgate_core::billing::{
     Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus, InvoiceTotals, LineSource, Party,
     TaxMode, TaxRule,
@@ -211,6 +211,7 @@ pub fn credit_note(invoice: &Invoice) -> R<CreditNote> {
             invoice_line: Some(0),
             amount: dec!(100.00),
             tax_amount: dec!(20.00),
+            basis: CreditBasis::Line,
         }],
         total: dec!(120.00),
         created_at: "2026-12-03T00:00:00Z".parse()?,

@@ -34,6 +34,7 @@ use crate::period::{Interval, Period};
 use crate::pricing::{Charge, ChargePrice, PriceModel, PricingError, TierBreakdown};
 use crate::proration::prorate;
 
+use super::credit::{CreditBasis, CreditNote};
 use super::invoice::{Invoice, InvoiceLine, InvoiceLineKind, LineSource, Party, TaxRule};
 
 /// Ledger totals of one feature (and, for a dimensional charge, one dimension
@@ -143,39 +144,103 @@ pub struct InvoiceInput<'a> {
     /// and a fully credited one gave it all back. Empty: no earlier part
     /// billed anything (every one was void or fully credited).
     pub earlier_parts: Vec<Period>,
+    /// With `settled_until`: per metric, what credit notes gave back of
+    /// the earlier parts' `minimum` lines by naming them
+    /// ([`CreditBasis::Line`], each line's credit at most its amount;
+    /// [`earlier_parts_billed`]). A true-up a note handed back is not
+    /// handed back again: this invoice's `minimum` line credits at most
+    /// the earlier true-ups less this, and a note never makes it bill
+    /// more than without it (`docs/billing-semantics.md`, "A credited
+    /// part"). Empty: no such note.
+    pub earlier_minimum_credited: BTreeMap<String, Decimal>,
     pub tax: TaxRule,
     pub issuer: Party,
     pub bill_to: Party,
     pub created_at: Timestamp,
 }
 
-/// `InvoiceInput::earlier_parts` and `InvoiceInput::earlier_usage` from
-/// `earlier`, the invoices that billed the period up to `settled_until`:
-/// the spans of those a later part counts as billed
-/// ([`Invoice::counts_as_billed`]: neither void nor fully credited), and
-/// their usage and minimum lines. A void or fully credited part is left
-/// out of both: its units still count toward the period's tiers (they are
-/// in the segments) but are neither repriced nor counted as billed toward
-/// the minimum. A partially credited part counts as invoiced: its credit
-/// notes are adjustments of their own, neither undone nor applied again.
+/// What a later part of a period billed in parts takes from the earlier
+/// parts ([`earlier_parts_billed`]): `InvoiceInput::earlier_parts`,
+/// `InvoiceInput::earlier_usage` and
+/// `InvoiceInput::earlier_minimum_credited`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EarlierParts {
+    /// The spans of the parts counted as billed.
+    pub parts: Vec<Period>,
+    /// Their usage and minimum lines.
+    pub usage: Vec<InvoiceLine>,
+    /// Per metric, what credit notes naming their minimum lines gave back.
+    pub minimum_credited: BTreeMap<String, Decimal>,
+}
+
+impl EarlierParts {
+    /// Sets the earlier parts of `input` (its `settled_until` is the
+    /// caller's).
+    pub fn apply_to(self, input: &mut InvoiceInput<'_>) {
+        input.earlier_parts = self.parts;
+        input.earlier_usage = self.usage;
+        input.earlier_minimum_credited = self.minimum_credited;
+    }
+}
+
+/// What a later part takes from `earlier`, the invoices that billed the
+/// period up to `settled_until`, and `notes`, the credit notes issued
+/// against them (notes of other invoices are ignored): the spans of those
+/// a later part counts as billed ([`Invoice::counts_as_billed`]: neither
+/// void nor fully credited), their usage and minimum lines, and what the
+/// notes credited of those minimum lines by naming them
+/// ([`CreditBasis::Line`]; per line at most its amount). A void or fully
+/// credited part is left out of all three: its units still count toward
+/// the period's tiers (they are in the segments) but are neither repriced
+/// nor counted as billed toward the minimum. A partially credited part
+/// counts as invoiced: its credit notes are adjustments of their own,
+/// neither undone nor applied again, except that a true-up a note handed
+/// back is not handed back a second time (`InvoiceInput::earlier_minimum_credited`).
 pub fn earlier_parts_billed(
     earlier: &[Invoice],
-) -> Result<(Vec<Period>, Vec<InvoiceLine>), BillingError> {
-    let mut parts = Vec::new();
-    let mut lines = Vec::new();
+    notes: &[CreditNote],
+) -> Result<EarlierParts, BillingError> {
+    let mut out = EarlierParts::default();
     for invoice in earlier.iter().filter(|i| i.counts_as_billed()) {
         let span = Period::new(invoice.period_start, invoice.period_end)
             .map_err(|e| BillingError::Invalid(format!("invoice {}: {e}", invoice.id)))?;
-        parts.push(span);
-        lines.extend(
+        out.parts.push(span);
+        out.usage.extend(
             invoice
                 .lines
                 .iter()
                 .filter(|l| matches!(l.kind, InvoiceLineKind::Usage | InvoiceLineKind::Minimum))
                 .cloned(),
         );
+        let mut named: BTreeMap<usize, Decimal> = BTreeMap::new();
+        for credit in notes
+            .iter()
+            .filter(|n| n.invoice_id == invoice.id)
+            .flat_map(|n| &n.lines)
+            .filter(|l| l.basis == CreditBasis::Line)
+        {
+            if let Some(index) = credit.invoice_line {
+                *named.entry(index).or_insert(Decimal::ZERO) += credit.amount;
+            }
+        }
+        for (index, credited) in named {
+            let Some(line) = invoice.lines.get(index) else {
+                return Err(BillingError::Invalid(format!(
+                    "a credit note of invoice {} credits its line {index}, which it does not have",
+                    invoice.id
+                )));
+            };
+            if let (InvoiceLineKind::Minimum, Some(metric)) = (line.kind, &line.feature) {
+                let credited = credited.min(line.amount).max(Decimal::ZERO);
+                if credited > Decimal::ZERO {
+                    *out.minimum_credited
+                        .entry(metric.clone())
+                        .or_insert(Decimal::ZERO) += credited;
+                }
+            }
+        }
     }
-    Ok((parts, lines))
+    Ok(out)
 }
 
 /// Why an invoice could not be computed (a catalog or input inconsistency,
@@ -622,6 +687,9 @@ struct MinimumAcc {
     earlier: Decimal,
     /// Whether an earlier part billed a minimum line for the metric.
     earlier_line: bool,
+    /// What credit notes naming those earlier minimum lines gave back of
+    /// them (`InvoiceInput::earlier_minimum_credited`).
+    credited: Decimal,
     charge_key: String,
     display_name: String,
     plan_key: String,
@@ -992,6 +1060,11 @@ fn earlier_minimums(
             }
         }
     }
+    for (metric, credited) in &input.earlier_minimum_credited {
+        if let Some(acc) = minimums.get_mut(metric).filter(|a| a.earlier_line) {
+            acc.credited += *credited;
+        }
+    }
     Ok(())
 }
 
@@ -1042,9 +1115,14 @@ fn usage_lines(
     }
     for (metric, acc) in minimums {
         // The shortfall over the parts billed so far, less what the earlier
-        // parts' minimum lines already billed of it.
+        // parts' minimum lines already billed of it. Negative, it hands
+        // earlier true-ups back: never what credit notes naming them
+        // already handed back (at most `earlier − credited`), and a note
+        // never makes the line bill more than without it
+        // (docs/billing-semantics.md, "A credited part").
         let shortfall = (acc.required - acc.charged).max(Decimal::ZERO);
-        let difference = shortfall - acc.earlier;
+        let difference =
+            (shortfall - acc.earlier).max((acc.credited - acc.earlier).min(Decimal::ZERO));
         if acc.earlier_line {
             if round_line(difference, currency).is_zero() {
                 continue;
@@ -1063,6 +1141,9 @@ fn usage_lines(
                 ", {} billed earlier in the period as minimum",
                 acc.earlier
             ));
+        }
+        if acc.credited > Decimal::ZERO {
+            description.push_str(&format!(", {} of it credited", acc.credited));
         }
         let mut line = InvoiceLine::fee(
             InvoiceLineKind::Minimum,

@@ -22,6 +22,30 @@ pub struct CreditNoteLine {
     /// Positive amount credited (before tax).
     pub amount: Decimal,
     pub tax_amount: Decimal,
+    /// Whether the operator named this line ([`CreditBasis::Line`]) or it
+    /// is the line's share of an amount spread over the invoice
+    /// ([`CreditBasis::Share`]). A note stored before the field existed
+    /// reads as a share.
+    #[serde(default)]
+    pub basis: CreditBasis,
+}
+
+/// How a credit note line came to credit its invoice line. It matters in a
+/// period billed in parts: what a note credits of an earlier part's
+/// `minimum` line *by naming it* is a true-up already handed back, which
+/// the later parts do not hand back again; a share of an amount (goodwill)
+/// is an adjustment of its own (`docs/billing-semantics.md`, "A credited
+/// part").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditBasis {
+    /// The operator named the invoice line and the amount
+    /// ([`CreditRequest::Lines`]).
+    Line,
+    /// The line's share of an amount spread over the invoice in proportion
+    /// ([`CreditRequest::Amount`], [`CreditRequest::Full`]).
+    #[default]
+    Share,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +190,7 @@ fn spread(invoice: &Invoice, amount: Decimal) -> Result<Vec<CreditNoteLine>, Bil
             invoice_line: Some(i),
             amount: scale(l.amount),
             tax_amount: scale(l.tax_amount),
+            basis: CreditBasis::Share,
         })
         .collect();
     if invoice.tax.mode == TaxMode::OnTotal && !invoice.totals.tax.is_zero() {
@@ -174,6 +199,7 @@ fn spread(invoice: &Invoice, amount: Decimal) -> Result<Vec<CreditNoteLine>, Bil
             invoice_line: None,
             amount: Decimal::new(0, currency.minor_units()),
             tax_amount: scale(invoice.totals.tax),
+            basis: CreditBasis::Share,
         });
     }
     let credited: Decimal = lines.iter().map(|l| l.amount + l.tax_amount).sum();
@@ -233,6 +259,7 @@ fn line_credits(
             invoice_line: Some(*index),
             amount,
             tax_amount: round_line(amount * invoice.tax.rate, currency),
+            basis: CreditBasis::Line,
         });
     }
     Ok(out)

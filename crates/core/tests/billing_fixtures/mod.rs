@@ -183,6 +183,7 @@ pub fn input<'a>(
         settled_until: None,
         earlier_usage: Vec::new(),
         earlier_parts: Vec::new(),
+        earlier_minimum_credited: Default::default(),
         tax: TaxRule::none(),
         issuer: Party::default(),
         bill_to: Party::default(),
