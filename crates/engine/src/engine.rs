@@ -93,6 +93,9 @@ pub(crate) struct Inner {
     pub next_owner: std::sync::atomic::AtomicU64,
     /// Serializes admin operations that rebuild a customer's counters.
     pub admin: tokio::sync::Mutex<()>,
+    /// What the start read for features the served catalog does not define,
+    /// until an apply adds them back (`crate::recover::Parked`).
+    pub parked: Mutex<crate::recover::ParkedFeatures>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -281,35 +284,43 @@ impl Inner {
         feature: &str,
         entitlement: &serde_json::Value,
     ) -> Result<(usize, Ent), EngineError> {
-        let served = self.served();
-        let idx = served
-            .features
-            .get(feature)
-            .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
-        let def = served
-            .catalog
-            .feature(feature)
-            .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
-        let ent: Entitlement =
-            serde_json::from_value(entitlement.clone()).map_err(|e| EngineError::InvalidInput {
-                field: "entitlement",
-                message: e.to_string(),
-            })?;
-        let compiled = compile::compile_ent(
-            def,
-            &ent,
-            &tollgate_core::catalog::default_alert_thresholds(),
-        )
-        .ok_or_else(|| EngineError::InvalidInput {
-            field: "entitlement",
-            message: format!(
-                "a {} entitlement does not fit the {} feature {feature:?}",
-                ent.kind_name(),
-                def.kind.name()
-            ),
-        })?;
-        Ok((idx, compiled))
+        compile_override_in(&self.served(), feature, entitlement)
     }
+}
+
+/// Compiles a customer's override of `feature` against `served`.
+pub(crate) fn compile_override_in(
+    served: &Served,
+    feature: &str,
+    entitlement: &serde_json::Value,
+) -> Result<(usize, Ent), EngineError> {
+    let idx = served
+        .features
+        .get(feature)
+        .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
+    let def = served
+        .catalog
+        .feature(feature)
+        .ok_or_else(|| EngineError::UnknownFeature(feature.to_string()))?;
+    let ent: Entitlement =
+        serde_json::from_value(entitlement.clone()).map_err(|e| EngineError::InvalidInput {
+            field: "entitlement",
+            message: e.to_string(),
+        })?;
+    let compiled = compile::compile_ent(
+        def,
+        &ent,
+        &tollgate_core::catalog::default_alert_thresholds(),
+    )
+    .ok_or_else(|| EngineError::InvalidInput {
+        field: "entitlement",
+        message: format!(
+            "a {} entitlement does not fit the {} feature {feature:?}",
+            ent.kind_name(),
+            def.kind.name()
+        ),
+    })?;
+    Ok((idx, compiled))
 }
 
 pub(crate) fn parse_tz(name: &str) -> Result<TimeZone, EngineError> {

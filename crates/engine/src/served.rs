@@ -14,6 +14,12 @@
 //! list, tiers and `public`, and the features new plans can use. Feature
 //! indices only grow (a feature keeps its index for the engine's lifetime), so
 //! counters, overrides and compiled versions stay valid across the swap.
+//!
+//! A feature the start's catalog did not define (a catalog file removed it)
+//! and an apply adds back gets, before the swap, what a start would have given
+//! it: the published versions that grant it are compiled again, and each
+//! customer's counters, overrides, grants, reservations and idempotency keys
+//! of it are restored from what the start kept aside (`crate::recover::Parked`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use crate::compile;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{CompiledPlan, FeatureDef, Features};
+use crate::writer::Msg;
 
 /// The catalog being served, compiled (see the module documentation).
 #[derive(Debug)]
@@ -184,6 +191,17 @@ fn extend_features(served: &Features, incoming: &Catalog) -> Features {
     f
 }
 
+/// Whether a published version grants one of `features`.
+fn grants_any(version: &PlanVersionRecord, features: &[&str]) -> bool {
+    if features.is_empty() {
+        return false;
+    }
+    match serde_json::from_value::<Plan>(version.definition.clone()) {
+        Ok(p) => features.iter().any(|f| p.entitlements.contains_key(*f)),
+        Err(_) => false,
+    }
+}
+
 impl Engine {
     /// Applies a catalog to the running engine: checks it against the served
     /// one (see [`EngineError::CatalogRefused`]), publishes the new and
@@ -223,10 +241,66 @@ impl Engine {
             .publish_catalog(&document, &new_versions)
             .await?;
         let features = extend_features(&served.features, &catalog);
+        let added_keys: Vec<Arc<str>> = features.defs[served.features.defs.len()..]
+            .iter()
+            .map(|d| d.key.clone())
+            .collect();
+        let added: Vec<&str> = added_keys.iter().map(|k| &**k).collect();
         // Versions compiled before keep their `Arc`s (subscribers hold them);
-        // the new ones are compiled against the extended features.
-        let next = Served::build(catalog, features, served.plans.clone(), &new_versions);
-        inner.served.store(Arc::new(next));
+        // the new ones are compiled against the extended features, and so are
+        // the published versions that grant an added feature (a feature a
+        // restart's catalog file removed, added back: they were compiled
+        // without it).
+        let mut plans = served.plans.clone();
+        let mut compile = new_versions.clone();
+        let mut recompiled: HashMap<String, Vec<u32>> = HashMap::new();
+        for r in existing.iter().filter(|r| grants_any(r, &added)) {
+            plans.remove(&(r.plan_key.clone(), r.version));
+            compile.push(r.clone());
+            recompiled
+                .entry(r.plan_key.clone())
+                .or_default()
+                .push(r.version);
+        }
+        let next = Arc::new(Served::build(catalog, features, plans, &compile));
+        let mut parked = crate::recover::take_parked(inner, &added);
+        // Held until the new catalog is served when customers are restored: no
+        // counter rebuild runs meanwhile, and none starts from the old catalog.
+        let admin = if recompiled.is_empty() && parked.is_empty() {
+            None
+        } else {
+            Some(inner.admin.lock().await)
+        };
+        if admin.is_some() {
+            // Before the new catalog is served: nothing can be decided for an
+            // added feature yet, so none of its counters is in use.
+            let now = inner.now();
+            let mut replayed = Vec::new();
+            for cell in inner.customers.iter() {
+                let mut st = cell.lock();
+                if let Some(s) = st.sub.as_mut() {
+                    if recompiled
+                        .get(&*s.plan.key)
+                        .is_some_and(|v| v.contains(&s.plan.version))
+                    {
+                        if let Some(p) = next.plans.get(&(s.plan.key.to_string(), s.plan.version)) {
+                            s.plan = p.clone();
+                        }
+                    }
+                }
+                if let Some(p) = parked.remove(&*st.id) {
+                    replayed.extend(crate::recover::restore(inner, &next, &mut st, p, now));
+                }
+            }
+            if !replayed.is_empty() {
+                // Sent before the swap: ahead of any write of these features.
+                inner
+                    .tx
+                    .send(Msg::Replayed(replayed))
+                    .map_err(|_| EngineError::ShutDown)?;
+            }
+        }
+        inner.served.store(next);
         tracing::info!(
             source = document.source.as_str(),
             name = %document.name,

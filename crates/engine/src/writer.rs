@@ -82,6 +82,10 @@ pub(crate) enum Msg {
         end: Timestamp,
         used: BTreeMap<String, Decimal>,
     },
+    /// Adds committed ledger records the aggregate has not counted (a feature
+    /// added back by an apply: the records after the snapshot that the start
+    /// read while the feature was not served).
+    Replayed(Vec<(NewUsageRecord, Counted)>),
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
     /// Commit what is pending, then save a snapshot now.
@@ -421,6 +425,14 @@ impl Writer {
                 // Seeds are computed from the ledger after a flush, so nothing of
                 // theirs is in the pending batch: applying now is in order.
                 self.aggregate.seed(&customer, &feature, start, end, used);
+                None
+            }
+            Msg::Replayed(records) => {
+                // Committed long ago, and nothing of their features can be
+                // pending (they were not served): in order.
+                for (rec, counted) in &records {
+                    self.aggregate.apply_record(rec, *counted);
+                }
                 None
             }
             Msg::Flush(tx) => Some(After::Flush(tx)),

@@ -600,3 +600,222 @@ async fn an_invoice_run_with_an_undeployed_file_does_not_undo_an_apply_at_the_ne
         backend.cleanup().await;
     }
 }
+
+/// The test catalog without `api_calls` and `seats` (the features and every
+/// plan's entitlement to them: each plan gets a new version).
+fn without_calls_and_seats() -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in CATALOG.lines() {
+        if line.starts_with('[') {
+            skip = line == "[features.api_calls]" || line == "[features.seats]";
+        }
+        if skip || line.starts_with("api_calls =") || line.starts_with("seats =") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Docs: catalog.md, "Applying a catalog to a running server" (a feature
+/// added back). Free has 100 API calls a month (hard) and 2 seats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_added_back_by_an_apply_keeps_the_usage_of_its_period() {
+    for backend in backends("catalog_readd") {
+        let name = backend.name;
+        let mut srv = TestServer::start(backend, CATALOG).await;
+        let admin = srv.admin_key.clone();
+        let key = srv.server_key().await;
+        // `c` stays on free v1; `m` is moved to the version the apply
+        // publishes.
+        for c in ["c", "m"] {
+            srv.customer(c, Some("free")).await;
+            let r = consume(&srv, &key, c, "api_calls", 90).await;
+            assert_eq!(r.status, 200, "{name}: {r}");
+            let r = srv
+                .put(
+                    &format!("/v1/customers/{c}/gauges/seats"),
+                    &key,
+                    json!({"level": 2}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{name}: {r}");
+        }
+
+        // A restart with a catalog file without the two features: free v2.
+        srv.catalog_toml = without_calls_and_seats();
+        let mut srv = srv.restart().await;
+        let r = consume(&srv, &key, "c", "api_calls", 1).await;
+        assert_ne!(r.status, 200, "{name}: not served: {r}");
+
+        // Applied back through the API: free v1's subscriber is enforced
+        // again, from the 90 calls and 2 seats already used this period.
+        let r = put_catalog(&srv, "", &admin, CATALOG).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["applied"], true, "{name}: {r}");
+        assert_eq!(
+            change_of(&r, "free"),
+            ("changed".into(), json!(2), json!(3)),
+            "{name}"
+        );
+        let r = srv
+            .put(
+                "/v1/customers/m/subscription",
+                &admin,
+                json!({"plan": "free"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["plan_version"], 3, "{name}: {r}");
+        for c in ["m", "c"] {
+            let r = consume(&srv, &key, c, "api_calls", 20).await;
+            assert_eq!(r.status, 429, "{name}: {c}: 90 + 20 > 100: {r}");
+            assert_eq!(r.body["used"], "90", "{name}: {c}: {r}");
+            let r = srv.get(&format!("/v1/customers/{c}/usage"), &admin).await;
+            assert_eq!(r.status, 200, "{name}: {c}: {r}");
+            assert_eq!(
+                r.body["usage_summary"]["api_calls"]["used"], "90",
+                "{name}: {c}: {r}"
+            );
+            assert_eq!(
+                r.body["usage_summary"]["seats"]["used"], "2",
+                "{name}: {c}: {r}"
+            );
+            let r = srv
+                .post(
+                    &format!("/v1/customers/{c}/gauges/seats/adjust"),
+                    &key,
+                    json!({"delta": 1}),
+                )
+                .await;
+            assert_eq!(r.status, 429, "{name}: {c}: 2 seats of 2: {r}");
+        }
+        let r = consume(&srv, &key, "c", "api_calls", 10).await;
+        assert_eq!(r.status, 200, "{name}: {r}");
+        assert_eq!(r.body["used"], "100", "{name}: {r}");
+
+        // The next start (on the catalog with both) counts the same.
+        srv.catalog_toml = CATALOG.to_string();
+        let srv = srv.restart().await;
+        let r = consume(&srv, &key, "c", "api_calls", 1).await;
+        assert_eq!(r.status, 429, "{name}: {r}");
+        assert_eq!(r.body["used"], "100", "{name}: {r}");
+        srv.stop().await;
+    }
+}
+
+/// A metered consume through the engine: (allowed, used).
+async fn engine_consume(engine: &Engine, customer: &str, n: u32) -> (bool, String) {
+    let d = engine
+        .consume(tollgate_engine::UsageRequest::new(
+            customer,
+            "api_calls",
+            rust_decimal::Decimal::from(n),
+        ))
+        .await
+        .unwrap();
+    (d.allowed, d.used.to_string())
+}
+
+/// Docs: catalog.md, "Applying a catalog to a running server" (a feature
+/// added back). The start that dropped the feature had no snapshot to read
+/// (the one before it crashed), so the usage was in the ledger only; the
+/// customer's override (95 calls instead of free's 100) and top-up (10
+/// calls) come back with it, and so does the idempotency key of its first
+/// request; the next start counts the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_added_back_after_a_crash_keeps_its_ledger_override_and_grant() {
+    for backend in backends("catalog_readd_crash") {
+        let name = backend.name;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("catalog.toml");
+        std::fs::write(&file, CATALOG).unwrap();
+        let clock = TestClock::new(t0());
+        let store = backend.store().await;
+        let engine = open(store.clone(), &file, &clock).await;
+        engine
+            .create_customer(tollgate_engine::NewCustomer::new("c"))
+            .await
+            .unwrap();
+        engine
+            .subscribe(
+                "c",
+                "free",
+                SubscribeOptions {
+                    status: Some(tollgate_store::SubscriptionStatus::Active),
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let limit95 = serde_json::from_value(json!({
+            "kind": "metered", "limit": "95", "enforcement": "hard", "overage": false,
+            "reset": null, "emergency_allowance": null, "emergency_unit_price": null,
+            "alert_thresholds": null
+        }))
+        .unwrap();
+        engine
+            .set_override("c", "api_calls", &limit95)
+            .await
+            .unwrap();
+        engine
+            .add_grant(tollgate_engine::NewGrant {
+                customer: "c".into(),
+                feature: "api_calls".into(),
+                kind: "top_up".into(),
+                quantity: 10.into(),
+                priority: 1,
+                effective_at: None,
+                expires_at: None,
+                metadata: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        let mut first = tollgate_engine::UsageRequest::new("c", "api_calls", 90.into());
+        first.idempotency_key = Some("first".into());
+        let d = engine.consume(first.clone()).await.unwrap();
+        assert_eq!((d.allowed, d.used.to_string()), (true, "90".into()));
+        // A crash: every handle dropped, no snapshot saved.
+        drop(engine);
+        assert!(store.load_snapshot().await.unwrap().is_none(), "{name}");
+
+        std::fs::write(&file, without_calls_and_seats()).unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        let applied = tollgate_core::catalog::load_catalog("api", CATALOG).unwrap();
+        let document = tollgate_server::catalog::document(CatalogSource::Api, "api", CATALOG, t0());
+        let (_, done) = engine
+            .apply_catalog(applied, document, false)
+            .await
+            .unwrap();
+        assert!(done, "{name}");
+        // A retry of the first request is answered again, not counted again.
+        let d = engine.consume(first).await.unwrap();
+        assert!(d.replayed, "{name}: {d:?}");
+        // 90 used of 95 + 10: 16 more is refused, 15 is not.
+        assert_eq!(
+            engine_consume(&engine, "c", 16).await,
+            (false, "90".into()),
+            "{name}"
+        );
+        assert_eq!(
+            engine_consume(&engine, "c", 15).await,
+            (true, "105".into()),
+            "{name}"
+        );
+        engine.close().await.unwrap();
+
+        // The next start (the file with the feature again) reads the
+        // snapshot the apply's engine saved.
+        std::fs::write(&file, CATALOG).unwrap();
+        let engine = open(store.clone(), &file, &clock).await;
+        assert_eq!(
+            engine_consume(&engine, "c", 1).await,
+            (false, "105".into()),
+            "{name}"
+        );
+        engine.close().await.unwrap();
+        backend.cleanup().await;
+    }
+}
