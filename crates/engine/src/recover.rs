@@ -581,6 +581,14 @@ fn reservation_key(st: &mut CustomerState, r: OpenResv) {
     }
 }
 
+/// Whether a start kept something aside for one of `features`.
+pub(crate) fn has_parked(inner: &Inner, features: &[&str]) -> bool {
+    let parked = inner.parked.lock();
+    parked
+        .values()
+        .any(|per| features.iter().any(|f| per.contains_key(*f)))
+}
+
 /// Takes what a start kept aside for `features` (see [`Parked`]), by
 /// customer. A feature that was never used has nothing kept: one map lookup
 /// per customer that had something kept, no store query.

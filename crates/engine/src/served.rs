@@ -236,10 +236,6 @@ impl Engine {
         if dry_run || (new_versions.is_empty() && *served.catalog == catalog) {
             return Ok((changes, false));
         }
-        inner
-            .store
-            .publish_catalog(&document, &new_versions)
-            .await?;
         let features = extend_features(&served.features, &catalog);
         let added_keys: Vec<Arc<str>> = features.defs[served.features.defs.len()..]
             .iter()
@@ -263,15 +259,23 @@ impl Engine {
                 .push(r.version);
         }
         let next = Arc::new(Served::build(catalog, features, plans, &compile));
-        let mut parked = crate::recover::take_parked(inner, &added);
-        // Held until the new catalog is served when customers are restored: no
-        // counter rebuild runs meanwhile, and none starts from the old catalog.
-        let admin = if recompiled.is_empty() && parked.is_empty() {
+        // Held from before the publish until the new catalog is served when
+        // customers are restored: no counter rebuild runs meanwhile, and none
+        // starts from the old catalog. Taken before the publish, so that no
+        // await lies between taking what was kept aside and serving the
+        // catalog: an apply abandoned while it waits (its caller hung up)
+        // has published nothing and taken nothing.
+        let admin = if recompiled.is_empty() && !crate::recover::has_parked(inner, &added) {
             None
         } else {
             Some(inner.admin.lock().await)
         };
+        inner
+            .store
+            .publish_catalog(&document, &new_versions)
+            .await?;
         if admin.is_some() {
+            let mut parked = crate::recover::take_parked(inner, &added);
             // Before the new catalog is served: nothing can be decided for an
             // added feature yet, so none of its counters is in use.
             let now = inner.now();
