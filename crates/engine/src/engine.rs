@@ -79,6 +79,11 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     /// The served catalog, compiled (`crate::served`).
     pub served: arc_swap::ArcSwap<Served>,
+    /// The catalog an apply is about to serve, while it restores the
+    /// customers of features added back (`crate::served`): their restored
+    /// reservations and idempotency keys name features the served catalog
+    /// does not define yet ([`Inner::feature_key`]).
+    pub incoming: arc_swap::ArcSwapOption<Served>,
     /// Serializes [`Engine::apply_catalog`].
     pub catalog_apply: tokio::sync::Mutex<()>,
     /// Boxed states keep the map's buckets small (cache-friendly probing).
@@ -151,7 +156,18 @@ impl Inner {
     }
 
     pub(crate) fn feature_key(&self, idx: usize) -> Arc<str> {
-        self.served().features.defs[idx].key.clone()
+        if let Some(def) = self.served().features.defs.get(idx) {
+            return def.key.clone();
+        }
+        // A feature an apply is adding back, named by a customer it already
+        // restored (a reservation committed, a key reused) before the swap.
+        match self.incoming.load().as_deref() {
+            Some(next) => match next.features.defs.get(idx) {
+                Some(def) => def.key.clone(),
+                None => Arc::from(format!("#{idx}")),
+            },
+            None => Arc::from(format!("#{idx}")),
+        }
     }
 
     /// The cheapest public plan above the customer's tier whose entitlement

@@ -146,6 +146,7 @@ impl Engine {
             next_owner: std::sync::atomic::AtomicU64::new(1),
             admin: tokio::sync::Mutex::new(()),
             parked: Mutex::new(HashMap::new()),
+            incoming: arc_swap::ArcSwapOption::empty(),
         };
         let mut parked = ParkedFeatures::new();
 

@@ -280,6 +280,9 @@ impl Engine {
             // added feature yet, so none of its counters is in use.
             let now = inner.now();
             let mut replayed = Vec::new();
+            // A customer restored before the swap can already be asked about
+            // an added feature's reservations and keys (by its index).
+            inner.incoming.store(Some(next.clone()));
             for cell in inner.customers.iter() {
                 let mut st = cell.lock();
                 if let Some(s) = st.sub.as_mut() {
@@ -298,13 +301,14 @@ impl Engine {
             }
             if !replayed.is_empty() {
                 // Sent before the swap: ahead of any write of these features.
-                inner
-                    .tx
-                    .send(Msg::Replayed(replayed))
-                    .map_err(|_| EngineError::ShutDown)?;
+                if inner.tx.send(Msg::Replayed(replayed)).is_err() {
+                    inner.incoming.store(None);
+                    return Err(EngineError::ShutDown);
+                }
             }
         }
         inner.served.store(next);
+        inner.incoming.store(None);
         tracing::info!(
             source = document.source.as_str(),
             name = %document.name,
