@@ -3,6 +3,8 @@
 //! unreachable URL fails the test), and engine helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod faulty;
+
 use std::sync::Arc;
 
 use jiff::Timestamp;
